@@ -1,0 +1,34 @@
+"""Kasparro ETL: crypto market data from many sources, unified in PostgreSQL, served over HTTP."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application: settings, database, logging, Celery, API and CLI."""
+    from kasparro import api, celery_app, cli, logs, metrics
+    from kasparro.config import load_config, read_environment
+    from kasparro.db import db
+    from kasparro.migrate import migrate
+
+    app = Flask(__name__)
+    app.config.from_mapping(load_config(read_environment()))
+    if overrides:
+        app.config.from_mapping(overrides)
+    logs.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
+    celery_app.init_app(app)
+    metrics.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _migrations_dir() -> str:
+    from kasparro.config import PROJECT_ROOT
+
+    return str(PROJECT_ROOT / "migrations")

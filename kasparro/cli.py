@@ -1,0 +1,76 @@
+"""Terminal commands: `flask --app wsgi etl init-db | run | sources`."""
+from __future__ import annotations
+
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from kasparro import catalog
+from kasparro.db import db
+from kasparro.errors import KasparroError
+from kasparro.migrate import init_db
+from kasparro.models import Run
+from kasparro.pipeline.runs import TERMINAL
+
+etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
+
+
+@etl.command("init-db")
+def init_db_command() -> None:
+    """Create the database if missing and apply every migration."""
+    created = init_db(current_app._get_current_object())  # type: ignore[attr-defined]
+    click.echo(("created database; " if created else "") + "schema is up to date")
+
+
+@etl.command("sources")
+def sources_command() -> None:
+    """List the enabled sources and their kinds."""
+    for name, spec in catalog.declared_sources(current_app.config).items():
+        click.echo(f"{name:24} {spec['kind']:12} {spec.get('path') or spec.get('base_url', '')}")
+
+
+@etl.command("run")
+@click.option("--source", "sources", multiple=True, help="Run only this source (repeatable).")
+@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+@click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
+def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
+    """Queue a run (all enabled sources by default) and optionally follow its progress."""
+    from kasparro.tasks import enqueue_run
+
+    try:
+        run, created = enqueue_run("cli", sources or None)
+    except KasparroError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"run {run.id} {'queued' if created else 'already active'}: {', '.join(run.sources)}")
+    if wait:
+        _follow(run.id, timeout)
+
+
+def _follow(run_id: int, timeout: int) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        db.session.expire_all()
+        run = db.session.get(Run, run_id)
+        line = f"run {run.id} {run.status}: " + "; ".join(
+            f"{s.source} {s.status}{'/' + s.stage if s.stage else ''} extracted={s.extracted} "
+            f"loaded={s.loaded} rejected={s.rejected}" for s in run.source_runs)
+        if line != last:
+            click.echo(line)
+            last = line
+        if run.status in TERMINAL:
+            for s in run.source_runs:
+                if s.error:
+                    click.echo(f"  {s.source}: {s.error}", err=True)
+            if run.status == "failed":
+                raise SystemExit(1)
+            return
+        time.sleep(1)
+    raise click.ClickException(f"run {run_id} still {run.status} after {timeout}s")
+
+
+def init_app(app: Flask) -> None:
+    """Register the `etl` command group."""
+    app.cli.add_command(etl)

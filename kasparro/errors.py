@@ -1,0 +1,61 @@
+"""Name what can go wrong, and whether trying again can help.
+
+    KasparroError
+    ├── SourceError                 a source could not be read
+    │   ├── TransientSourceError    (transient) timeouts, 5xx, 429 past its budget: retry later
+    │   ├── SourceAuthError         (terminal) the provider refused our credentials
+    │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
+    ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
+    └── SourceBusy                  (transient) another run holds the source's lease
+
+Terminal errors fail the source at once; transient ones are retried with backoff.
+Every error keeps its context (source, run id) as attributes and in its message,
+and pickles, because Celery ships exceptions between processes.
+"""
+from __future__ import annotations
+
+
+class KasparroError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    transient = False
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        self.message = message
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild, (type(self), self.message, self.source))
+
+
+def _rebuild(cls: type[KasparroError], message: str, source: str | None) -> KasparroError:
+    return cls(message, source=source)
+
+
+class SourceError(KasparroError):
+    """A source could not be read."""
+
+
+class TransientSourceError(SourceError):
+    """A source failed in a way that may pass if we wait and retry."""
+
+    transient = True
+
+
+class SourceAuthError(SourceError):
+    """A provider refused the credentials we sent."""
+
+
+class SourceConfigError(SourceError):
+    """A source is configured in a way that cannot work."""
+
+
+class PayloadError(KasparroError):
+    """A whole payload could not be understood."""
+
+
+class SourceBusy(KasparroError):
+    """Another run holds this source's lease."""
+
+    transient = True

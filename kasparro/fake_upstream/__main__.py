@@ -1,0 +1,62 @@
+"""Command line entry point: `python -m kasparro.fake_upstream`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from .server import FakeUpstream
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m kasparro.fake_upstream",
+                                     description="Serve recorded CoinPaprika/CoinGecko payloads.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--data-dir", default=None,
+                        help="payload directory (default: data/upstream)")
+    parser.add_argument("--advance-every", type=float, default=None, metavar="SECONDS",
+                        help="advance every provider to its next snapshot on this period")
+    parser.add_argument("--coinpaprika-key", default=None,
+                        help="require 'Authorization: <key>' on CoinPaprika routes")
+    parser.add_argument("--coingecko-key", default=None,
+                        help="require this key on CoinGecko routes")
+    parser.add_argument("--coingecko-plan", choices=("demo", "pro"), default="demo")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until Ctrl-C or SIGTERM."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    upstream = FakeUpstream(args.data_dir, coinpaprika_key=args.coinpaprika_key,
+                            coingecko_key=args.coingecko_key, coingecko_plan=args.coingecko_plan,
+                            advance_every=args.advance_every)
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    upstream.start(args.host, args.port)
+    log = logging.getLogger("kasparro.fake_upstream")
+    # Report whether auth is on, never the key values themselves.
+    log.info("serving %s (data %s); coinpaprika auth=%s, coingecko auth=%s plan=%s",
+             upstream.base_url, upstream.data_dir, bool(args.coinpaprika_key),
+             bool(args.coingecko_key), args.coingecko_plan)
+    log.info("CoinPaprika base URL %s", upstream.coinpaprika_url)
+    log.info("CoinGecko base URL %s", upstream.coingecko_url)
+    # Wait in short slices so the signal handler runs promptly on every platform.
+    while not done.wait(0.5):
+        pass
+    upstream.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Queued fault injection for the fake upstream server."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+PROVIDERS = ("coinpaprika", "coingecko")
+FAULT_KINDS = (
+    "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "reset",
+)
+# Parameters each kind needs; anything missing is a caller error, caught at inject time.
+_REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",)}
+_DEFAULTS: dict[str, dict[str, Any]] = {"429": {"retry_after": 1}, "slow": {"delay": 1.0}}
+
+
+@dataclass
+class Fault:
+    """A fault that applies to the next `remaining` matching requests."""
+
+    provider: str
+    kind: str
+    remaining: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def matches(self, path: str) -> bool:
+        """Return whether this fault applies to a request for `path`."""
+        wanted = self.params.get("path")
+        return not wanted or path.endswith(str(wanted))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view of the fault."""
+        return {"provider": self.provider, "kind": self.kind, "remaining": self.remaining,
+                **self.params}
+
+
+def make_fault(provider: str, kind: str | int, times: int = 1, **params: Any) -> Fault:
+    """Validate injection arguments and build a fault."""
+    kind = str(kind)
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+    if int(times) < 1:
+        raise ValueError("times must be at least 1")
+    missing = [p for p in _REQUIRED.get(kind, ()) if p not in params]
+    if missing:
+        raise ValueError(f"fault {kind!r} needs parameter(s) {missing}")
+    merged = {**_DEFAULTS.get(kind, {}), **params}
+    return Fault(provider, kind, int(times), merged)
+
+
+class FaultQueue:
+    """Hold faults per provider in injection order; each request consumes at most one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        """Queue a fault behind any already waiting."""
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        """Drop every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, provider: str, path: str) -> Fault | None:
+        """Consume one use of the first queued fault matching this request."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.provider == provider and fault.matches(path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Return the queued faults as dicts."""
+        with self._lock:
+            return [f.to_dict() for f in self._faults]
+
+
+def rename_field(payload: Any, old: str, new: str) -> Any:
+    """Rename `old` to `new` in every object of a JSON array payload."""
+    if isinstance(payload, list):
+        return [{(new if k == old else k): v for k, v in obj.items()}
+                if isinstance(obj, dict) else obj for obj in payload]
+    return payload
+
+
+def drop_field(payload: Any, name: str) -> Any:
+    """Remove `name` from every object of a JSON array payload."""
+    if isinstance(payload, list):
+        return [{k: v for k, v in obj.items() if k != name}
+                if isinstance(obj, dict) else obj for obj in payload]
+    return payload
+
+
+HTML_ERROR_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>502 Bad Gateway</title></head>
+<body>
+<h1>Bad gateway</h1>
+<p>The web server reported a bad gateway error. Please try again in a few minutes.</p>
+<p>Ray ID: fake-upstream &bull; Performance &amp; security by a CDN</p>
+</body>
+</html>
+"""

@@ -1,0 +1,306 @@
+"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs, stdlib only."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .faults import HTML_ERROR_PAGE, PROVIDERS, FaultQueue, drop_field, make_fault, rename_field
+from .providers import (PREFIXES, SECRET_PARAMS, check_gecko_auth, check_paprika_auth,
+                        error_body, gecko_route, paprika_route, split_provider)
+from .snapshots import SnapshotSeries, load_coingecko, load_coinpaprika
+
+log = logging.getLogger("kasparro.fake_upstream")
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """Return the payload directory, defaulting to the repository's data/upstream."""
+    if data_dir is not None:
+        return Path(data_dir)
+    cwd_default = Path("data/upstream")
+    if cwd_default.is_dir():
+        return cwd_default
+    # Fall back to the copy shipped next to the package so it works from any directory.
+    return Path(__file__).resolve().parents[2] / "data" / "upstream"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    upstream: FakeUpstream
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "FakeUpstream/1.0"
+
+    def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        # The default line includes the query string, which may carry an API key.
+        return
+
+    def _dispatch(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        upstream = self.server.upstream
+        if parts.path.startswith("/__admin/"):
+            status, body = upstream._admin(method, parts.path, self._read_json())
+            self._send(status, json.dumps(body).encode(), JSON_TYPE)
+            log.info("%s %s %d", method, parts.path, status)
+            return
+        upstream._serve(self, method, parts.path, query)
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not length:
+            return None
+        try:
+            return json.loads(self.rfile.read(length))
+        except ValueError:
+            return {"__invalid__": True}
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # The client gave up (for example after a slow fault); nothing to do.
+
+
+class FakeUpstream:
+    """Serve recorded CoinPaprika and CoinGecko payloads with scriptable faults and auth."""
+
+    def __init__(self, data_dir: str | Path | None = None, coinpaprika_key: str | None = None,
+                 coingecko_key: str | None = None, coingecko_plan: str = "demo",
+                 advance_every: float | None = None) -> None:
+        if coingecko_plan not in ("demo", "pro"):
+            raise ValueError("coingecko_plan must be 'demo' or 'pro'")
+        self.data_dir = resolve_data_dir(data_dir)
+        self.coinpaprika_key = coinpaprika_key
+        self.coingecko_key = coingecko_key
+        self.coingecko_plan = coingecko_plan
+        self.advance_every = advance_every
+        self._lock = threading.RLock()
+        self._series: dict[str, SnapshotSeries] = {
+            "coinpaprika": load_coinpaprika(self.data_dir),
+            "coingecko": load_coingecko(self.data_dir),
+        }
+        self._faults = FaultQueue()
+        self._requests: list[dict[str, Any]] = []
+        self._httpd: _HTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self.base_url = ""
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving in background threads and return the base URL."""
+        if self._httpd is not None:
+            return self.base_url
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.upstream = self
+        self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
+        self._stopping.clear()
+        serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                 name="fake-upstream", daemon=True)
+        self._threads = [serve]
+        if self.advance_every:
+            self._threads.append(threading.Thread(target=self._auto_advance,
+                                                  name="fake-upstream-timer", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def __enter__(self) -> FakeUpstream:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _auto_advance(self) -> None:
+        assert self.advance_every
+        while not self._stopping.wait(self.advance_every):
+            self.advance()
+
+    # --- control ---------------------------------------------------------------
+    @property
+    def coinpaprika_url(self) -> str:
+        """Return the base URL to configure as the CoinPaprika API root."""
+        return self.base_url + PREFIXES["coinpaprika"]
+
+    @property
+    def coingecko_url(self) -> str:
+        """Return the base URL to configure as the CoinGecko API root."""
+        return self.base_url + PREFIXES["coingecko"]
+
+    def advance(self, provider: str | None = None) -> dict[str, Any]:
+        """Move one provider (or all) to its next snapshot and return the new state."""
+        if provider is not None and provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+        with self._lock:
+            for name, series in self._series.items():
+                if provider in (None, name):
+                    series.advance()
+            return self.state()
+
+    def reset(self) -> dict[str, Any]:
+        """Rewind every provider to snapshot 0 and clear faults and the request log."""
+        with self._lock:
+            for series in self._series.values():
+                series.index = 0
+            self._requests.clear()
+        self._faults.clear()
+        return self.state()
+
+    def inject(self, provider: str, kind: str | int, times: int = 1,
+               **params: Any) -> dict[str, Any]:
+        """Queue a fault for the next `times` matching requests to `provider`."""
+        fault = make_fault(provider, kind, times, **params)
+        self._faults.add(fault)
+        return fault.to_dict()
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        self._faults.clear()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Return a copy of the upstream request log (admin calls excluded)."""
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    def state(self) -> dict[str, Any]:
+        """Return current snapshots and queued faults."""
+        with self._lock:
+            providers = {name: s.describe() for name, s in self._series.items()}
+        return {"providers": providers, "faults": self._faults.snapshot()}
+
+    # --- request handling ------------------------------------------------------
+    def _admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        body = body if isinstance(body, dict) else {}
+        if body.get("__invalid__"):
+            return 400, {"error": "request body is not valid JSON"}
+        routes = {
+            ("POST", "/__admin/advance"): lambda: (200, self.advance(body.get("provider"))),
+            ("POST", "/__admin/reset"): lambda: (200, self.reset()),
+            ("GET", "/__admin/state"): lambda: (200, self.state()),
+            ("POST", "/__admin/faults"): lambda: (201, {"queued": self.inject(**body),
+                                                        "faults": self._faults.snapshot()}),
+            ("DELETE", "/__admin/faults"): self._admin_clear_faults,
+            ("GET", "/__admin/requests"): lambda: (200, self.requests),
+        }
+        action = routes.get((method, path))
+        if action is None:
+            known = any(p == path for _, p in routes)
+            return (405, {"error": "method not allowed"}) if known else (404, {"error": "not found"})
+        try:
+            return action()
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+
+    def _admin_clear_faults(self) -> tuple[int, Any]:
+        self.clear_faults()
+        return 200, {"faults": []}
+
+    def _check_auth(self, provider: str, handler: _Handler,
+                    query: dict[str, str]) -> tuple[int, Any] | None:
+        if provider == "coinpaprika":
+            return check_paprika_auth(self.coinpaprika_key, handler.headers)
+        return check_gecko_auth(self.coingecko_key, self.coingecko_plan, handler.headers, query)
+
+    def _serve(self, handler: _Handler, method: str, path: str, query: dict[str, str]) -> None:
+        entry: dict[str, Any] = {
+            "monotonic": time.monotonic(), "wall": time.time(), "method": method, "path": path,
+            "query": {k: ("***" if k in SECRET_PARAMS else v) for k, v in query.items()},
+            "provider": None, "status": None, "auth_ok": None, "fault": None, "snapshot_id": None,
+        }
+        provider, endpoint = split_provider(path)
+        entry["provider"] = provider
+        fault = None
+        if provider is None:
+            status, body = 404, {"error": "not found"}
+        elif method != "GET":
+            status, body = 405, {"error": "method not allowed"}
+        else:
+            denied = self._check_auth(provider, handler, query)
+            entry["auth_ok"] = denied is None
+            if denied is not None:
+                status, body = denied
+            else:
+                with self._lock:
+                    series = self._series[provider]
+                    entry["snapshot_id"] = series.current.id
+                    route = paprika_route if provider == "coinpaprika" else gecko_route
+                    status, body = route(endpoint, query, series)
+                # Faults only replace answers that would have succeeded, so a rejected
+                # request never uses up a fault a test queued for a later call.
+                if status == 200:
+                    fault = self._faults.take(provider, path)
+        entry["fault"] = fault.kind if fault else None
+        self._respond(handler, entry, status, body, fault)
+
+    def _respond(self, handler: _Handler, entry: dict[str, Any], status: int, body: Any,
+                 fault: Any) -> None:
+        kind = fault.kind if fault else None
+        headers: dict[str, str] = {}
+        content_type = JSON_TYPE
+        if kind == "slow":
+            time.sleep(float(fault.params["delay"]))
+        if kind in ("429", "500", "503"):
+            status, body = int(kind), error_body(entry["provider"], int(kind))
+            if kind == "429":
+                headers["Retry-After"] = str(fault.params["retry_after"])
+        elif kind == "rename_field":
+            body = rename_field(body, fault.params["field"], fault.params["to"])
+        elif kind == "drop_field":
+            body = drop_field(body, fault.params["field"])
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if kind == "truncated":
+            payload = payload[: max(1, len(payload) // 2)]
+        elif kind == "html":
+            payload, content_type = HTML_ERROR_PAGE.encode("utf-8"), "text/html; charset=utf-8"
+        entry["status"] = None if kind == "reset" else status
+        with self._lock:
+            self._requests.append(entry)
+        if kind == "reset":
+            # Drop the connection without a status line, like a peer reset mid-request.
+            handler.close_connection = True
+            log.info("%s %s reset", entry["method"], entry["path"])
+            return
+        handler._send(status, payload, content_type, headers)
+        log.info("%s %s %d%s", entry["method"], entry["path"], status,
+                 f" fault={kind}" if kind else "")

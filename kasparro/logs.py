@@ -1,0 +1,52 @@
+"""Configure logging: one line per event, JSON in production, with the task's context attached."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun
+from flask import Flask, g, has_request_context
+from pythonjsonlogger.json import JsonFormatter
+
+_task_context: dict[str, Any] = {}
+
+
+class ContextFilter(logging.Filter):
+    """Attach the current request id or task id to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context() and hasattr(g, "request_id"):
+            record.request_id = g.request_id
+        for key, value in _task_context.items():
+            setattr(record, key, value)
+        return True
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
+    _task_context.update(task_id=task_id, task_name=getattr(task, "name", None))
+    if args:
+        _task_context["source_run_id"] = args[0]
+
+
+@task_postrun.connect
+def _clear_task(**_: Any) -> None:
+    # Cleared so nothing leaks into the next task this process runs.
+    _task_context.clear()
+
+
+def init_app(app: Flask) -> None:
+    """Send the root logger's records to stderr in the configured format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if app.config["LOG_FORMAT"] == "json":
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"asctime": "time", "levelname": "level"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not getattr(h, "_kasparro", False)]
+    handler._kasparro = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(app.config["LOG_LEVEL"])

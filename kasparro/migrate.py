@@ -1,0 +1,32 @@
+"""Hold the Flask-Migrate handle and the helpers that build a database the way a deployment does."""
+from __future__ import annotations
+
+from flask import Flask
+from flask_migrate import Migrate, upgrade
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+migrate = Migrate()
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it is missing; True if it was created."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": target.database}).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+            return not exists
+    finally:
+        admin.dispose()
+
+
+def init_db(app: Flask) -> bool:
+    """Create the database if needed and apply every migration; True if the database was created."""
+    created = ensure_database(app.config["SQLALCHEMY_DATABASE_URI"])
+    with app.app_context():
+        upgrade()
+    return created

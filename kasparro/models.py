@@ -1,0 +1,249 @@
+"""Map the warehouse tables: raw layer, canonical assets, unified quotes and run bookkeeping."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from kasparro.db import db
+
+RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
+SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
+TRIGGERS = ("schedule", "api", "cli")
+BATCH_STATES = ("extracted", "transformed", "loaded")
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Run(db.Model):
+    """One ETL run over one or more sources."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
+        CheckConstraint(f"trigger IN {TRIGGERS}", name="trigger"),
+        Index("ix_runs_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    sources: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # Non-secret source settings as they were when the run was created, so the
+    # worker runs exactly what was asked and the run stays auditable.
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    source_runs: Mapped[list[SourceRun]] = relationship(
+        back_populates="run", order_by="SourceRun.source", lazy="selectin"
+    )
+
+
+class SourceRun(db.Model):
+    """The part of a run that concerns one source, with its counters."""
+
+    __tablename__ = "run_sources"
+    __table_args__ = (
+        UniqueConstraint("run_id", "source"),
+        CheckConstraint(f"status IN {SOURCE_STATUSES}", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str | None] = mapped_column(String(16))
+    extract_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    extracted: Mapped[int] = mapped_column(Integer, default=0)
+    loaded: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    # Evidence of how the source was called (rate limits, retries).
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    throttled: Mapped[int] = mapped_column(Integer, default=0)
+    wait_seconds: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    run: Mapped[Run] = relationship(back_populates="source_runs")
+
+
+class RawBatch(db.Model):
+    """A slice of one source's extract: the unit that transform and load work on."""
+
+    __tablename__ = "raw_batches"
+    __table_args__ = (
+        UniqueConstraint("run_source_id", "seq"),
+        CheckConstraint(f"state IN {BATCH_STATES}", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_source_id: Mapped[int] = mapped_column(ForeignKey("run_sources.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(100))
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="extracted")
+    # Where the source stands once this batch is loaded: becomes the checkpoint.
+    cursor_after: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    new_records: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _now()
+
+
+class RawRecord(db.Model):
+    """One payload exactly as received; identical payloads are kept once per source."""
+
+    __tablename__ = "raw_records"
+    __table_args__ = (
+        UniqueConstraint("source", "content_hash"),
+        Index("ix_raw_records_batch_id", "batch_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))
+    position: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = _now()
+
+
+class Asset(db.Model):
+    """One real-world coin, whatever source reports it."""
+
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    symbol: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+    aliases: Mapped[list[AssetAlias]] = relationship(back_populates="asset", lazy="selectin")
+
+
+class AssetAlias(db.Model):
+    """How one source names an asset, and how we decided it is that asset."""
+
+    __tablename__ = "asset_aliases"
+    __table_args__ = (UniqueConstraint("source", "source_asset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    source_asset_id: Mapped[str] = mapped_column(String(200))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), index=True)
+    symbol: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(Text)
+    match_method: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = _now()
+
+    asset: Mapped[Asset] = relationship(back_populates="aliases")
+
+
+class MarketQuote(db.Model):
+    """A unified observation of one asset's market by one source at one time."""
+
+    __tablename__ = "market_quotes"
+    __table_args__ = (
+        UniqueConstraint("source", "asset_id", "observed_at"),
+        CheckConstraint("price_usd >= 0", name="price_not_negative"),
+        # Keyset pagination walks these in both directions.
+        Index("ix_market_quotes_observed_id", "observed_at", "id"),
+        Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    source: Mapped[str] = mapped_column(String(100))
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    price_usd: Mapped[Decimal] = mapped_column(Numeric)
+    market_cap_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    percent_change_24h: Mapped[Decimal | None] = mapped_column(Numeric)
+    raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    ingested_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    asset: Mapped[Asset] = relationship(lazy="joined")
+
+
+class Checkpoint(db.Model):
+    """How far each source has been loaded; moves only with the data it covers."""
+
+    __tablename__ = "checkpoints"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    batch_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now()
+
+
+class RejectedRecord(db.Model):
+    """A raw record that failed validation, with the reason."""
+
+    __tablename__ = "rejected_records"
+    __table_args__ = (Index("ix_rejected_records_run_source", "run_id", "source"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"), unique=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class SourceLease(db.Model):
+    """Who may run a source now; an expired lease is free, so a dead holder releases it."""
+
+    __tablename__ = "source_leases"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StagedQuote(db.Model):
+    """A validated quote waiting for its batch to load; emptied as the batch loads."""
+
+    __tablename__ = "quote_stage"
+    __table_args__ = (Index("ix_quote_stage_batch_id", "batch_id"),)
+
+    raw_record_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(100))
+    asset_id: Mapped[int] = mapped_column(Integer)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    price_usd: Mapped[Decimal] = mapped_column(Numeric)
+    market_cap_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    percent_change_24h: Mapped[Decimal | None] = mapped_column(Numeric)

@@ -1,0 +1,105 @@
+"""Decide which canonical asset each source's coin is, and remember how it was decided.
+
+In order: an alias we already have; a shipped override; a slug the source's own
+id implies (CoinGecko ids are our slugs); a known asset with the same normalised
+name and symbol; else a new asset. Symbols alone never merge two coins, since
+many coins share a ticker.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from kasparro.models import Asset, AssetAlias
+
+
+@dataclass(frozen=True)
+class CoinRef:
+    """How a source names one coin."""
+
+    source_asset_id: str
+    symbol: str | None
+    name: str | None
+
+
+# kind -> function giving the canonical slug a source id implies, or None.
+SLUG_RULES: dict[str, Callable[[CoinRef], str | None]] = {}
+
+
+def slugify(value: str) -> str:
+    """Lower-case `value` and join its words with dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+
+
+def normalise_name(value: str | None) -> str:
+    """Reduce a coin name to letters and digits for comparison."""
+    return re.sub(r"[^a-z0-9]", "", (value or "").lower())
+
+
+@lru_cache(maxsize=8)
+def load_overrides(path: str) -> dict[tuple[str, str], str]:
+    """Read the override file: (source kind or name, source id) -> canonical slug."""
+    if not path or not Path(path).is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {(row["source"], row["source_asset_id"]): row["slug"]
+                for row in csv.DictReader(line for line in handle if not line.startswith("#"))}
+
+
+def _decide(session: Session, ref: CoinRef, source: str, kind: str,
+            overrides: Mapping[tuple[str, str], str]) -> tuple[str, str]:
+    """Return (slug, match method) for a coin with no alias yet."""
+    for key in ((source, ref.source_asset_id), (kind, ref.source_asset_id)):
+        if key in overrides:
+            return overrides[key], "override"
+    rule = SLUG_RULES.get(kind)
+    implied = rule(ref) if rule else None
+    if implied:
+        return implied, "source_id"
+    if ref.name:
+        same_name = session.execute(
+            select(Asset.slug).where(text("regexp_replace(lower(assets.name), '[^a-z0-9]', '', 'g') = :n"),
+                                     Asset.symbol == (ref.symbol or "").upper())
+            .params(n=normalise_name(ref.name)).limit(1)
+        ).scalar()
+        if same_name:
+            return same_name, "name"
+    return slugify(ref.name or ref.source_asset_id) or slugify(ref.source_asset_id), "new"
+
+
+def resolve(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef],
+            overrides: Mapping[tuple[str, str], str]) -> dict[str, int]:
+    """Map each source id in `refs` to an asset id, creating assets and aliases as needed."""
+    known = dict(session.execute(
+        select(AssetAlias.source_asset_id, AssetAlias.asset_id)
+        .where(AssetAlias.source == source, AssetAlias.source_asset_id.in_(list(refs)))
+    ).all())
+    for source_id, ref in refs.items():
+        if source_id in known:
+            continue
+        slug, method = _decide(session, ref, source, kind, overrides)
+        known[source_id] = _alias(session, source, ref, slug, method)
+    return known
+
+
+def _alias(session: Session, source: str, ref: CoinRef, slug: str, method: str) -> int:
+    session.execute(
+        text("INSERT INTO assets (slug, symbol, name) VALUES (:slug, :symbol, :name) ON CONFLICT (slug) DO NOTHING"),
+        {"slug": slug, "symbol": (ref.symbol or "").upper() or None, "name": ref.name},
+    )
+    asset_id = session.execute(select(Asset.id).where(Asset.slug == slug)).scalar_one()
+    session.execute(
+        text("INSERT INTO asset_aliases (source, source_asset_id, asset_id, symbol, name, match_method)"
+             " VALUES (:source, :sid, :asset_id, :symbol, :name, :method)"
+             " ON CONFLICT (source, source_asset_id) DO NOTHING"),
+        {"source": source, "sid": ref.source_asset_id, "asset_id": asset_id, "symbol": ref.symbol,
+         "name": ref.name, "method": method},
+    )
+    return asset_id

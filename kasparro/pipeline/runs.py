@@ -1,0 +1,105 @@
+"""Change run and per-source run state: the one place statuses move."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from kasparro.models import Run, SourceRun
+from kasparro.pipeline import leases
+
+TERMINAL = ("success", "partial", "failed")
+ACTIVE = ("queued", "running")
+# Serialises "is a run already active for these sources?" decisions.
+ENQUEUE_LOCK_KEY = 7_311_001
+
+
+def active_run_for(session: Session, sources: Sequence[str]) -> Run | None:
+    """Return a queued or running run that covers any of `sources`."""
+    query = (
+        select(Run)
+        .where(Run.status.in_(ACTIVE), Run.sources.overlap(list(sources)))
+        .order_by(Run.id)
+        .limit(1)
+    )
+    return session.execute(query).scalar_one_or_none()
+
+
+def create_run(
+    session: Session,
+    trigger: str,
+    specs: Mapping[str, Mapping[str, Any]],
+    idempotency_key: str | None = None,
+) -> tuple[Run, bool]:
+    """Record a queued run over `specs` unless one is active for them; return (run, created)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ENQUEUE_LOCK_KEY})
+    if idempotency_key:
+        existing = session.execute(select(Run).where(Run.idempotency_key == idempotency_key)).scalar()
+        if existing is not None:
+            return existing, False
+    names = sorted(specs)
+    active = active_run_for(session, names)
+    if active is not None:
+        return active, False
+    run = Run(trigger=trigger, status="queued", sources=names, config={n: dict(specs[n]) for n in names},
+              idempotency_key=idempotency_key)
+    run.source_runs = [SourceRun(source=name, status="queued") for name in names]
+    session.add(run)
+    session.flush()
+    return run, True
+
+
+def start_source(session: Session, source_run: SourceRun) -> None:
+    """Mark a source (and its run) running."""
+    now = func.now()
+    session.execute(
+        update(SourceRun)
+        .where(SourceRun.id == source_run.id, SourceRun.status == "queued")
+        .values(status="running", started_at=now)
+    )
+    session.execute(
+        update(Run).where(Run.id == source_run.run_id, Run.status == "queued").values(status="running", started_at=now)
+    )
+
+
+def finish_source(session: Session, source_run: SourceRun, error: str | None = None) -> None:
+    """Close a source's part of the run, free its lease, and close the run if it was the last."""
+    if source_run.status in TERMINAL:
+        return
+    if error is not None:
+        source_run.status = "failed"
+        source_run.error = error[:4000]
+    else:
+        source_run.status = "partial" if source_run.rejected else "success"
+    source_run.stage = None
+    source_run.finished_at = func.now()
+    leases.release(session, source_run.source, source_run.run_id)
+    session.flush()
+    _close_run_if_done(session, source_run.run_id)
+
+
+def _close_run_if_done(session: Session, run_id: int) -> None:
+    # Lock the run row so two sources finishing together decide once.
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    statuses = session.execute(select(SourceRun.status).where(SourceRun.run_id == run_id)).scalars().all()
+    if any(s not in TERMINAL for s in statuses):
+        return
+    session.execute(
+        update(Run).where(Run.id == run_id).values(status=overall_status(statuses), finished_at=func.now())
+    )
+
+
+def overall_status(statuses: Sequence[str]) -> str:
+    """Fold per-source statuses into the run's: failed if all failed, partial if any fell short."""
+    if statuses and all(s == "failed" for s in statuses):
+        return "failed"
+    if any(s in ("failed", "partial") for s in statuses):
+        return "partial"
+    return "success"
+
+
+def discard(session: Session, run_id: int) -> None:
+    """Delete a run that was never handed to a worker."""
+    session.execute(text("DELETE FROM runs WHERE id = :r"), {"r": run_id})

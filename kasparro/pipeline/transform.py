@@ -1,0 +1,90 @@
+"""Turn a raw batch into validated, asset-resolved quotes waiting to load, and reject the rest with reasons."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from kasparro.models import RawBatch, RawRecord, SourceRun
+from kasparro.pipeline import identity
+from kasparro.pipeline.pgcopy import copy_rows
+from kasparro.pipeline.validation import quote_schema
+from kasparro.sources.base import Source
+
+STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
+                 "market_cap_usd", "volume_24h_usd", "percent_change_24h")
+
+
+@dataclass
+class Validated:
+    """The outcome of validating one batch's records."""
+
+    quotes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    rejects: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Map and validate one payload; raise ValidationError naming what is wrong."""
+    try:
+        fields = source.to_unified(payload)
+    except KeyError as exc:
+        raise ValidationError({"_schema": [f"missing field {exc.args[0]!r}"]}) from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValidationError({"_schema": [str(exc) or type(exc).__name__]}) from None
+    return quote_schema.load(fields)
+
+
+def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]]) -> Validated:
+    """Validate every record of a batch, keeping each failure's reasons."""
+    outcome = Validated()
+    for record_id, payload in records:
+        try:
+            outcome.quotes.append((record_id, validate_record(source, payload)))
+        except ValidationError as exc:
+            messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+            outcome.rejects.append((record_id, messages))
+    return outcome
+
+
+def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
+                    overrides: Mapping[tuple[str, str], str]) -> bool:
+    """Stage a batch's valid quotes and keep its rejects; False if it was already transformed."""
+    session.refresh(batch, with_for_update=True)
+    if batch.state != "extracted":
+        return False
+    records = session.execute(
+        select(RawRecord.id, RawRecord.payload).where(RawRecord.batch_id == batch.id).order_by(RawRecord.id)
+    ).all()
+    outcome = validate_batch(source, records)
+    refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
+            for _, q in outcome.quotes}
+    assets = identity.resolve(session, source_run.source, kind, refs, overrides)
+    # A re-received record may still be staged from a run that never loaded it.
+    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id IN"
+                         " (SELECT id FROM raw_records WHERE batch_id = :b)"), {"b": batch.id})
+    copy_rows(session, "quote_stage", STAGE_COLUMNS, (
+        (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]], q["observed_at"].isoformat(),
+         q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"], q["percent_change_24h"])
+        for rid, q in outcome.quotes
+    ))
+    _keep_rejects(session, source_run, outcome.rejects)
+    batch.state = "transformed"
+    source_run.rejected += len(outcome.rejects)
+    return True
+
+
+def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]]) -> None:
+    if not rejects:
+        return
+    session.execute(
+        text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
+             " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
+             " ON CONFLICT (raw_record_id) DO UPDATE SET run_id = EXCLUDED.run_id, reason = EXCLUDED.reason"),
+        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": json.dumps(reason)}
+         for rid, reason in rejects],
+    )

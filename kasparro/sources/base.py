@@ -1,0 +1,72 @@
+"""Define what every source provides: pages of raw records, and a mapping to unified fields.
+
+A source knows nothing of Flask, Celery or the database. It reads from where
+its data lives, starting after a cursor it produced earlier, and yields pages;
+each page carries the cursor to store once that page is safely loaded.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One record exactly as the source gave it, and where it came from."""
+
+    payload: dict[str, Any]
+    position: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records read together, and the source's cursor once they are loaded."""
+
+    items: list[RawItem]
+    cursor: dict[str, Any]
+
+
+@dataclass
+class RequestStats:
+    """Evidence of how a source used its upstream: requests, retries, throttling, waits."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    wait_seconds: float = 0.0
+    waits: list[float] = field(default_factory=list)
+
+    def take(self) -> RequestStats:
+        """Return the counts so far and start counting afresh."""
+        taken = RequestStats(self.requests, self.retries, self.throttled, self.wait_seconds, self.waits)
+        self.requests, self.retries, self.throttled, self.wait_seconds, self.waits = 0, 0, 0, 0.0, []
+        return taken
+
+
+# The unified fields a source maps each payload to (all values may still be strings).
+UNIFIED_FIELDS = (
+    "source_asset_id",
+    "symbol",
+    "name",
+    "observed_at",
+    "price_usd",
+    "market_cap_usd",
+    "volume_24h_usd",
+    "percent_change_24h",
+)
+
+
+class Source(Protocol):
+    """A place quotes come from."""
+
+    name: str
+    kind: str
+
+    def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+        """Yield pages of records newer than `cursor`, oldest first."""
+        ...
+
+    def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Map one raw payload to the unified field names; raise KeyError for a missing field."""
+        ...

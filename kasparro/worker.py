@@ -1,0 +1,27 @@
+"""Entry point for Celery processes: `celery -A kasparro.worker worker|beat|flower`."""
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import beat_init, worker_process_init
+
+from kasparro import create_app
+from kasparro.db import db
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
+app = celery_app
+
+
+@worker_process_init.connect
+def _fresh_pool(**_: Any) -> None:
+    # A forked child must not share its parent's database connections.
+    with flask_app.app_context():
+        db.engine.dispose()
+
+
+@beat_init.connect
+def _first_run(**_: Any) -> None:
+    # Run once at start-up instead of waiting a whole interval for the first tick.
+    if flask_app.config["ETL_RUN_ON_START"]:
+        celery_app.send_task("kasparro.tasks.scheduled_run", queue=flask_app.config["TASK_QUEUE"])

@@ -13,7 +13,7 @@ from celery import Task, chain, shared_task
 from celery.utils.log import get_task_logger
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from kasparro import catalog
@@ -78,7 +78,7 @@ def _note_stats(source_run_id: int, stats: RequestStats) -> None:
 
 def fail_source(source_run_id: int, error: str, stats: RequestStats | None = None) -> None:
     """Record a source's failure, free its lease and drop what it staged but never loaded."""
-    source_run = db.session.get(SourceRun, source_run_id, populate_existing=True)
+    source_run = db.session.get(SourceRun, source_run_id, populate_existing=True, with_for_update=True)
     if stats is not None:
         extract_stage.record_requests(source_run, stats)
     db.session.execute(
@@ -118,8 +118,7 @@ def extract(self: Task, source_run_id: int) -> None:
             return
         _hold_lease(source_run)
         runs.start_source(db.session, source_run)
-        source_run.stage = "extract"
-        db.session.commit()
+        runs.set_stage(db.session, source_run, "extract")
         source, _ = _source(source_run, stats)
         config = current_app.config
         extract_stage.extract(db.session, source_run, source, stats, config["BATCH_SIZE"], config["LEASE_SECONDS"])
@@ -133,7 +132,7 @@ def transform(self: Task, source_run_id: int) -> None:
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         _hold_lease(source_run)
-        source_run.stage = "transform"
+        runs.set_stage(db.session, source_run, "transform")
         source, kind = _source(source_run, stats)
         overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
         for batch in _batches(source_run, "extracted"):
@@ -150,13 +149,18 @@ def load(self: Task, source_run_id: int) -> None:
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         _hold_lease(source_run)
-        source_run.stage = "load"
+        runs.set_stage(db.session, source_run, "load")
         for batch in _batches(source_run, "transformed"):
             load_batch(db.session, batch, source_run)
             _hold_lease(source_run)
             db.session.commit()
-        pending = [b for b in _batches(source_run, "extracted")] + [b for b in _batches(source_run, "transformed")]
-        if source_run.extract_done and not pending:
+        runs.lock(db.session, source_run)
+        unloaded = db.session.execute(
+            select(func.count()).select_from(RawBatch)
+            .where(RawBatch.run_source_id == source_run.id, RawBatch.state != "loaded")
+        ).scalar_one()
+        # Another delivery may still be extracting; the last chain to load closes the source.
+        if source_run.extract_done and not unloaded:
             runs.finish_source(db.session, source_run)
         db.session.commit()
         logger.info("source %s of run %s: %s", source_run.source, source_run.run_id, source_run.status)

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kasparro.errors import SourceBusy
 from kasparro.models import Checkpoint, RawBatch, SourceRun
-from kasparro.pipeline import leases
+from kasparro.pipeline import leases, runs
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.sources.base import Page, RequestStats, Source
 
@@ -52,6 +53,7 @@ _KEEP_RAW = text(
 
 def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) -> RawBatch:
     """Write one page as a raw batch; identical payloads already loaded are not kept again."""
+    runs.lock(session, source_run)
     batch = RawBatch(run_source_id=source_run.id, source=source_run.source, seq=seq,
                      cursor_after=page.cursor, received=len(page.items))
     session.add(batch)
@@ -79,16 +81,25 @@ def record_requests(source_run: SourceRun, stats: RequestStats) -> None:
 
 def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats,
             batch_size: int, lease_seconds: int) -> int:
-    """Extract everything new for a source, committing one batch per page; return batches written."""
+    """Extract everything new for a source, committing one batch per page; return batches written.
+
+    If the same message is being worked on by another delivery, the later one to
+    write a batch number stands down: the other delivery finishes the extract.
+    """
     cursor, seq = resume_cursor(session, source_run)
     written = 0
     for page in source.pages(cursor, batch_size):
         if not leases.acquire(session, source_run.source, source_run.run_id, lease_seconds):
             raise SourceBusy("lease lost to another run", source=source_run.source)
-        store_page(session, source_run, seq + written, page)
+        try:
+            store_page(session, source_run, seq + written, page)
+        except IntegrityError:
+            session.rollback()
+            return written
         record_requests(source_run, stats)
         session.commit()
         written += 1
+    runs.lock(session, source_run)
     record_requests(source_run, stats)
     source_run.extract_done = True
     session.commit()

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, SourceRun
+from kasparro.pipeline import runs
 
 # DISTINCT ON: one row per key even if a batch repeats it (ON CONFLICT may touch
 # a row once per statement). The WHERE keeps identical re-loads from rewriting rows.
@@ -60,6 +61,7 @@ class LoadResult:
 
 def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> LoadResult | None:
     """Upsert a transformed batch and advance the checkpoint with it; None if already loaded."""
+    runs.lock(session, source_run)
     session.refresh(batch, with_for_update=True)
     if batch.state != "transformed":
         return None

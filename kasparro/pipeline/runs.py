@@ -51,6 +51,17 @@ def create_run(
     return run, True
 
 
+def lock(session: Session, source_run: SourceRun) -> None:
+    """Re-read a source run under a row lock, so concurrent deliveries change its counters in turn."""
+    session.refresh(source_run, with_for_update=True)
+
+
+def set_stage(session: Session, source_run: SourceRun, stage: str) -> None:
+    """Record which stage a source run is in, for progress reports."""
+    session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(stage=stage))
+    session.commit()
+
+
 def start_source(session: Session, source_run: SourceRun) -> None:
     """Mark a source (and its run) running."""
     now = func.now()
@@ -66,6 +77,7 @@ def start_source(session: Session, source_run: SourceRun) -> None:
 
 def finish_source(session: Session, source_run: SourceRun, error: str | None = None) -> None:
     """Close a source's part of the run, free its lease, and close the run if it was the last."""
+    lock(session, source_run)
     if source_run.status in TERMINAL:
         return
     if error is not None:

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import identity
+from kasparro.pipeline import identity, runs
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.pipeline.validation import quote_schema
 from kasparro.sources.base import Source
@@ -33,7 +33,7 @@ def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any
     try:
         fields = source.to_unified(payload)
     except KeyError as exc:
-        raise ValidationError({"_schema": [f"missing field {exc.args[0]!r}"]}) from None
+        raise ValidationError({"_schema": [f"missing field: {exc.args[0]}"]}) from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValidationError({"_schema": [str(exc) or type(exc).__name__]}) from None
     return quote_schema.load(fields)
@@ -54,6 +54,7 @@ def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]])
 def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
                     overrides: Mapping[tuple[str, str], str]) -> bool:
     """Stage a batch's valid quotes and keep its rejects; False if it was already transformed."""
+    runs.lock(session, source_run)
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False

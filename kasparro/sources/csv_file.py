@@ -127,10 +127,11 @@ class CsvSource:
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a row to unified fields by the configured columns; dates become ISO-8601."""
+        missing = sorted(column for column in self.columns.values() if column not in payload)
+        if missing:
+            raise KeyError(", ".join(missing))
         fields: dict[str, Any] = {}
         for unified, column in self.columns.items():
-            if column not in payload:
-                raise KeyError(column)
             value = payload[column].strip() if isinstance(payload[column], str) else payload[column]
             fields[unified] = value if value != "" else None
         if self.date_format and fields.get("observed_at"):

@@ -1,0 +1,58 @@
+# Kasparro ETL. `make run` starts everything locally; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Docker Compose v2 plugin when present, else the v1 docker-compose binary.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+export COMPOSE_PROJECT_NAME ?= kasparro
+
+.PHONY: help run test bench up down init-db env venv fake-upstream etl-run clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv and install the requirements
+
+env: ## create .env from .env.example and generate missing secrets (printed once)
+	@sh scripts/ensure-env.sh .env
+
+init-db: venv env ## create the database if missing and apply the migrations
+	$(BIN)/flask --app wsgi etl init-db
+
+run: init-db ## run API, worker, beat, Flower and the fake upstream together (Ctrl-C stops all)
+	@mkdir -p var
+	@echo "API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+test: venv ## run the test suite against the local PostgreSQL, Redis and a real Celery worker
+	$(BIN)/python -m pytest
+
+bench: venv ## measure load speed against a plain COPY of the same file
+	$(BIN)/python -m bench
+
+etl-run: venv ## queue a run of every enabled source and follow it
+	$(BIN)/flask --app wsgi etl run --wait
+
+fake-upstream: venv ## serve recorded CoinPaprika/CoinGecko payloads on :8900
+	$(BIN)/python -m kasparro.fake_upstream --port 8900
+
+up: ## build the image once, start the stack in docker compose, wait for the API, print URLs
+	sh scripts/ensure-env.sh .env
+	$(COMPOSE) build migrate
+	$(COMPOSE) up -d
+	COMPOSE="$(COMPOSE)" sh docker/wait-healthy.sh api 180
+	@echo "API:    http://localhost:$$($(COMPOSE) port api 8000 | sed 's/.*://')  (GET /health, /docs)"
+	@echo "Flower: http://localhost:$$($(COMPOSE) port flower 5555 | sed 's/.*://')  (login: FLOWER_BASIC_AUTH in .env)"
+
+down: ## stop the compose stack (keeps the database volume)
+	$(COMPOSE) down --remove-orphans
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) var

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Create ./.env for docker compose if it does not exist yet (from .env.example
+# when present) and fill in the two secrets that have no default anywhere:
+# API_KEY and FLOWER_BASIC_AUTH. Existing non-empty values are never changed.
+# Usage: sh docker/ensure-env.sh [ENV_FILE]
+set -eu
+
+env_file="${1:-.env}"
+example="$(dirname "$0")/../.env.example"
+
+random_hex() {
+    od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
+}
+
+if [ ! -f "$env_file" ]; then
+    if [ -f "$example" ]; then
+        cp "$example" "$env_file"
+    else
+        : > "$env_file"
+    fi
+    chmod 600 "$env_file"
+    echo "created $env_file"
+fi
+
+# set_if_empty NAME VALUE: replace an empty `NAME=` line, or append one.
+set_if_empty() {
+    name="$1"
+    value="$2"
+    if grep -Eq "^${name}=.+" "$env_file"; then
+        return 0
+    fi
+    if grep -Eq "^${name}=" "$env_file"; then
+        tmp="${env_file}.tmp.$$"
+        sed "s|^${name}=.*|${name}=${value}|" "$env_file" > "$tmp" && cat "$tmp" > "$env_file"
+        rm -f "$tmp"
+    else
+        # make sure the file ends with a newline before appending
+        if [ -s "$env_file" ] && [ "$(tail -c1 "$env_file" | od -An -c | tr -d ' ')" != '\n' ]; then
+            echo >> "$env_file"
+        fi
+        printf '%s=%s\n' "$name" "$value" >> "$env_file"
+    fi
+    echo "generated $name in $env_file: $value"
+}
+
+set_if_empty API_KEY "$(random_hex 24)"
+set_if_empty FLOWER_BASIC_AUTH "admin:$(random_hex 12)"

@@ -1,0 +1,493 @@
+"""Static checks of the container setup: Dockerfile, docker-compose.yml,
+.dockerignore and the helper scripts in docker/.
+
+No Docker engine is needed. The compose checks use PyYAML when it is
+importable (it resolves the x-app merge keys); the security checks that matter
+most are plain-text and always run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+HEALTHCHECK_SCRIPT = ROOT / "docker" / "healthcheck.py"
+ENTRYPOINT_SCRIPT = ROOT / "docker" / "entrypoint.sh"
+
+IMAGE = "kasparro-etl:local"
+INFRA_SERVICES = {"postgres", "redis"}
+APP_SERVICES = {"migrate", "api", "worker", "beat", "flower", "upstream"}
+ONE_SHOT_SERVICES = {"migrate"}
+LONG_RUNNING = INFRA_SERVICES | APP_SERVICES - ONE_SHOT_SERVICES
+# Services that talk to Postgres and so must wait for the schema.
+NEEDS_DATABASE = {"api", "worker", "beat"}
+
+# The process contract (see the brief / README).
+EXPECTED_COMMANDS = {
+    "migrate": ["flask", "--app", "wsgi", "etl", "init-db"],
+    "api": ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+    "worker": ["celery", "-A", "kasparro.worker", "worker", "--loglevel=INFO"],
+    "beat": ["celery", "-A", "kasparro.worker", "beat", "--loglevel=INFO",
+             "--schedule", "/tmp/celerybeat-schedule"],
+    "flower": ["celery", "-A", "kasparro.worker", "flower", "--port=5555"],
+    "upstream": ["python", "-m", "kasparro.fake_upstream", "--host", "0.0.0.0",
+                 "--port", "8900", "--data-dir", "data/upstream", "--advance-every", "300"],
+}
+
+# Endpoint (or command fragment) each service's healthcheck must probe.
+EXPECTED_HEALTH_PROBES = {
+    "postgres": "pg_isready",
+    "redis": "redis-cli ping",
+    "api": "http://127.0.0.1:8000/health/live",
+    "worker": "celery -A kasparro.worker inspect ping -d celery@$HOSTNAME",
+    "beat": "healthcheck.py beat",
+    "flower": "http://127.0.0.1:5555/healthcheck",
+    "upstream": "http://127.0.0.1:8900/coingecko/api/v3/ping",
+}
+
+SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
+# Secrets that must come from .env with no default at all.
+REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH")
+# The local, unpublished Postgres keeps the contract's postgres/postgres login
+# as an overridable default; every other secret has an empty default or none.
+ALLOWED_SECRET_DEFAULTS = {"POSTGRES_PASSWORD": "postgres"}
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    yaml = pytest.importorskip("yaml")
+    data = yaml.safe_load(compose_text())
+    assert isinstance(data, dict) and "services" in data
+    return data
+
+
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def as_argv(command) -> list[str]:
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(part) for part in command]
+
+
+def healthcheck_text(service: dict) -> str:
+    test = service.get("healthcheck", {}).get("test", [])
+    if isinstance(test, str):
+        return test
+    if test and test[0] == "CMD-SHELL":
+        return " ".join(test[1:])
+    if test and test[0] == "CMD":
+        return " ".join(test[1:])
+    return " ".join(test)
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {k: ("" if v is None else str(v)) for k, v in env.items()}
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue  # comment lines inside a continued instruction are ignored
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        keyword, _, args = pending.strip().partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        pending = ""
+    assert not pending, "Dockerfile ends inside a continued line"
+    return instructions
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+def exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------
+# compose: structure
+
+
+def test_compose_has_exactly_the_expected_services(compose):
+    assert set(services(compose)) == INFRA_SERVICES | APP_SERVICES
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    for name in LONG_RUNNING:
+        service = services(compose)[name]
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert not check.get("disable"), f"{name} disables its healthcheck"
+        assert check.get("test"), f"{name} healthcheck has no test"
+        assert check["test"] not in (["NONE"], "NONE")
+        for key in ("interval", "timeout", "retries"):
+            assert key in check, f"{name} healthcheck lacks {key}"
+
+
+@pytest.mark.parametrize("name,probe", sorted(EXPECTED_HEALTH_PROBES.items()))
+def test_healthchecks_probe_the_right_thing(compose, name, probe):
+    text = healthcheck_text(services(compose)[name]).replace("$$", "$")
+    assert probe in text, f"{name} healthcheck {text!r} does not probe {probe!r}"
+
+
+def test_worker_healthcheck_escapes_hostname_for_the_container_shell(compose):
+    test = services(compose)["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert "$$HOSTNAME" in compose_text()
+
+
+def test_beat_healthcheck_watches_the_schedule_file_beat_writes(compose):
+    beat = services(compose)["beat"]
+    argv = as_argv(beat["command"])
+    schedule = argv[argv.index("--schedule") + 1]
+    test = beat["healthcheck"]["test"]
+    assert test[test.index("--schedule") + 1] == schedule
+
+
+def test_one_shot_migrate_does_not_restart_or_inherit_the_api_healthcheck(compose):
+    migrate = services(compose)["migrate"]
+    assert str(migrate.get("restart", "no")) in ("no", "False", "false")
+    assert migrate.get("healthcheck", {}).get("disable") is True
+
+
+def test_long_running_services_restart_unless_stopped(compose):
+    for name in LONG_RUNNING:
+        assert services(compose)[name].get("restart") == "unless-stopped", name
+
+
+def test_app_services_share_one_image_through_the_x_app_anchor(compose):
+    text = compose_text()
+    assert re.search(r"^x-app:\s*&app\s*$", text, re.M), "x-app anchor missing"
+    assert len(re.findall(r"^\s+<<:\s*\*app\s*$", text, re.M)) == len(APP_SERVICES)
+    for name in APP_SERVICES:
+        service = services(compose)[name]
+        assert service["image"] == IMAGE, name
+        build = service.get("build")
+        context = build if isinstance(build, str) else build["context"]
+        assert context == ".", name
+    for name in INFRA_SERVICES:
+        assert "build" not in services(compose)[name]
+
+
+@pytest.mark.parametrize("name,argv", sorted(EXPECTED_COMMANDS.items()))
+def test_commands_match_the_process_contract(compose, name, argv):
+    assert as_argv(services(compose)[name]["command"]) == argv
+
+
+def test_infrastructure_images_and_volume(compose):
+    svc = services(compose)
+    assert svc["postgres"]["image"] == "postgres:15"
+    assert svc["redis"]["image"] == "redis:7"
+    volumes = svc["postgres"].get("volumes", [])
+    named = [v.split(":", 1)[0] for v in volumes if isinstance(v, str)]
+    assert named and all(n in (compose.get("volumes") or {}) for n in named)
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in volumes)
+
+
+def test_published_ports(compose):
+    def targets(name):
+        ports = services(compose)[name].get("ports", [])
+        return {str(p).rsplit(":", 1)[-1] for p in ports}
+
+    assert targets("api") == {"8000"}
+    assert targets("flower") == {"5555"}
+    for name in ("postgres", "redis", "worker", "beat", "migrate", "upstream"):
+        assert not services(compose)[name].get("ports"), f"{name} should not publish ports"
+
+
+# --------------------------------------------------------------------------
+# compose: start-up order
+
+
+def test_depends_on_always_uses_conditions(compose):
+    for name, service in services(compose).items():
+        deps = service.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on must use the long form"
+        for dep, spec in deps.items():
+            assert dep in services(compose), f"{name} depends on unknown {dep}"
+            expected = ("service_completed_successfully" if dep in ONE_SHOT_SERVICES
+                        else "service_healthy")
+            assert spec.get("condition") == expected, f"{name} -> {dep}"
+
+
+def test_database_users_wait_for_migrations(compose):
+    for name in NEEDS_DATABASE:
+        deps = services(compose)[name].get("depends_on", {})
+        assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
+    assert services(compose)["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_broker_users_wait_for_redis(compose):
+    for name in ("api", "worker", "beat", "flower"):
+        assert services(compose)[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_beat_waits_for_worker_and_worker_for_upstream(compose):
+    # beat sends the first ETL run on start: a worker must be there to take it,
+    # and in the offline demo the worker fetches from the fake upstream.
+    assert services(compose)["beat"]["depends_on"]["worker"]["condition"] == "service_healthy"
+    assert services(compose)["worker"]["depends_on"]["upstream"]["condition"] == "service_healthy"
+
+
+# --------------------------------------------------------------------------
+# compose: configuration and secrets
+
+
+def test_service_hostnames_are_set_explicitly(compose):
+    for name in APP_SERVICES:
+        env = environment(services(compose)[name])
+        assert re.fullmatch(
+            r"postgresql\+psycopg2://postgres:[^@]+@postgres:5432/kasparro", env["DATABASE_URL"]
+        ), name
+        assert env["BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["RESULT_BACKEND"] == "redis://redis:6379/1", name
+        assert env["LOG_FORMAT"].endswith("json}") or env["LOG_FORMAT"] == "json", name
+        assert "SOURCES_FILE" in env and "ETL_INTERVAL_SECONDS" in env, name
+        for passthrough in ("COINGECKO_API_KEY", "COINPAPRIKA_API_KEY",
+                            "COINGECKO_BASE_URL", "COINPAPRIKA_BASE_URL"):
+            assert passthrough in env, f"{name} does not pass {passthrough}"
+
+
+def test_offline_demo_is_the_default_and_points_at_upstream(compose):
+    env = environment(services(compose)["worker"])
+    assert env["OFFLINE"] == "${OFFLINE:-1}"
+    assert env["UPSTREAM_URL"] == "http://upstream:8900"
+    entrypoint = ENTRYPOINT_SCRIPT.read_text(encoding="utf-8")
+    assert "/coinpaprika/v1" in entrypoint and "/coingecko/api/v3" in entrypoint
+
+
+def test_api_key_must_come_from_env_file(compose):
+    for name in APP_SERVICES:
+        value = environment(services(compose)[name])["API_KEY"]
+        assert value.startswith("${API_KEY:?"), f"{name}: API_KEY={value!r}"
+    assert environment(services(compose)["flower"])["FLOWER_BASIC_AUTH"].startswith(
+        "${FLOWER_BASIC_AUTH:?")
+
+
+def test_no_secret_has_a_literal_value_in_compose(compose):
+    for name, service in services(compose).items():
+        for key, value in environment(service).items():
+            if not SECRET_NAME.search(key):
+                continue
+            match = re.fullmatch(r"\$\{(\w+)(?:(:?[-?])(.*))?\}", value)
+            assert match, f"{name}: {key} has a literal value"
+            var, op, rest = match.groups()
+            assert var == key, f"{name}: {key} is read from ${{{var}}}"
+            if key in REQUIRED_SECRETS:
+                assert op == ":?", f"{name}: {key} must use ${{{key}:?...}}"
+            elif op in (":-", "-"):
+                assert rest == ALLOWED_SECRET_DEFAULTS.get(key, ""), (
+                    f"{name}: {key} has the default {rest!r}")
+
+
+def test_required_secrets_fail_clearly_in_plain_text():
+    # Independent of PyYAML: the :? form with a message, and no literal value.
+    text = compose_text()
+    for key in REQUIRED_SECRETS:
+        uses = re.findall(rf"^\s*{key}:\s*(.+)$", text, re.M)
+        assert uses, f"{key} is not passed to any service"
+        for value in uses:
+            assert re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", value.strip()), value
+    # nothing like API_KEY=abc or API_KEY: abc anywhere in committed container files
+    for path in (DOCKERFILE, COMPOSE_FILE, ENTRYPOINT_SCRIPT):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"\s*(?:ENV\s+|ARG\s+|export\s+|-\s*)?(API_KEY|FLOWER_BASIC_AUTH)\s*[=:]\s*(\S.*)?$",
+                         line)
+            if m and m.group(2):
+                assert m.group(2).startswith("${"), f"{path.name}: {line.strip()}"
+
+
+# --------------------------------------------------------------------------
+# Dockerfile
+
+
+def test_dockerfile_base_image(dockerfile):
+    froms = [args for ins, args in dockerfile if ins == "FROM"]
+    assert froms and froms[-1].split()[0] == "python:3.11-slim"
+
+
+def test_dockerfile_known_instructions_only(dockerfile):
+    known = {"FROM", "ARG", "ENV", "RUN", "COPY", "ADD", "WORKDIR", "USER", "EXPOSE",
+             "HEALTHCHECK", "CMD", "ENTRYPOINT", "LABEL", "VOLUME", "STOPSIGNAL", "SHELL",
+             "ONBUILD"}
+    assert {ins for ins, _ in dockerfile} <= known
+
+
+def _arg_defaults(dockerfile) -> dict[str, str]:
+    defaults = {}
+    for ins, args in dockerfile:
+        if ins == "ARG" and "=" in args:
+            key, _, value = args.partition("=")
+            defaults[key.strip()] = value.strip().strip('"')
+    return defaults
+
+
+def test_dockerfile_runs_as_fixed_non_root_uid(dockerfile):
+    users = [args for ins, args in dockerfile if ins == "USER"]
+    assert users, "no USER instruction"
+    user = users[-1]
+    for key, value in _arg_defaults(dockerfile).items():
+        user = user.replace("${%s}" % key, value).replace("$" + key, value)
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} is not a fixed non-zero uid"
+    if gid:
+        assert gid.isdigit() and int(gid) != 0
+    # the user is actually created with that uid
+    created = " ".join(args for ins, args in dockerfile if ins == "RUN")
+    for key, value in _arg_defaults(dockerfile).items():
+        created = created.replace('"${%s}"' % key, value).replace("${%s}" % key, value)
+    assert re.search(rf"useradd\b.*--uid {uid}\b", created)
+    # nothing after USER switches back to root
+    last_user_index = max(i for i, (ins, _) in enumerate(dockerfile) if ins == "USER")
+    assert not any(ins == "RUN" for ins, _ in dockerfile[last_user_index + 1:])
+
+
+def test_dockerfile_layer_order_is_cache_friendly(dockerfile):
+    steps = [(ins, args) for ins, args in dockerfile]
+    copy_reqs = next(i for i, (ins, a) in enumerate(steps)
+                     if ins == "COPY" and a.split()[0] == "requirements.txt")
+    pip = next(i for i, (ins, a) in enumerate(steps)
+               if ins == "RUN" and "pip install" in a)
+    copy_all = next(i for i, (ins, a) in enumerate(steps)
+                    if ins == "COPY" and a.split()[:1] == ["."])
+    assert copy_reqs < pip < copy_all
+    assert "--no-cache-dir" in steps[pip][1] and "-r requirements.txt" in steps[pip][1]
+
+
+def test_dockerfile_environment_ports_healthcheck_and_cmd(dockerfile):
+    env = " ".join(args for ins, args in dockerfile if ins == "ENV")
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env)
+    exposed = {p.split("/")[0] for ins, args in dockerfile if ins == "EXPOSE" for p in args.split()}
+    assert exposed == {"8000", "5555", "8900"}
+    health = [args for ins, args in dockerfile if ins == "HEALTHCHECK"]
+    assert len(health) == 1 and "/health/live" in health[0] and ":8000" in health[0]
+    cmd = [args for ins, args in dockerfile if ins == "CMD"]
+    assert exec_form(cmd[-1]) == EXPECTED_COMMANDS["api"]
+    entrypoint = [args for ins, args in dockerfile if ins == "ENTRYPOINT"]
+    assert entrypoint and exec_form(entrypoint[-1])[-1] == "/app/docker/entrypoint.sh"
+    workdir = [args for ins, args in dockerfile if ins == "WORKDIR"]
+    assert workdir[-1] == "/app"
+
+
+def test_dockerignore_keeps_secrets_and_environments_out():
+    patterns = {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")}
+    for required in (".env", ".venv", ".git"):
+        assert required in patterns, f".dockerignore lacks {required}"
+    # files the image needs must not be ignored
+    for needed in ("requirements.txt", "kasparro", "docker", "migrations", "data",
+                   "wsgi.py", "celeryconfig.py", "gunicorn.conf.py", "sources.toml"):
+        assert needed not in patterns and f"/{needed}" not in patterns
+
+
+def test_helper_scripts_referenced_by_the_container_files_exist():
+    text = compose_text() + DOCKERFILE.read_text(encoding="utf-8")
+    for ref in set(re.findall(r"/app/(docker/[\w.-]+)", text)):
+        assert (ROOT / ref).is_file(), ref
+
+
+# --------------------------------------------------------------------------
+# helper scripts (run locally, loopback only)
+
+
+def _run_healthcheck(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_healthcheck_http_probe(tmp_path):
+    (tmp_path / "ping").write_text("OK\n")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _run_healthcheck("http", f"{base}/ping", "--expect", "OK").returncode == 0
+        assert _run_healthcheck("http", f"{base}/ping", "--expect", "NOPE").returncode == 1
+        assert _run_healthcheck("http", f"{base}/missing").returncode == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _run_healthcheck("http", f"{base}/ping", "--timeout", "2").returncode == 1
+
+
+def test_healthcheck_beat_requires_a_fresh_schedule_and_a_live_process(tmp_path):
+    schedule = tmp_path / "celerybeat-schedule"
+    no_process = _run_healthcheck("beat", "--schedule", str(schedule))
+    assert no_process.returncode == 1  # no process, or (if a real beat runs here) no file
+    fake_beat = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "celery", "beat"])
+    try:
+        assert _run_healthcheck("beat", "--schedule", str(schedule)).returncode == 1
+        schedule.with_name(schedule.name + ".db").write_bytes(b"")
+        assert _run_healthcheck("beat", "--schedule", str(schedule)).returncode == 0
+        old = time.time() - 3600
+        os.utime(schedule.with_name(schedule.name + ".db"), (old, old))
+        stale = _run_healthcheck("beat", "--schedule", str(schedule), "--max-age", "900")
+        assert stale.returncode == 1 and "stale" in stale.stderr
+    finally:
+        fake_beat.kill()
+        fake_beat.wait(timeout=10)
+
+
+def _entrypoint_env(**env: str) -> dict[str, str]:
+    out = subprocess.run(["sh", str(ENTRYPOINT_SCRIPT), "env"], capture_output=True, text=True,
+                         timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env})
+    assert out.returncode == 0, out.stderr
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def test_entrypoint_offline_points_clients_at_fake_upstream():
+    env = _entrypoint_env(OFFLINE="1", UPSTREAM_URL="http://upstream:8900",
+                          COINGECKO_BASE_URL="https://example.invalid", COINGECKO_API_KEY="")
+    assert env["COINPAPRIKA_BASE_URL"] == "http://upstream:8900/coinpaprika/v1"
+    assert env["COINGECKO_BASE_URL"] == "http://upstream:8900/coingecko/api/v3"
+    assert "COINGECKO_API_KEY" not in env  # empty optional settings are dropped
+
+
+def test_entrypoint_online_keeps_configured_urls_and_drops_empty_ones():
+    env = _entrypoint_env(OFFLINE="0", COINGECKO_BASE_URL="https://example.invalid/api/v3",
+                          COINPAPRIKA_BASE_URL="")
+    assert env["COINGECKO_BASE_URL"] == "https://example.invalid/api/v3"
+    assert "COINPAPRIKA_BASE_URL" not in env

@@ -48,7 +48,10 @@ def read_environment(env_file: str | None = None) -> dict[str, str]:
 
 def load_config(env: Mapping[str, str]) -> dict[str, Any]:
     """Build the Flask config mapping from environment-style strings."""
-    get = env.get
+    def get(name: str, default: str = "") -> str:
+        # Compose passes unset optional settings as empty strings: treat them as unset.
+        return env.get(name) or default
+
     database_url = get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/kasparro")
     broker_url = get("BROKER_URL", "redis://127.0.0.1:6379/0")
     return {

@@ -287,12 +287,16 @@ def test_service_hostnames_are_set_explicitly(compose):
             assert passthrough in env, f"{name} does not pass {passthrough}"
 
 
-def test_offline_demo_is_the_default_and_points_at_upstream(compose):
+def test_offline_demo_is_the_default_and_points_at_upstream(compose, tmp_path):
+    from kasparro.catalog import declared_sources
+
     env = environment(services(compose)["worker"])
     assert env["OFFLINE"] == "${OFFLINE:-1}"
-    assert env["UPSTREAM_URL"] == "http://upstream:8900"
-    entrypoint = ENTRYPOINT_SCRIPT.read_text(encoding="utf-8")
-    assert "/coinpaprika/v1" in entrypoint and "/coingecko/api/v3" in entrypoint
+    assert env["FAKE_UPSTREAM_URL"] == "http://upstream:8900"
+    specs = declared_sources({"SOURCES_FILE": str(ROOT / "sources.toml"), "OFFLINE": True,
+                              "FAKE_UPSTREAM_URL": env["FAKE_UPSTREAM_URL"]})
+    assert specs["coinpaprika"]["base_url"] == "http://upstream:8900/coinpaprika/v1"
+    assert specs["coingecko"]["base_url"] == "http://upstream:8900/coingecko/api/v3"
 
 
 def test_api_key_must_come_from_env_file(compose):
@@ -478,15 +482,7 @@ def _entrypoint_env(**env: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
-def test_entrypoint_offline_points_clients_at_fake_upstream():
-    env = _entrypoint_env(OFFLINE="1", UPSTREAM_URL="http://upstream:8900",
-                          COINGECKO_BASE_URL="https://example.invalid", COINGECKO_API_KEY="")
-    assert env["COINPAPRIKA_BASE_URL"] == "http://upstream:8900/coinpaprika/v1"
-    assert env["COINGECKO_BASE_URL"] == "http://upstream:8900/coingecko/api/v3"
-    assert "COINGECKO_API_KEY" not in env  # empty optional settings are dropped
-
-
-def test_entrypoint_online_keeps_configured_urls_and_drops_empty_ones():
+def test_entrypoint_keeps_configured_urls_and_drops_empty_ones():
     env = _entrypoint_env(OFFLINE="0", COINGECKO_BASE_URL="https://example.invalid/api/v3",
                           COINPAPRIKA_BASE_URL="")
     assert env["COINGECKO_BASE_URL"] == "https://example.invalid/api/v3"

@@ -28,6 +28,11 @@ def init_app(app: Flask) -> Celery:
                 "schedule": timedelta(seconds=app.config["ETL_INTERVAL_SECONDS"]),
                 "options": {"queue": queue, "expires": app.config["ETL_INTERVAL_SECONDS"]},
             },
+            "reap-stalled": {
+                "task": "kasparro.tasks.reap_stalled",
+                "schedule": timedelta(minutes=5),
+                "options": {"queue": queue, "expires": 300},
+            },
         },
     )
     celery.conf.update(app.config.get("CELERY", {}))

@@ -71,6 +71,7 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "ENABLED_SOURCES": [s.strip() for s in get("ENABLED_SOURCES", "").split(",") if s.strip()],
         "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE", "5000"), 1),
         "LEASE_SECONDS": parse_int("LEASE_SECONDS", get("LEASE_SECONDS", "600"), 5),
+        "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "1800"), 60),
         "LOG_FORMAT": get("LOG_FORMAT", "console"),
         "LOG_LEVEL": get("LOG_LEVEL", "INFO"),
         "ASSET_OVERRIDES_FILE": get("ASSET_OVERRIDES_FILE", str(PROJECT_ROOT / "data" / "asset_overrides.csv")),

@@ -169,6 +169,19 @@ def load(self: Task, source_run_id: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
+def reap_stalled() -> list[int]:
+    """Fail source runs whose worker vanished, so their sources are free to run again."""
+    config = current_app.config
+    # Generous margins: a queued chain may wait behind long tasks, and a lease is
+    # renewed at every page, so only a long silence means the holder is gone.
+    stalled = runs.stalled_sources(db.session, queued_for=config["STALLED_AFTER_SECONDS"],
+                                   silent_for=config["STALLED_AFTER_SECONDS"])
+    for source_run_id in stalled:
+        fail_source(source_run_id, "stalled: no progress for too long; its worker was probably lost")
+    return stalled
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def scheduled_run() -> int:
     """Start a run of every enabled source, as the beat schedule asks."""
     run, created = enqueue_run("schedule")

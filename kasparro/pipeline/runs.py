@@ -115,3 +115,20 @@ def overall_status(statuses: Sequence[str]) -> str:
 def discard(session: Session, run_id: int) -> None:
     """Delete a run that was never handed to a worker."""
     session.execute(text("DELETE FROM runs WHERE id = :r"), {"r": run_id})
+
+
+_STALLED = text(
+    """
+    SELECT rs.id FROM run_sources rs
+    JOIN runs r ON r.id = rs.run_id
+    LEFT JOIN source_leases l ON l.source = rs.source AND l.run_id = rs.run_id
+    WHERE (rs.status = 'queued' AND r.created_at < now() - make_interval(secs => :queued_for))
+       OR (rs.status = 'running' AND coalesce(l.expires_at, rs.started_at)
+           < now() - make_interval(secs => :silent_for))
+    """
+)
+
+
+def stalled_sources(session: Session, queued_for: int, silent_for: int) -> list[int]:
+    """Find source runs never picked up, or whose lease lapsed long ago (their worker is gone)."""
+    return list(session.execute(_STALLED, {"queued_for": queued_for, "silent_for": silent_for}).scalars())

@@ -11,9 +11,9 @@ from sqlalchemy import func, select, text
 
 from kasparro import catalog
 from kasparro.db import db
-from kasparro.models import MarketQuote, SourceRun
-from kasparro.pipeline import runs
-from kasparro.tasks import enqueue_run, extract, load, transform
+from kasparro.models import MarketQuote, Run, SourceRun
+from kasparro.pipeline import leases, runs
+from kasparro.tasks import enqueue_run, extract, load, reap_stalled, transform
 from tests.conftest import wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
@@ -101,3 +101,35 @@ def test_a_finished_source_run_ignores_a_late_duplicate(app: Flask, daily: Path)
     assert quote_count(app) == 28
     with app.app_context():
         assert db.session.get(SourceRun, source_run_id).inserted == 28
+
+
+def test_the_reaper_frees_sources_whose_worker_vanished(app: Flask, daily: Path) -> None:
+    with app.app_context():
+        specs = catalog.select_sources(app.config, None)
+        never_picked, _ = runs.create_run(db.session, "schedule", specs)
+        db.session.execute(text("UPDATE runs SET created_at = now() - interval '2 hours' WHERE id = :r"),
+                           {"r": never_picked.id})
+        db.session.commit()
+        run_id = never_picked.id
+
+        reap_stalled.run()
+
+        db.session.expire_all()
+        (source_run,) = db.session.get(Run, run_id).source_runs
+        assert source_run.status == "failed" and "stalled" in source_run.error
+        assert db.session.get(Run, run_id).status == "failed"
+        fresh, created = runs.create_run(db.session, "api", specs)
+        assert created and fresh.id != run_id
+
+
+def test_the_reaper_leaves_a_run_that_is_making_progress(app: Flask, daily: Path) -> None:
+    with app.app_context():
+        specs = catalog.select_sources(app.config, None)
+        run, _ = runs.create_run(db.session, "schedule", specs)
+        db.session.commit()
+        source_run = run.source_runs[0]
+        leases.acquire(db.session, "daily", run.id, 600)
+        runs.start_source(db.session, source_run)
+        db.session.commit()
+
+        assert reap_stalled.run() == []

@@ -36,6 +36,17 @@ def parse_int(name: str, value: str, minimum: int = 0) -> int:
     return number
 
 
+def parse_float(name: str, value: str, minimum: float = 0.0) -> float:
+    """Parse a number setting and check its lower bound."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
 def read_environment(env_file: str | None = None) -> dict[str, str]:
     """Merge `.env` under the process environment: variables already set win."""
     path = env_file if env_file is not None else os.environ.get("ENV_FILE", str(PROJECT_ROOT / ".env"))
@@ -62,6 +73,8 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         # Rate-limit budgets and locks live here; the broker's Redis by default.
         "REDIS_URL": get("REDIS_URL", broker_url),
         "TASK_QUEUE": get("TASK_QUEUE", "kasparro"),
+        # Prefix of the Redis keys holding per-source request budgets.
+        "RATE_LIMIT_PREFIX": get("RATE_LIMIT_PREFIX", "kasparro:ratelimit"),
         # No default: an unset key means the protected endpoints refuse everyone.
         "API_KEY": get("API_KEY") or None,
         "READS_REQUIRE_KEY": parse_bool("READS_REQUIRE_KEY", get("READS_REQUIRE_KEY", "false")),
@@ -70,6 +83,10 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "SOURCES_FILE": get("SOURCES_FILE", str(PROJECT_ROOT / "sources.toml")),
         "ENABLED_SOURCES": [s.strip() for s in get("ENABLED_SOURCES", "").split(",") if s.strip()],
         "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE", "5000"), 1),
+        # Task-level retries of transient failures: exponential backoff with full jitter.
+        "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
+        "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),
+        "TASK_BACKOFF_CAP_SECONDS": parse_float("TASK_BACKOFF_CAP_SECONDS", get("TASK_BACKOFF_CAP_SECONDS", "300")),
         "LEASE_SECONDS": parse_int("LEASE_SECONDS", get("LEASE_SECONDS", "600"), 5),
         "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "1800"), 60),
         "LOG_FORMAT": get("LOG_FORMAT", "console"),

@@ -56,6 +56,17 @@ class PayloadError(KasparroError):
 
 
 class SourceBusy(KasparroError):
-    """Another run holds this source's lease."""
+    """Another run holds this source's lease; `retry_in` says when it lapses unless renewed."""
 
     transient = True
+
+    def __init__(self, message: str, *, source: str | None = None, retry_in: float = 30.0) -> None:
+        super().__init__(message, source=source)
+        self.retry_in = retry_in
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_busy, (self.message, self.source, self.retry_in))
+
+
+def _rebuild_busy(message: str, source: str | None, retry_in: float) -> SourceBusy:
+    return SourceBusy(message, source=source, retry_in=retry_in)

@@ -50,3 +50,5 @@ def init_app(app: Flask) -> None:
     handler._kasparro = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(app.config["LOG_LEVEL"])
+    # urllib3 logs full URLs at DEBUG; a key sent as a query parameter must never reach a log.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))

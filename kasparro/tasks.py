@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
+import redis
 from celery import Task, chain, shared_task
 from celery.utils.log import get_task_logger
 from flask import current_app
@@ -27,11 +28,12 @@ from kasparro.pipeline.load import load_batch
 from kasparro.pipeline.transform import transform_batch
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import RequestStats, Source
+from kasparro.sources.ratelimit import RedisBudgets
 
 logger = get_task_logger(__name__)
 
-MAX_RETRIES = 6
-BACKOFF_CAP_SECONDS = 120
+# Celery's own ceiling; the effective limit is TASK_MAX_RETRIES from the config.
+MAX_RETRIES = 20
 
 
 class BrokerUnavailable(KasparroError):
@@ -46,9 +48,17 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def backoff(retries: int) -> float:
+def backoff(retries: int, base: float, cap: float) -> float:
     """Return the next retry's delay: exponential, capped, with full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP_SECONDS, 2 ** (retries + 1)))
+    return random.uniform(0, min(cap, base * 2 ** (retries + 1)))
+
+
+def _retry_delay(exc: BaseException, retries: int) -> float:
+    if isinstance(exc, SourceBusy):
+        # We know when the other run's lease lapses: come back then, not at random.
+        return exc.retry_in + 0.1
+    config = current_app.config
+    return backoff(retries, config["TASK_BACKOFF_BASE_SECONDS"], config["TASK_BACKOFF_CAP_SECONDS"])
 
 
 def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun, RequestStats], None]) -> None:
@@ -62,10 +72,11 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
         work(source_run, stats)
     except Exception as exc:
         db.session.rollback()
-        if _transient(exc) and task.request.retries < MAX_RETRIES:
+        if _transient(exc) and task.request.retries < current_app.config["TASK_MAX_RETRIES"]:
             _note_stats(source_run_id, stats)
-            logger.warning("%s of source run %s failed, retrying: %s", stage, source_run_id, exc)
-            raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from None
+            delay = _retry_delay(exc, task.request.retries)
+            logger.warning("%s of source run %s failed, retrying in %.1fs: %s", stage, source_run_id, delay, exc)
+            raise task.retry(exc=exc, countdown=delay) from None
         fail_source(source_run_id, f"{stage}: {exc}", stats)
         raise
 
@@ -92,8 +103,18 @@ def fail_source(source_run_id: int, error: str, stats: RequestStats | None = Non
 def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     spec = source_run.run.config[source_run.source]
     context = SourceContext(secrets=current_app.config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats,
-                            budget=None)
+                            budget=_budgets())
     return build_source(source_run.source, spec, context), spec["kind"]
+
+
+def _budgets() -> RedisBudgets:
+    # One Redis client per process, shared by every source's request budget.
+    budgets = current_app.extensions.get("kasparro_budgets")
+    if budgets is None:
+        budgets = RedisBudgets(redis.Redis.from_url(current_app.config["REDIS_URL"]),
+                               key_prefix=current_app.config["RATE_LIMIT_PREFIX"])
+        current_app.extensions["kasparro_budgets"] = budgets
+    return budgets
 
 
 def _batches(source_run: SourceRun, state: str) -> Iterable[RawBatch]:
@@ -106,7 +127,8 @@ def _batches(source_run: SourceRun, state: str) -> Iterable[RawBatch]:
 def _hold_lease(source_run: SourceRun) -> None:
     if not leases.acquire(db.session, source_run.source, source_run.run_id, current_app.config["LEASE_SECONDS"]):
         holder = leases.holder(db.session, source_run.source)
-        raise SourceBusy(f"run {holder} is working on this source", source=source_run.source)
+        raise SourceBusy(f"run {holder} is working on this source", source=source_run.source,
+                         retry_in=leases.seconds_left(db.session, source_run.source))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -32,6 +33,9 @@ DATABASE_URL = os.environ.get("TEST_DATABASE_SERVER", "postgresql+psycopg2://pos
 BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = f"kasparro-test-{SESSION_TAG}"
 API_KEY = "test-api-key-not-a-secret"
+# Provider keys the test worker sends; the fake upstream checks them as each provider does.
+PROVIDER_KEYS = {"COINPAPRIKA_API_KEY": "test-paprika-key", "COINGECKO_API_KEY": "test-gecko-key"}
+RATE_LIMIT_PREFIX = f"kasparro-test-{SESSION_TAG}:ratelimit"
 KEEP_TABLES = {"alembic_version"}
 
 
@@ -44,6 +48,7 @@ def test_config(sources_file: Path) -> dict[str, Any]:
         "RESULT_BACKEND": BROKER_URL,
         "REDIS_URL": BROKER_URL,
         "TASK_QUEUE": QUEUE,
+        "RATE_LIMIT_PREFIX": RATE_LIMIT_PREFIX,
         "API_KEY": API_KEY,
         "SOURCES_FILE": str(sources_file),
         "ENABLED_SOURCES": [],
@@ -90,6 +95,9 @@ def _clean_tables(request: pytest.FixtureRequest) -> None:
         tables = [t for t in db.metadata.sorted_tables if t.name not in KEEP_TABLES]
         db.session.execute(text("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE"))
         db.session.commit()
+    client = redis.Redis.from_url(BROKER_URL)
+    for key in client.scan_iter(f"{RATE_LIMIT_PREFIX}*"):
+        client.delete(key)
 
 
 @pytest.fixture
@@ -109,7 +117,7 @@ def _worker_env(sources_file: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(ENV_FILE="", DATABASE_URL=DATABASE_URL, BROKER_URL=BROKER_URL, RESULT_BACKEND=BROKER_URL,
                REDIS_URL=BROKER_URL, TASK_QUEUE=QUEUE, SOURCES_FILE=str(sources_file), LEASE_SECONDS="30",
-               BATCH_SIZE="100", PYTHONPATH=str(ROOT))
+               BATCH_SIZE="100", TASK_MAX_RETRIES="3", TASK_BACKOFF_BASE_SECONDS="0.25", RATE_LIMIT_PREFIX=RATE_LIMIT_PREFIX, PYTHONPATH=str(ROOT), **PROVIDER_KEYS)
     return env
 
 

@@ -90,7 +90,8 @@ def extract(session: Session, source_run: SourceRun, source: Source, stats: Requ
     written = 0
     for page in source.pages(cursor, batch_size):
         if not leases.acquire(session, source_run.source, source_run.run_id, lease_seconds):
-            raise SourceBusy("lease lost to another run", source=source_run.source)
+            raise SourceBusy("lease lost to another run", source=source_run.source,
+                             retry_in=leases.seconds_left(session, source_run.source))
         try:
             store_page(session, source_run, seq + written, page)
         except IntegrityError:

@@ -62,6 +62,10 @@ def _decide(session: Session, ref: CoinRef, source: str, kind: str,
     rule = SLUG_RULES.get(kind)
     implied = rule(ref) if rule else None
     if implied:
+        existing = session.execute(select(Asset.symbol).where(Asset.slug == implied)).first()
+        if existing and existing.symbol and ref.symbol and existing.symbol.upper() != ref.symbol.upper():
+            # Same slug, different ticker: two coins, not one. Keep them apart.
+            return f"{implied}-{slugify(ref.symbol)}", "new"
         return implied, "source_id"
     if ref.name:
         same_name = session.execute(
@@ -103,3 +107,7 @@ def _alias(session: Session, source: str, ref: CoinRef, slug: str, method: str) 
          "name": ref.name, "method": method},
     )
     return asset_id
+
+
+# Registers the per-kind rules into SLUG_RULES; imported last because it imports this module.
+from kasparro.pipeline import slug_rules  # noqa: E402,F401

@@ -28,6 +28,14 @@ def holder(session: Session, source: str) -> int | None:
     ).scalar()
 
 
+def seconds_left(session: Session, source: str) -> float:
+    """Return how long the live lease on `source` has left (0 if none)."""
+    left = session.execute(
+        text("SELECT extract(epoch FROM expires_at - now()) FROM source_leases WHERE source = :s"), {"s": source}
+    ).scalar()
+    return max(float(left or 0), 0.0)
+
+
 def release(session: Session, source: str, run_id: int) -> None:
     """Give the lease back, if `run_id` still holds it."""
     session.execute(

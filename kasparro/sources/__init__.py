@@ -30,7 +30,7 @@ class SourceContext:
     secrets: Mapping[str, str] = field(default_factory=dict)
     base_dir: Path = Path(".")
     stats: RequestStats = field(default_factory=RequestStats)
-    budget: Any = None  # a kasparro.sources.ratelimit budget shared across processes, when set
+    budget: Any = None  # a kasparro.sources.ratelimit.RedisBudgets shared across processes, when set
 
 
 def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:

@@ -18,7 +18,7 @@ from kasparro.tasks import enqueue_run
 from tests.conftest import wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count
 
-ROWS = 30_000  # with the test worker's BATCH_SIZE=100: 300 batches, a few seconds of work
+ROWS = 15_000  # with the test worker's BATCH_SIZE=100: 150 batches, a few seconds of work
 
 
 def pool_children(worker: subprocess.Popen) -> list[int]:

@@ -1,0 +1,263 @@
+"""Fetch JSON from a provider politely: budgeted, retried with backoff, counted, and never leaking keys.
+
+    2xx               decode JSON; HTML or broken JSON -> PayloadError
+    429               honour Retry-After (seconds or HTTP-date) across all processes, then retry
+    5xx, timeout,     retry after exponential backoff with full jitter
+    connection error
+    401, 403          SourceAuthError at once
+    other 4xx         SourceConfigError at once (the request itself is wrong)
+    retries run out   TransientSourceError (the task may try again later)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+
+from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
+from kasparro.sources import SourceContext
+from kasparro.sources.base import RequestStats
+from kasparro.sources.ratelimit import Budget
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "***"
+# Query parameters whose values are secrets wherever they appear.
+SECRET_PARAM_HINTS = ("key", "token", "secret", "signature", "password")
+SNIPPET_CHARS = 200
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """Why an attempt failed in a way worth retrying, and how long the provider asked us to wait."""
+
+    reason: str
+    delay: float | None = None
+
+
+class HttpClient:
+    """Send GET requests for one source within its budget and decode JSON answers."""
+
+    def __init__(self, source: str, stats: RequestStats, *, budget: Budget | None = None,
+                 auth_headers: Mapping[str, str] | None = None, timeout: float = 10.0,
+                 max_retries: int = 3, backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
+                 max_retry_after_seconds: float = 120.0,
+                 is_auth_error: Callable[[int, str], bool] | None = None) -> None:
+        self.source = source
+        self.stats = stats
+        self.budget = budget
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.max_retry_after_seconds = max_retry_after_seconds
+        self.is_auth_error = is_auth_error
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers.update(auth_headers or {})
+        self._secrets = [value for value in (auth_headers or {}).values() if value]
+
+    def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET `url` and return its decoded JSON body, retrying what may pass."""
+        shown = self.redact(display_url(url, params))
+        attempts = self.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            outcome = self._attempt(url, params, shown, attempt)
+            if isinstance(outcome, requests.Response):
+                return self._decode(outcome, shown)
+            if attempt == attempts:
+                break
+            self.stats.retries += 1
+            self._wait_before_retry(outcome, attempt, shown)
+        raise TransientSourceError(f"GET {shown} failed after {attempts} attempts; last: {outcome.reason}",
+                                   source=self.source)
+
+    def _attempt(self, url: str, params: Mapping[str, Any] | None, shown: str,
+                 attempt: int) -> requests.Response | _Retry:
+        if self.budget is not None:
+            self._count_wait(self.budget.acquire())
+        self.stats.requests += 1
+        started = time.monotonic()
+        try:
+            response = self.session.get(url, params=params, timeout=self.timeout)
+        except requests.Timeout:
+            return self._log_retry(_Retry(f"no answer within {self.timeout:g}s"), shown, attempt)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            return self._log_retry(_Retry(f"connection failed ({type(exc).__name__})"), shown, attempt)
+        except requests.RequestException as exc:
+            raise SourceConfigError(f"GET {shown} cannot be sent: {self.redact(str(exc))[:SNIPPET_CHARS]}",
+                                    source=self.source) from None
+        elapsed_ms = (time.monotonic() - started) * 1000
+        logger.info("upstream response source=%s url=%s status=%d elapsed_ms=%.0f attempt=%d",
+                    self.source, shown, response.status_code, elapsed_ms, attempt,
+                    extra={"source": self.source, "url": shown, "status": response.status_code,
+                           "elapsed_ms": round(elapsed_ms), "attempt": attempt})
+        return self._classify(response, shown, attempt)
+
+    def _classify(self, response: requests.Response, shown: str, attempt: int) -> requests.Response | _Retry:
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status == 429:
+            self.stats.throttled += 1
+            return self._log_retry(_Retry("HTTP 429 Too Many Requests", self._retry_after(response, shown)),
+                                   shown, attempt)
+        if status >= 500:
+            return self._log_retry(_Retry(f"HTTP {status}"), shown, attempt)
+        detail = f"HTTP {status} from GET {shown}: {self._snippet(response.text)}"
+        if status in (401, 403) or (self.is_auth_error and self.is_auth_error(status, response.text)):
+            raise SourceAuthError(f"provider refused our credentials: {detail}", source=self.source)
+        raise SourceConfigError(f"request rejected, not retried: {detail}", source=self.source)
+
+    def _retry_after(self, response: requests.Response, shown: str) -> float | None:
+        delay = parse_retry_after(response.headers.get("Retry-After"))
+        if delay is not None and self.budget is not None:
+            # The provider throttles the key, not this process: every process sharing it waits.
+            self.budget.pause(delay)
+        if delay is not None and delay > self.max_retry_after_seconds:
+            # Waiting less than asked only earns another 429, so give up for now instead.
+            raise TransientSourceError(
+                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the "
+                f"{self.max_retry_after_seconds:.0f}s cap", source=self.source)
+        return delay
+
+    def _wait_before_retry(self, retry: _Retry, attempt: int, shown: str) -> None:
+        if retry.delay is not None and self.budget is not None:
+            return  # the shared pause is set; the next acquire() sleeps through it and counts the wait
+        delay = retry.delay if retry.delay is not None else self.backoff(attempt)
+        logger.info("upstream retry wait source=%s url=%s wait_seconds=%.3f", self.source, shown, delay,
+                    extra={"source": self.source, "url": shown, "wait_seconds": round(delay, 3)})
+        time.sleep(delay)
+        self._count_wait(delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Return a full-jitter backoff delay for the retry after `attempt`."""
+        return random.uniform(0, min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+
+    def _count_wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.stats.waits.append(round(seconds, 3))
+            self.stats.wait_seconds += seconds
+
+    def _log_retry(self, retry: _Retry, shown: str, attempt: int) -> _Retry:
+        logger.warning("upstream attempt failed source=%s url=%s reason=%r attempt=%d of %d",
+                       self.source, shown, retry.reason, attempt, self.max_retries + 1,
+                       extra={"source": self.source, "url": shown, "reason": retry.reason,
+                              "attempt": attempt})
+        return retry
+
+    def _decode(self, response: requests.Response, shown: str) -> Any:
+        body = response.content
+        content_type = response.headers.get("Content-Type", "")
+        if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+            raise PayloadError(f"GET {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
+                               f"{self._snippet(response.text)}", source=self.source)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise PayloadError(f"GET {shown} returned a body that is not valid JSON "
+                               f"({describe_json_error(exc, body)})", source=self.source) from None
+
+    def _snippet(self, text: str) -> str:
+        flat = " ".join(text.split())
+        return self.redact(flat[:SNIPPET_CHARS]) or "(empty body)"
+
+    def redact(self, text: str) -> str:
+        """Replace every secret this client sends with a placeholder."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+def describe_json_error(exc: ValueError, body: bytes) -> str:
+    """Say what is wrong with a JSON body, and whether it looks cut short."""
+    where = f"{getattr(exc, 'msg', exc)} at byte {getattr(exc, 'pos', '?')} of {len(body)}"
+    stripped = body.strip()
+    if not stripped:
+        return "the body is empty"
+    closer = {b"[": b"]", b"{": b"}"}.get(stripped[:1])
+    if closer and not stripped.endswith(closer):
+        return f"{where}: the body ends before its closing {closer.decode()}, probably truncated"
+    return where
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return the seconds a Retry-After header asks for (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+def display_url(url: str, params: Mapping[str, Any] | None = None) -> str:
+    """Return `url` with `params` as it would be sent, secret-looking query values masked."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [(k, str(v)) for k, v in (params or {}).items()]
+    masked = [(k, REDACTED if any(h in k.lower() for h in SECRET_PARAM_HINTS) else v) for k, v in query]
+    host = parts.netloc.rsplit("@", 1)[-1]  # drop any user:password@
+    return urlunsplit((parts.scheme, host, parts.path, urlencode(masked, safe="*"), ""))
+
+
+def number_setting(source: str, spec: Mapping[str, Any], key: str, default: float,
+                   minimum: float, maximum: float | None = None) -> float:
+    """Read a numeric setting from a source spec, failing clearly when it is not a usable number."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SourceConfigError(f"{key} must be a number, got {value!r}", source=source)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+        raise SourceConfigError(f"{key} must be {bounds}, got {value!r}", source=source)
+    return float(value)
+
+
+def secret_setting(source: str, spec: Mapping[str, Any], context: SourceContext) -> str | None:
+    """Return the API key named by `api_key_env`, or None when none is declared or set."""
+    env_name = spec.get("api_key_env")
+    key = (context.secrets.get(env_name) or "").strip() if env_name else ""
+    if env_name and not key:
+        # Free hosts need no key, so go without; a host that does will answer 401, named as such.
+        # Name the variable, never a value: the operator knows where to set it.
+        logger.warning("secret %s (api_key_env) is not set; calling without a key source=%s", env_name, source,
+                       extra={"source": source, "api_key_env": env_name})
+    return key or None
+
+
+def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContext, *,
+                     default_rpm: float, auth_headers: Mapping[str, str] | None = None,
+                     is_auth_error: Callable[[int, str], bool] | None = None) -> HttpClient:
+    """Build the HTTP client a source's settings describe, on the context's shared budget."""
+    rpm = number_setting(source, spec, "requests_per_minute", default_rpm, 0.001)
+    budget = None
+    if context.budget is not None:
+        max_wait = spec.get("max_wait_seconds")
+        budget = context.budget.for_source(
+            source, rpm, None if max_wait is None else number_setting(source, spec, "max_wait_seconds", 0, 0))
+    else:
+        logger.warning("no shared request budget source=%s: requests are not rate limited", source,
+                       extra={"source": source})
+    return HttpClient(
+        source, context.stats, budget=budget, auth_headers=auth_headers, is_auth_error=is_auth_error,
+        timeout=number_setting(source, spec, "timeout_seconds", 10, 0.001),
+        max_retries=int(number_setting(source, spec, "max_retries", 3, 0, 10)),
+        backoff_seconds=number_setting(source, spec, "backoff_seconds", 1.0, 0),
+        max_retry_after_seconds=number_setting(source, spec, "max_retry_after_seconds", 120, 0),
+    )

@@ -1,0 +1,171 @@
+"""CoinPaprika and CoinGecko through the whole pipeline: a real worker against the fake upstream server."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from kasparro.db import db
+from kasparro.fake_upstream.server import FakeUpstream
+from kasparro.models import Asset, AssetAlias, Checkpoint, MarketQuote, RawRecord, RejectedRecord
+from tests.conftest import PROVIDER_KEYS, ROOT
+from tests.pipeline.helpers import csv_spec, declare, quote_count, run_now
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream(ROOT / "data" / "upstream", coinpaprika_key=PROVIDER_KEYS["COINPAPRIKA_API_KEY"],
+                          coingecko_key=PROVIDER_KEYS["COINGECKO_API_KEY"], coingecko_plan="demo")
+    with server:
+        server.start()
+        yield server
+
+
+def gecko(upstream: FakeUpstream, **settings: object) -> dict[str, object]:
+    return {"kind": "coingecko", "base_url": upstream.coingecko_url, "api_key_env": "COINGECKO_API_KEY",
+            "plan": "demo", "per_page": 50, "max_pages": 4, "requests_per_minute": 600, "backoff_seconds": 0.1,
+            **settings}
+
+
+def paprika(upstream: FakeUpstream, **settings: object) -> dict[str, object]:
+    return {"kind": "coinpaprika", "base_url": upstream.coinpaprika_url, "api_key_env": "COINPAPRIKA_API_KEY",
+            "requests_per_minute": 600, "backoff_seconds": 0.1, **settings}
+
+
+def test_coingecko_pages_until_a_short_page_and_loads_every_coin(app: Flask, sources_file: Path,
+                                                                 upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream)})
+
+    run = run_now(app)
+
+    assert run.status == "success"
+    (source_run,) = run.source_runs
+    assert (source_run.extracted, source_run.inserted, source_run.requests) == (100, 100, 3)
+    pages = [r["query"].get("page") for r in upstream.requests if r["path"].endswith("/coins/markets")]
+    assert pages == [["1"], ["2"], ["3"]] or pages == ["1", "2", "3"]
+    assert all(r["auth_ok"] for r in upstream.requests)
+
+
+def test_a_second_run_over_unchanged_upstream_data_inserts_nothing(app: Flask, sources_file: Path,
+                                                                   upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream)})
+    first = run_now(app)
+
+    second = run_now(app)
+
+    assert first.source_runs[0].inserted == 300
+    assert (second.source_runs[0].extracted, second.source_runs[0].inserted) == (0, 0)
+    assert quote_count(app) == 300
+
+
+def test_after_upstream_moves_on_only_the_changed_coins_load(app: Flask, sources_file: Path,
+                                                            upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream)})
+    run_now(app)
+    upstream.advance("coinpaprika")
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert source_run.inserted == 300  # every coin has a new last_updated: a new observation each
+    assert quote_count(app) == 600
+    with app.app_context():
+        checkpoint = db.session.get(Checkpoint, "coinpaprika")
+        assert checkpoint.run_id == run.id
+        assert checkpoint.cursor["seen"]["btc-bitcoin"].startswith("2023-08-11T08:14")
+
+
+def test_a_429_is_waited_out_as_retry_after_says_and_recorded(app: Flask, sources_file: Path,
+                                                            upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream)})
+    upstream.inject("coinpaprika", "429", times=1, retry_after=1)
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert run.status == "success"
+    assert (source_run.requests, source_run.throttled, source_run.inserted) == (2, 1, 300)
+    assert float(source_run.wait_seconds) >= 1.0
+
+
+def test_a_source_that_keeps_failing_gives_up_and_the_others_still_load(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream, max_retries=2),
+                           "daily": csv_spec(ROOT / "data" / "csv" / "coins_daily_2019.csv")})
+    upstream.inject("coinpaprika", "500", times=50)
+
+    run = run_now(app, timeout=120)
+
+    by_source = {s.source: s for s in run.source_runs}
+    assert run.status == "partial"
+    assert by_source["coinpaprika"].status == "failed"
+    assert "500" in by_source["coinpaprika"].error
+    assert by_source["coinpaprika"].retries >= 2
+    assert by_source["daily"].inserted == 295
+
+
+def test_truncated_json_fails_the_source_with_a_reason_and_writes_nothing(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream)})
+    upstream.inject("coinpaprika", "truncated", times=1)
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.status) == ("failed", "failed")
+    assert "JSON" in source_run.error or "json" in source_run.error
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(RawRecord)).scalar_one() == 0
+        assert db.session.get(Checkpoint, "coinpaprika") is None
+
+
+def test_a_renamed_field_rejects_each_record_with_the_missing_field_named(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1)})
+    upstream.inject("coingecko", "rename_field", times=1, field="current_price", to="price")
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.rejected, source_run.inserted) == ("partial", 50, 0)
+    with app.app_context():
+        reason = db.session.execute(select(RejectedRecord.reason).limit(1)).scalar_one()
+    assert "current_price" in str(reason)
+
+
+def test_a_key_sent_the_wrong_way_fails_the_source_without_leaking_it(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    # The pro header sent to the demo host, as a misconfigured plan would.
+    declare(sources_file, {"coingecko": gecko(upstream, plan="pro")})
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert source_run.status == "failed"
+    assert PROVIDER_KEYS["COINGECKO_API_KEY"] not in source_run.error
+    assert not any(r["auth_ok"] for r in upstream.requests)
+
+
+def test_the_same_coin_from_three_sources_is_one_asset(app: Flask, sources_file: Path,
+                                                       upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream), "coingecko": gecko(upstream),
+                           "daily": csv_spec(ROOT / "data" / "csv" / "coins_daily_2019.csv")})
+
+    run_now(app)
+
+    with app.app_context():
+        bitcoin = db.session.execute(select(Asset).where(Asset.slug == "bitcoin")).scalar_one()
+        aliases = {a.source: (a.source_asset_id, a.match_method) for a in bitcoin.aliases}
+        sources = set(db.session.execute(
+            select(MarketQuote.source).where(MarketQuote.asset_id == bitcoin.id).distinct()).scalars())
+        bnb = {a.source: a.source_asset_id for a in db.session.execute(
+            select(AssetAlias).join(Asset).where(Asset.slug == "binancecoin")).scalars()}
+    assert aliases == {"coinpaprika": ("btc-bitcoin", "source_id"), "coingecko": ("bitcoin", "source_id"),
+                       "daily": ("bitcoin", "new")}
+    assert sources == {"coinpaprika", "coingecko", "daily"}
+    assert bnb == {"coinpaprika": "bnb-binance-coin", "coingecko": "binancecoin", "daily": "binance-coin"}

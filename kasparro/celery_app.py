@@ -22,6 +22,9 @@ def init_app(app: Flask) -> Celery:
         broker_url=app.config["BROKER_URL"],
         result_backend=app.config["RESULT_BACKEND"],
         task_default_queue=queue,
+        # Beat leaves a heartbeat in Redis so /health can tell scheduling is alive.
+        beat_scheduler="kasparro.beat:HeartbeatScheduler",
+        kasparro_redis_url=app.config["REDIS_URL"],
         beat_schedule={
             "etl-run": {
                 "task": "kasparro.tasks.scheduled_run",

@@ -95,7 +95,8 @@ def resolve(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef
 
 def _alias(session: Session, source: str, ref: CoinRef, slug: str, method: str) -> int:
     session.execute(
-        text("INSERT INTO assets (slug, symbol, name) VALUES (:slug, :symbol, :name) ON CONFLICT (slug) DO NOTHING"),
+        text("INSERT INTO assets (slug, symbol, name) VALUES (:slug, :symbol, :name) ON CONFLICT (slug) DO UPDATE"
+             " SET symbol = coalesce(assets.symbol, EXCLUDED.symbol), name = coalesce(assets.name, EXCLUDED.name)"),
         {"slug": slug, "symbol": (ref.symbol or "").upper() or None, "name": ref.name},
     )
     asset_id = session.execute(select(Asset.id).where(Asset.slug == slug)).scalar_one()

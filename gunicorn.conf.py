@@ -1,5 +1,7 @@
 """Gunicorn settings for the API, from the environment."""
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -7,6 +9,23 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20
 accesslog = "-"
-# The app logs every request itself, with its request id; keep gunicorn's own
-# access log short.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+# Request metrics are kept per worker process and merged at scrape time, so
+# /metrics is right whichever worker answers. The directory must start empty.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tempfile.gettempdir(), f"kasparro-metrics-{os.getpid()}")
+
+
+def on_starting(server):  # noqa: ARG001
+    """Empty the metrics directory before any worker writes to it."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    """Drop a dead worker's live gauges from the merged metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -89,6 +89,11 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "TASK_BACKOFF_CAP_SECONDS": parse_float("TASK_BACKOFF_CAP_SECONDS", get("TASK_BACKOFF_CAP_SECONDS", "300")),
         "LEASE_SECONDS": parse_int("LEASE_SECONDS", get("LEASE_SECONDS", "600"), 5),
         "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "1800"), 60),
+        # /health: beat is stale after this long without a heartbeat; timeouts of each probe.
+        "HEALTH_BEAT_STALE_SECONDS": parse_float("HEALTH_BEAT_STALE_SECONDS", get("HEALTH_BEAT_STALE_SECONDS", "120")),
+        "HEALTH_WORKER_TIMEOUT_SECONDS": parse_float("HEALTH_WORKER_TIMEOUT_SECONDS",
+                                                     get("HEALTH_WORKER_TIMEOUT_SECONDS", "1")),
+        "HEALTH_TIMEOUT_SECONDS": parse_float("HEALTH_TIMEOUT_SECONDS", get("HEALTH_TIMEOUT_SECONDS", "1")),
         "LOG_FORMAT": get("LOG_FORMAT", "console"),
         "LOG_LEVEL": get("LOG_LEVEL", "INFO"),
         "ASSET_OVERRIDES_FILE": get("ASSET_OVERRIDES_FILE", str(PROJECT_ROOT / "data" / "asset_overrides.csv")),

@@ -1,0 +1,58 @@
+"""A flask-smorest Blueprint whose argument errors are 400s and whose query strings are strict."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flask_smorest
+from marshmallow import RAISE, ValidationError
+from webargs.flaskparser import FlaskParser
+
+from kasparro.api import cursor
+from kasparro.api.auth import SECURITY_SCHEME
+from kasparro.api.errors import ApiError
+
+# Error responses by status, as registered on the Api (components/responses).
+ERROR_RESPONSES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 415: "UNSUPPORTED_MEDIA_TYPE",
+                   503: "SERVICE_UNAVAILABLE"}
+
+
+class StrictParser(FlaskParser):
+    """Answer 400 on invalid input, and refuse unknown query parameters instead of ignoring them."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """The project's blueprint: strict arguments, JSON errors documented per view."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+    def errors(self, *statuses: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Document the error responses a view can give."""
+
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            for status in statuses:
+                view = self.alt_response(status, response=ERROR_RESPONSES[status])(view)
+            return view
+
+        return decorator
+
+    def protected(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Document that a view always needs the API key."""
+        return self.doc(security=[{SECURITY_SCHEME: []}])
+
+    def public(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Document that a view never needs the API key."""
+        return self.doc(security=[])
+
+
+def cursor_key(token: str | None, tag: str, types: tuple[type, ...]) -> tuple[Any, ...] | None:
+    """Decode the request's cursor, answering 400 naming the field when it is bad or foreign."""
+    if token is None:
+        return None
+    try:
+        return cursor.decode(token, tag, types)
+    except ValidationError as exc:
+        raise ApiError(400, "validation_error", f"cursor: {exc.messages[0]}", {"cursor": exc.messages}) from None

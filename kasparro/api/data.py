@@ -1,0 +1,146 @@
+"""Serve unified quotes and canonical assets: GET /data, /data/latest, /assets, /assets/<slug>."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, true, tuple_
+from sqlalchemy.orm import aliased
+
+from kasparro.api import cursor
+from kasparro.api.auth import read_access
+from kasparro.api.base import Blueprint, cursor_key
+from kasparro.api.envelope import listing, single
+from kasparro.api.errors import ApiError
+from kasparro.api.params import LatestParams, NoParams, PageParams, QuoteParams
+from kasparro.api.schemas import AssetDetailSchema, AssetSchema, QuoteSchema, envelope
+from kasparro.db import db
+from kasparro.models import Asset, MarketQuote
+
+blp = Blueprint("data", __name__, description="Unified market quotes and canonical assets.")
+
+QUOTE_FILTERS = ("asset", "symbol", "source", "since", "until", "sort")
+LATEST_COLUMNS = ("id", "source", "observed_at", "price_usd", "market_cap_usd", "volume_24h_usd",
+                  "percent_change_24h", "raw_record_id", "run_id", "ingested_at")
+
+
+def _quote_columns() -> tuple[Any, ...]:
+    return (MarketQuote.id, Asset.slug.label("asset"), Asset.symbol, Asset.name,
+            *(getattr(MarketQuote, name) for name in LATEST_COLUMNS[1:]))
+
+
+def quote_filters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the filters and sort that define a /data listing (what its cursors are bound to)."""
+    filters = {name: params.get(name) for name in QUOTE_FILTERS}
+    if filters["symbol"]:
+        filters["symbol"] = filters["symbol"].upper()
+    filters["sort"] = filters["sort"] or "-observed_at"
+    return filters
+
+
+def build_quotes_query(filters: Mapping[str, Any], limit: int, after: tuple[datetime, int] | None = None) -> Select:
+    """Build the keyset query of one /data page (limit + 1 rows, to know whether more follow)."""
+    by_slug = aliased(Asset)
+    query = select(*_quote_columns()).join(Asset, Asset.id == MarketQuote.asset_id)
+    if filters.get("asset"):
+        # A scalar subquery keeps the (asset_id, observed_at, id) index usable for the walk.
+        query = query.where(MarketQuote.asset_id == select(by_slug.id).where(by_slug.slug == filters["asset"])
+                            .scalar_subquery())
+    if filters.get("symbol"):
+        query = query.where(MarketQuote.asset_id.in_(
+            select(by_slug.id).where(func.upper(by_slug.symbol) == filters["symbol"])))
+    if filters.get("source"):
+        query = query.where(MarketQuote.source == filters["source"])
+    if filters.get("since"):
+        query = query.where(MarketQuote.observed_at >= filters["since"])
+    if filters.get("until"):
+        query = query.where(MarketQuote.observed_at < filters["until"])
+    key = tuple_(MarketQuote.observed_at, MarketQuote.id)
+    if filters.get("sort") == "observed_at":
+        if after is not None:
+            query = query.where(key > tuple_(*after))
+        return query.order_by(MarketQuote.observed_at.asc(), MarketQuote.id.asc()).limit(limit + 1)
+    if after is not None:
+        query = query.where(key < tuple_(*after))
+    return query.order_by(MarketQuote.observed_at.desc(), MarketQuote.id.desc()).limit(limit + 1)
+
+
+@blp.route("/data")
+@read_access
+@blp.arguments(QuoteParams, location="query")
+@blp.response(200, envelope(QuoteSchema, "QuotePage", many=True))
+@blp.errors(400, 401)
+def list_quotes(params: dict[str, Any]) -> dict[str, Any]:
+    """List unified quotes, newest first by default, one keyset page at a time."""
+    filters = quote_filters(params)
+    tag = cursor.fingerprint("data", filters)
+    after = cursor_key(params.get("cursor"), tag, (datetime, int))
+    rows = db.session.execute(build_quotes_query(filters, params["limit"], after)).all()
+    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.observed_at, r.id), tag)
+    return listing(rows, filters, params["limit"], next_cursor)
+
+
+@blp.route("/data/latest")
+@read_access
+@blp.arguments(LatestParams, location="query")
+@blp.response(200, envelope(QuoteSchema, "LatestQuotePage", many=True))
+@blp.errors(400, 401)
+def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
+    """List each asset's latest quote (optionally from one source), by asset slug."""
+    filters = {"source": params.get("source")}
+    tag = cursor.fingerprint("latest", filters)
+    after = cursor_key(params.get("cursor"), tag, (str,))
+    quote = aliased(MarketQuote)
+    # One index probe per asset instead of DISTINCT ON over the whole table.
+    newest = select(*(getattr(quote, name) for name in LATEST_COLUMNS)).where(quote.asset_id == Asset.id)
+    if filters["source"]:
+        newest = newest.where(quote.source == filters["source"])
+    latest = newest.order_by(quote.observed_at.desc(), quote.id.desc()).limit(1).lateral("latest")
+    columns = [latest.c[name] for name in LATEST_COLUMNS]
+    query = select(columns[0], Asset.slug.label("asset"), Asset.symbol, Asset.name, *columns[1:]) \
+        .select_from(Asset).join(latest, true())
+    if after is not None:
+        query = query.where(Asset.slug > after[0])
+    rows = db.session.execute(query.order_by(Asset.slug).limit(params["limit"] + 1)).all()
+    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.asset,), tag)
+    return listing(rows, filters, params["limit"], next_cursor)
+
+
+@blp.route("/assets")
+@read_access
+@blp.arguments(PageParams, location="query")
+@blp.response(200, envelope(AssetSchema, "AssetPage", many=True))
+@blp.errors(400, 401)
+def list_assets(params: dict[str, Any]) -> dict[str, Any]:
+    """List canonical assets by slug."""
+    tag = cursor.fingerprint("assets", {})
+    after = cursor_key(params.get("cursor"), tag, (str,))
+    query = select(Asset).order_by(Asset.slug).limit(params["limit"] + 1)
+    if after is not None:
+        query = query.where(Asset.slug > after[0])
+    rows = db.session.execute(query).scalars().all()
+    rows, next_cursor = cursor.page(rows, params["limit"], lambda a: (a.slug,), tag)
+    return listing(rows, {}, params["limit"], next_cursor)
+
+
+@blp.route("/assets/<string:slug>")
+@read_access
+@blp.arguments(NoParams, location="query")
+@blp.response(200, envelope(AssetDetailSchema, "AssetResponse"))
+@blp.errors(400, 401, 404)
+def get_asset(_: dict[str, Any], slug: str) -> dict[str, Any]:
+    """Show one asset with its per-source aliases and which sources have quotes for it."""
+    asset = db.session.execute(select(Asset).where(Asset.slug == slug)).scalar_one_or_none() \
+        if "\x00" not in slug else None
+    if asset is None:
+        raise ApiError(404, "not_found", f"no asset with slug {slug!r}")
+    quote_sources = db.session.execute(
+        select(MarketQuote.source, func.count().label("quotes"),
+               func.min(MarketQuote.observed_at).label("first_observed_at"),
+               func.max(MarketQuote.observed_at).label("last_observed_at"))
+        .where(MarketQuote.asset_id == asset.id).group_by(MarketQuote.source).order_by(MarketQuote.source)
+    ).all()
+    aliases = sorted(asset.aliases, key=lambda a: (a.source, a.source_asset_id))
+    return single({"slug": asset.slug, "symbol": asset.symbol, "name": asset.name, "created_at": asset.created_at,
+                   "aliases": aliases, "quote_sources": quote_sources})

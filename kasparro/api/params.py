@@ -1,0 +1,124 @@
+"""Query-string and body schemas: strict, so unknown or malformed parameters answer 400 naming the field."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from kasparro.models import RUN_STATUSES, TRIGGERS
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+def _no_nul(value: str) -> None:
+    # Postgres text cannot hold NUL; refuse it here rather than fail in the driver.
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+def text(description: str, max_length: int = 200, **kwargs: Any) -> fields.String:
+    """Return a bounded, NUL-free string parameter."""
+    return fields.String(validate=[validate.Length(min=1, max=max_length), _no_nul],
+                         metadata={"description": description}, **kwargs)
+
+
+def limit_field(default: int = DEFAULT_LIMIT) -> fields.Integer:
+    """Return the page size parameter, 1..1000."""
+    return fields.Integer(load_default=default, validate=validate.Range(min=1, max=MAX_LIMIT),
+                          metadata={"description": f"Page size, 1 to {MAX_LIMIT}."})
+
+
+def cursor_field() -> fields.String:
+    """Return the opaque cursor parameter."""
+    return text("next_cursor from the previous page; only valid with the same filters and sort.", 2000)
+
+
+class Instant(fields.AwareDateTime):
+    """An ISO-8601 timestamp, read as UTC when it has no offset, and handed on in UTC."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            # Postgres refuses offsets beyond ±15:59 that Python accepts; UTC is always fine.
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("is out of range") from None
+
+
+def instant(description: str) -> Instant:
+    """Return an ISO-8601 timestamp parameter."""
+    return Instant(default_timezone=timezone.utc, metadata={"description": description})
+
+
+class StrictSchema(Schema):
+    """A schema that refuses fields it does not know."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class NoParams(StrictSchema):
+    """An endpoint that takes no query parameters."""
+
+
+class QuoteParams(StrictSchema):
+    asset = text("Canonical asset slug, e.g. bitcoin.")
+    symbol = text("Ticker symbol, case-insensitive, e.g. BTC.", 40)
+    source = text("Source name, e.g. coingecko.", 100)
+    since = instant("Only quotes observed at or after this instant (ISO-8601).")
+    until = instant("Only quotes observed before this instant (ISO-8601).")
+    sort = fields.String(load_default="-observed_at", validate=validate.OneOf(["observed_at", "-observed_at"]),
+                         metadata={"description": "observed_at (oldest first) or -observed_at (newest first)."})
+    limit = limit_field()
+    cursor = cursor_field()
+
+    @validates_schema
+    def _window(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ValidationError("must be later than since", field_name="until")
+
+
+class LatestParams(StrictSchema):
+    source = text("Only this source's latest quote per asset.", 100)
+    limit = limit_field()
+    cursor = cursor_field()
+
+
+class PageParams(StrictSchema):
+    limit = limit_field()
+    cursor = cursor_field()
+
+
+class RunParams(StrictSchema):
+    status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    trigger = fields.String(validate=validate.OneOf(TRIGGERS))
+    limit = limit_field(20)
+    cursor = cursor_field()
+
+
+class CompareParams(StrictSchema):
+    a = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1),
+                       metadata={"description": "The earlier (baseline) run id."})
+    b = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1),
+                       metadata={"description": "The run to compare with it."})
+
+
+class RejectParams(StrictSchema):
+    run_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    source = text("Source name.", 100)
+    limit = limit_field()
+    cursor = cursor_field()
+
+
+class RunRequest(StrictSchema):
+    sources = fields.List(text("A declared source name.", 100), validate=validate.Length(min=1, max=50),
+                          metadata={"description": "Sources to run; all enabled sources when omitted."})
+
+
+class RunHeaders(Schema):
+    # Headers are many and mostly unrelated, so unknown ones pass (webargs excludes them).
+    idempotency_key = fields.String(data_key="Idempotency-Key", validate=[validate.Length(min=1, max=200), _no_nul],
+                                    metadata={"description": "A retried POST with the same key returns the "
+                                                             "same run instead of starting another."})

@@ -1,0 +1,228 @@
+"""Marshmallow schemas of every API response; the OpenAPI document is generated from them."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+
+COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected")
+CALLS = ("requests", "retries", "throttled")
+
+
+def _nullable_dt(description: str) -> fields.DateTime:
+    return fields.DateTime(allow_none=True, metadata={"description": description})
+
+
+class MetaSchema(Schema):
+    request_id = fields.String(required=True, metadata={"description": "Echoes X-Request-ID."})
+    api_latency_ms = fields.Float(required=True, metadata={"description": "Server time spent on the request."})
+
+
+class ListMetaSchema(MetaSchema):
+    filters = fields.Dict(required=True, metadata={"description": "The filters and sort applied."})
+    limit = fields.Integer(required=True)
+    next_cursor = fields.String(allow_none=True, required=True,
+                                metadata={"description": "Pass as ?cursor= for the next page; null on the last."})
+    has_more = fields.Boolean(required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Stable machine-readable code, e.g. "
+                                                  "bad_request, validation_error, unauthorized, not_found."})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(data_key="fields", metadata={"description": "Per-field messages (validation errors)."})
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+    meta = fields.Nested(MetaSchema, required=True)
+
+
+class QuoteSchema(Schema):
+    id = fields.Integer(required=True)
+    asset = fields.String(required=True, metadata={"description": "Canonical asset slug."})
+    symbol = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    source = fields.String(required=True)
+    observed_at = fields.DateTime(required=True)
+    price_usd = fields.Float(required=True)
+    market_cap_usd = fields.Float(allow_none=True)
+    volume_24h_usd = fields.Float(allow_none=True)
+    percent_change_24h = fields.Float(allow_none=True)
+    raw_record_id = fields.Integer(required=True, metadata={"description": "Lineage: the raw payload row."})
+    run_id = fields.Integer(required=True, metadata={"description": "The run that last wrote this quote."})
+    ingested_at = fields.DateTime(required=True)
+
+
+class AssetSchema(Schema):
+    slug = fields.String(required=True)
+    symbol = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+class AliasSchema(Schema):
+    source = fields.String(required=True)
+    source_asset_id = fields.String(required=True)
+    symbol = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    match_method = fields.String(required=True)
+
+
+class QuoteSourceSchema(Schema):
+    source = fields.String(required=True)
+    quotes = fields.Integer(required=True)
+    first_observed_at = fields.DateTime(required=True)
+    last_observed_at = fields.DateTime(required=True)
+
+
+class AssetDetailSchema(AssetSchema):
+    aliases = fields.List(fields.Nested(AliasSchema), required=True)
+    quote_sources = fields.List(fields.Nested(QuoteSourceSchema), required=True,
+                                metadata={"description": "Sources that have quotes for this asset."})
+
+
+class CountsSchema(Schema):
+    extracted = fields.Integer(required=True)
+    loaded = fields.Integer(required=True)
+    inserted = fields.Integer(required=True)
+    updated = fields.Integer(required=True)
+    skipped = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+
+
+class RunSchema(Schema):
+    id = fields.Integer(required=True)
+    trigger = fields.String(required=True)
+    status = fields.String(required=True)
+    sources = fields.List(fields.String(), required=True)
+    error = fields.String(allow_none=True)
+    created_at = fields.DateTime(required=True)
+    started_at = _nullable_dt("When a worker first picked it up.")
+    finished_at = _nullable_dt("When the last source finished.")
+    duration_seconds = fields.Float(allow_none=True, metadata={"description": "So far, while running."})
+    totals = fields.Nested(CountsSchema, required=True)
+
+
+class ProgressSchema(Schema):
+    batches_extracted = fields.Integer(required=True, metadata={"description": "Batches read from the source."})
+    batches_transformed = fields.Integer(required=True, metadata={"description": "Of those, validated."})
+    batches_loaded = fields.Integer(required=True, metadata={"description": "Of those, loaded."})
+
+
+class SourceRunSchema(CountsSchema):
+    source = fields.String(required=True)
+    status = fields.String(required=True)
+    stage = fields.String(allow_none=True)
+    requests = fields.Integer(required=True)
+    retries = fields.Integer(required=True)
+    throttled = fields.Integer(required=True, metadata={"description": "Responses with HTTP 429."})
+    wait_seconds = fields.Float(required=True, metadata={"description": "Time spent waiting on rate limits."})
+    error = fields.String(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+
+
+class RunDetailSchema(RunSchema):
+    source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
+
+
+class RunCreatedSchema(Schema):
+    run_id = fields.Integer(required=True)
+    status = fields.String(required=True)
+    sources = fields.List(fields.String(), required=True)
+    created = fields.Boolean(required=True, metadata={"description": "False when an active or idempotent "
+                                                      "run was returned instead of a new one."})
+
+
+class SideSchema(CountsSchema):
+    status = fields.String(required=True)
+    duration_seconds = fields.Float(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class DeltaSchema(CountsSchema):
+    duration_seconds = fields.Float(allow_none=True)
+
+
+class SourceComparisonSchema(Schema):
+    source = fields.String(required=True)
+    a = fields.Nested(SideSchema, allow_none=True, required=True)
+    b = fields.Nested(SideSchema, allow_none=True, required=True)
+    delta = fields.Nested(DeltaSchema, allow_none=True, required=True, metadata={"description": "b minus a."})
+    status_changed = fields.Boolean(required=True)
+
+
+class AnomalySchema(Schema):
+    source = fields.String(required=True)
+    kind = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class ComparisonSchema(Schema):
+    a = fields.Nested(RunSchema, required=True)
+    b = fields.Nested(RunSchema, required=True)
+    sources = fields.List(fields.Nested(SourceComparisonSchema), required=True)
+    anomalies = fields.List(fields.Nested(AnomalySchema), required=True)
+
+
+class RejectSchema(Schema):
+    id = fields.Integer(required=True)
+    run_id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    reason = fields.Raw(required=True, metadata={"description": "Why validation refused it, per field."})
+    raw_record_id = fields.Integer(required=True)
+    position = fields.String(required=True, metadata={"description": "Where in the source it was read."})
+    payload = fields.Raw(required=True, metadata={"description": "The record exactly as received."})
+    created_at = fields.DateTime(required=True)
+
+
+class SourceStatsSchema(Schema):
+    source = fields.String(required=True)
+    rows_total = fields.Integer(required=True, metadata={"description": "Quotes this source has inserted."})
+    rejected_total = fields.Integer(required=True)
+    last_run_id = fields.Integer(allow_none=True)
+    last_run_status = fields.String(allow_none=True)
+    last_run = fields.Nested(CountsSchema, allow_none=True, metadata={"description": "Rows in its last run."})
+    last_success_at = fields.DateTime(allow_none=True)
+    last_failure_at = fields.DateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    requests_last_run = fields.Integer(allow_none=True)
+    retries_last_run = fields.Integer(allow_none=True)
+    throttled_last_run = fields.Integer(allow_none=True)
+    wait_seconds_last_run = fields.Float(allow_none=True)
+
+
+class StatsSchema(Schema):
+    sources = fields.List(fields.Nested(SourceStatsSchema), required=True)
+    runs_by_status = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    last_run = fields.Nested(RunSchema, allow_none=True, required=True)
+
+
+class CheckSchema(Schema):
+    ok = fields.Boolean(required=True)
+    severity = fields.String(required=True, metadata={"description": "'down' if failing stops serving, "
+                                                      "'degraded' if it only stops ETL."})
+    error = fields.String(allow_none=True)
+    latency_ms = fields.Float(required=True)
+    details = fields.Dict()
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"description": "ok, degraded or down."})
+    failing = fields.List(fields.String(), required=True, metadata={"description": "Names of failing checks."})
+    checks = fields.Dict(keys=fields.String(), values=fields.Nested(CheckSchema), required=True)
+
+
+class LiveSchema(Schema):
+    status = fields.String(required=True)
+
+
+def envelope(item: type[Schema], name: str, many: bool = False) -> type[Schema]:
+    """Return a {"data": item or [item], "meta": ...} schema named `name`."""
+    data: Any = fields.List(fields.Nested(item), required=True) if many else fields.Nested(item, required=True)
+    meta = fields.Nested(ListMetaSchema if many else MetaSchema, required=True)
+    return Schema.from_dict({"data": data, "meta": meta}, name=name)
+

@@ -1,0 +1,76 @@
+"""Summarise the ETL per source and per run status: GET /stats."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import distinct_on
+
+from kasparro.api.auth import read_access
+from kasparro.api.base import Blueprint
+from kasparro.api.envelope import single
+from kasparro.api.params import NoParams
+from kasparro.api.schemas import StatsSchema, envelope
+from kasparro.api.summaries import counts, run_summary
+from kasparro.db import db
+from kasparro.models import RUN_STATUSES, RejectedRecord, Run, SourceRun
+
+blp = Blueprint("stats", __name__, description="ETL figures per source and per run status.")
+
+SUCCEEDED = ("success", "partial")
+
+
+def _per_source() -> dict[str, dict[str, Any]]:
+    # Quotes are never deleted, so the rows a source inserted over all runs is its row count,
+    # read from the small run table instead of counting the quotes table on every request.
+    rows = db.session.execute(
+        select(SourceRun.source, func.coalesce(func.sum(SourceRun.inserted), 0).label("rows_total"),
+               func.max(SourceRun.finished_at).filter(SourceRun.status.in_(SUCCEEDED)).label("last_success_at"),
+               func.max(SourceRun.finished_at).filter(SourceRun.status == "failed").label("last_failure_at"))
+        .group_by(SourceRun.source)
+    ).all()
+    return {row.source: {"source": row.source, "rows_total": int(row.rows_total),
+                         "last_success_at": row.last_success_at, "last_failure_at": row.last_failure_at,
+                         "rejected_total": 0, "last_error": None} for row in rows}
+
+
+def _latest_source_runs(*conditions: Any) -> list[SourceRun]:
+    query = (select(SourceRun).where(*conditions).ext(distinct_on(SourceRun.source))
+             .order_by(SourceRun.source, SourceRun.run_id.desc()))
+    return list(db.session.execute(query).scalars())
+
+
+def source_stats() -> list[dict[str, Any]]:
+    """Return every source's totals, its last run's figures, and its last success and failure."""
+    stats = _per_source()
+    for source_run in _latest_source_runs():
+        stats[source_run.source].update(
+            last_run_id=source_run.run_id, last_run_status=source_run.status, last_run=counts(source_run),
+            requests_last_run=source_run.requests, retries_last_run=source_run.retries,
+            throttled_last_run=source_run.throttled, wait_seconds_last_run=float(source_run.wait_seconds or 0))
+    for source_run in _latest_source_runs(SourceRun.status == "failed"):
+        stats[source_run.source]["last_error"] = source_run.error
+    rejected = db.session.execute(
+        select(RejectedRecord.source, func.count()).group_by(RejectedRecord.source)).all()
+    for source, number in rejected:
+        if source in stats:
+            stats[source]["rejected_total"] = number
+    return [stats[name] for name in sorted(stats)]
+
+
+def runs_by_status() -> dict[str, int]:
+    """Count runs in each status, listing every status even when zero."""
+    found = dict(db.session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
+    return {status: found.get(status, 0) for status in RUN_STATUSES}
+
+
+@blp.route("/stats")
+@read_access
+@blp.arguments(NoParams, location="query")
+@blp.response(200, envelope(StatsSchema, "StatsResponse"))
+@blp.errors(400, 401)
+def stats(_: dict[str, Any]) -> dict[str, Any]:
+    """Report rows, rejects, rate-limit evidence and last success and failure per source, and runs by status."""
+    last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
+    return single({"sources": source_stats(), "runs_by_status": runs_by_status(),
+                   "last_run": run_summary(last) if last is not None else None})

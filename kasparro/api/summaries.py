@@ -1,0 +1,85 @@
+"""Shape runs and their per-source parts into the dictionaries the run schemas dump."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from kasparro.api.errors import ApiError
+from kasparro.api.schemas import CALLS, COUNTERS
+from kasparro.db import db
+from kasparro.models import RawBatch, Run, SourceRun
+
+MAX_ID = 2**63 - 1
+
+
+def duration(started: datetime | None, finished: datetime | None) -> float | None:
+    """Return seconds between start and finish, or until now while still running."""
+    if started is None:
+        return None
+    end = finished or datetime.now(timezone.utc)
+    return round((end - started).total_seconds(), 3)
+
+
+def counts(source_run: SourceRun) -> dict[str, int]:
+    """Return a source run's row counters."""
+    return {name: getattr(source_run, name) or 0 for name in COUNTERS}
+
+
+def totals(source_runs: Iterable[SourceRun]) -> dict[str, int]:
+    """Add up the row counters of a run's sources."""
+    summed = dict.fromkeys(COUNTERS, 0)
+    for source_run in source_runs:
+        for name, value in counts(source_run).items():
+            summed[name] += value
+    return summed
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """Return a run's headline: status, timing and row totals."""
+    return {"id": run.id, "trigger": run.trigger, "status": run.status, "sources": list(run.sources),
+            "error": run.error, "created_at": run.created_at, "started_at": run.started_at,
+            "finished_at": run.finished_at, "duration_seconds": duration(run.started_at, run.finished_at),
+            "totals": totals(run.source_runs)}
+
+
+def batch_progress(source_run_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Count each source run's batches by how far they got (cumulative: loaded ones were also transformed)."""
+    if not source_run_ids:
+        return {}
+    rows = db.session.execute(
+        select(RawBatch.run_source_id,
+               func.count().label("extracted"),
+               func.count(case((RawBatch.state.in_(("transformed", "loaded")), 1))).label("transformed"),
+               func.count(case((RawBatch.state == "loaded", 1))).label("loaded"))
+        .where(RawBatch.run_source_id.in_(source_run_ids)).group_by(RawBatch.run_source_id)
+    ).all()
+    found = {row.run_source_id: {"batches_extracted": row.extracted, "batches_transformed": row.transformed,
+                                 "batches_loaded": row.loaded} for row in rows}
+    empty = {"batches_extracted": 0, "batches_transformed": 0, "batches_loaded": 0}
+    return {i: found.get(i, empty) for i in source_run_ids}
+
+
+def source_run_detail(source_run: SourceRun, progress: dict[str, int]) -> dict[str, Any]:
+    """Return everything known about one source's part of a run."""
+    return {"source": source_run.source, "status": source_run.status, "stage": source_run.stage,
+            **counts(source_run), **{name: getattr(source_run, name) or 0 for name in CALLS},
+            "wait_seconds": float(source_run.wait_seconds or 0), "error": source_run.error,
+            "started_at": source_run.started_at, "finished_at": source_run.finished_at,
+            "duration_seconds": duration(source_run.started_at, source_run.finished_at), "progress": progress}
+
+
+def run_detail(run: Run) -> dict[str, Any]:
+    """Return a run with every source's counters, timings, errors and batch progress."""
+    progress = batch_progress([sr.id for sr in run.source_runs])
+    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs]}
+
+
+def get_run(run_id: int) -> Run:
+    """Load a run or answer 404."""
+    run = db.session.get(Run, run_id) if 0 < run_id <= MAX_ID else None
+    if run is None:
+        raise ApiError(404, "not_found", f"no run with id {run_id}")
+    return run

@@ -1,0 +1,247 @@
+"""POST /run-etl and /runs, GET /runs, /runs/<id>, /runs/compare and /rejects."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from kasparro.db import db
+from kasparro.models import Run
+from tests.api import factories as f
+from tests.api.conftest import AUTH
+from tests.conftest import wait_for_run
+
+
+@pytest.fixture
+def idle(idle_app: Flask) -> FlaskClient:
+    """A client whose queued runs no worker will pick up."""
+    return idle_app.test_client()
+
+
+def _run_count(app: Flask) -> int:
+    with app.app_context():
+        return db.session.execute(select(func.count()).select_from(Run)).scalar_one()
+
+
+@pytest.mark.parametrize("path", ["/run-etl", "/runs"])
+def test_post_queues_a_run_and_says_where_to_poll(idle: FlaskClient, csv_sources: Path, path: str) -> None:
+    response = idle.post(path, json={"sources": ["tiny"]}, headers=AUTH)
+
+    body = response.get_json()
+    assert response.status_code == 202
+    assert body["data"] == {"run_id": body["data"]["run_id"], "status": "queued", "sources": ["tiny"],
+                            "created": True}
+    assert response.headers["Location"] == f"/runs/{body['data']['run_id']}"
+    assert idle.get(response.headers["Location"]).get_json()["data"]["status"] == "queued"
+
+
+def test_a_second_post_while_a_run_is_active_returns_that_run(idle: FlaskClient, csv_sources: Path) -> None:
+    first = idle.post("/run-etl", headers=AUTH).get_json()["data"]
+
+    again = idle.post("/run-etl", json={"sources": ["tiny"]}, headers=AUTH)
+
+    assert again.status_code == 200
+    assert again.get_json()["data"] | {"created": True} == first
+    assert again.get_json()["data"]["created"] is False
+
+
+def test_a_retried_post_with_the_same_idempotency_key_returns_the_same_run(app: Flask, idle: FlaskClient,
+                                                                           csv_sources: Path) -> None:
+    headers = {**AUTH, "Idempotency-Key": "retry-me-1"}
+    first = idle.post("/runs", headers=headers).get_json()["data"]
+    with app.app_context():
+        db.session.get(Run, first["run_id"]).status = "success"
+        db.session.commit()
+
+    retried = idle.post("/runs", headers=headers)
+    fresh = idle.post("/runs", headers={**AUTH, "Idempotency-Key": "another-key"})
+
+    assert retried.status_code == 200 and retried.get_json()["data"]["run_id"] == first["run_id"]
+    assert fresh.status_code == 202 and fresh.get_json()["data"]["run_id"] != first["run_id"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+def test_post_without_the_right_key_is_refused_and_records_nothing(app: Flask, client: FlaskClient,
+                                                                   headers: dict[str, str]) -> None:
+    response = client.post("/run-etl", json={"sources": ["tiny"]}, headers=headers)
+
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert _run_count(app) == 0
+
+
+def test_with_no_api_key_configured_writes_are_closed_to_everyone(app: Flask, make_app: Callable[..., Flask]) -> None:
+    keyless = make_app(API_KEY=None)
+
+    for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": "None"}):
+        response = keyless.test_client().post("/run-etl", headers=headers)
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "auth_not_configured"
+    assert _run_count(app) == 0
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"sources": ["tiny", "nope"]}, "sources"),
+    ({"sources": []}, "sources"),
+    ({"sources": "tiny"}, "sources"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_bad_bodies_are_400s_naming_the_field(app: Flask, client: FlaskClient, csv_sources: Path,
+                                              body: dict[str, Any], field: str) -> None:
+    response = client.post("/run-etl", json=body, headers=AUTH)
+
+    assert response.status_code == 400
+    assert field in response.get_json()["error"]["fields"]
+    assert _run_count(app) == 0
+
+
+def test_unknown_source_is_named_in_the_message(client: FlaskClient, csv_sources: Path) -> None:
+    response = client.post("/run-etl", json={"sources": ["nope"]}, headers=AUTH)
+
+    assert "nope" in response.get_json()["error"]["message"]
+
+
+def test_invalid_json_is_a_400(client: FlaskClient, csv_sources: Path) -> None:
+    response = client.post("/run-etl", data="{not json", content_type="application/json", headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "bad_request"
+
+
+def test_a_body_that_is_not_json_is_refused(app: Flask, client: FlaskClient, csv_sources: Path) -> None:
+    response = client.post("/run-etl", data="sources=tiny", content_type="text/plain", headers=AUTH)
+
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert _run_count(app) == 0
+
+
+def test_broker_down_answers_503_and_records_no_run(app: Flask, make_app: Callable[..., Flask],
+                                                    csv_sources: Path) -> None:
+    cut_off = make_app(BROKER_URL="redis://127.0.0.1:1/0")
+
+    response = cut_off.test_client().post("/run-etl", json={"sources": ["tiny"]}, headers=AUTH)
+
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "broker_unavailable"
+    assert _run_count(app) == 0
+
+
+def test_a_posted_run_finishes_on_a_real_worker(app: Flask, client: FlaskClient, csv_sources: Path,
+                                                worker: Any) -> None:
+    response = client.post("/run-etl", json={"sources": ["tiny"]}, headers=AUTH)
+    assert response.status_code == 202, response.get_json()
+    run_id = response.get_json()["data"]["run_id"]
+
+    wait_for_run(app, run_id)
+    body = client.get(response.headers["Location"]).get_json()["data"]
+
+    assert body["status"] == "success" and body["finished_at"] and body["duration_seconds"] >= 0
+    (tiny,) = body["source_runs"]
+    assert (tiny["source"], tiny["status"], tiny["extracted"], tiny["inserted"]) == ("tiny", "success", 2, 2)
+    assert tiny["progress"]["batches_loaded"] == tiny["progress"]["batches_extracted"] >= 1
+    assert len(client.get("/data?source=tiny").get_json()["data"]) == 2
+
+
+def _runs(app: Flask) -> list[int]:
+    with app.app_context():
+        ids = [f.run("success", ("a", "b"), "schedule", extracted=10, loaded=10, inserted=8, updated=2).id,
+               f.run("failed", ("a",), "api").id,
+               f.run("running", ("a", "b"), "cli", started=None).id]
+        db.session.commit()
+    return ids
+
+
+def test_runs_are_listed_newest_first_filtered_and_paged(app: Flask, client: FlaskClient) -> None:
+    ok, failed, running = _runs(app)
+
+    everything = client.get("/runs").get_json()
+    page = client.get("/runs?limit=2").get_json()
+    rest = client.get(f"/runs?limit=2&cursor={page['meta']['next_cursor']}").get_json()
+
+    assert [r["id"] for r in everything["data"]] == [running, failed, ok]
+    assert [r["id"] for r in page["data"] + rest["data"]] == [running, failed, ok]
+    assert everything["data"][2]["totals"] == {"extracted": 20, "loaded": 20, "inserted": 16, "updated": 4,
+                                               "skipped": 0, "rejected": 0}
+    assert [r["id"] for r in client.get("/runs?status=failed").get_json()["data"]] == [failed]
+    assert [r["id"] for r in client.get("/runs?trigger=cli").get_json()["data"]] == [running]
+    assert client.get("/runs?status=bogus").status_code == 400
+
+
+def test_run_detail_shows_counters_timing_and_batch_progress(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        run = f.run("running", ("csv",), requests=3, retries=1, throttled=1, wait_seconds=2.5, extracted=7)
+        for seq, state in enumerate(("loaded", "transformed", "extracted")):
+            f.batch(run.source_runs[0], seq, state)
+        run.source_runs[0].stage = "load"
+        db.session.commit()
+        run_id = run.id
+
+    body = client.get(f"/runs/{run_id}").get_json()["data"]
+
+    (csv,) = body["source_runs"]
+    assert (csv["stage"], csv["requests"], csv["retries"], csv["throttled"], csv["wait_seconds"]) == (
+        "load", 3, 1, 1, 2.5)
+    assert csv["progress"] == {"batches_extracted": 3, "batches_transformed": 2, "batches_loaded": 1}
+    assert csv["finished_at"] is None and csv["duration_seconds"] > 0
+
+
+@pytest.mark.parametrize("path", ["/runs/999", "/runs/99999999999999999999999"])
+def test_unknown_run_is_a_json_404(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_compare_gives_deltas_status_changes_and_anomalies(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        a = f.run("success", ("x", "y"), loaded=100, inserted=100, seconds=10).id
+        b = f.run("partial", ("x",), loaded=20, inserted=5, updated=15, rejected=3, seconds=60).id
+        db.session.commit()
+
+    body = client.get(f"/runs/compare?a={a}&b={b}").get_json()["data"]
+
+    x, y = body["sources"]
+    assert x["delta"] | {"duration_seconds": None} == {"extracted": 0, "loaded": -80, "inserted": -95,
+                                                       "updated": 15, "skipped": 0, "rejected": 3,
+                                                       "duration_seconds": None}
+    assert x["delta"]["duration_seconds"] == 50 and x["status_changed"] is True
+    assert (y["a"]["status"], y["b"], y["delta"]) == ("success", None, None)
+    assert {(an["source"], an["kind"]) for an in body["anomalies"]} == {
+        ("x", "status_regressed"), ("x", "more_rejects"), ("x", "volume_drop"), ("x", "slowdown"),
+        ("y", "missing")}
+
+
+def test_compare_needs_both_runs(app: Flask, client: FlaskClient) -> None:
+    (ok, *_) = _runs(app)
+
+    assert client.get(f"/runs/compare?a={ok}").get_json()["error"]["fields"] == {
+        "b": ["Missing data for required field."]}
+    assert client.get(f"/runs/compare?a={ok}&b=12345").status_code == 404
+
+
+def test_rejects_carry_reason_payload_and_position_and_filter_by_run(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        first, second = f.run(sources=("csv",)), f.run(sources=("csv",))
+        for run, count in ((first, 3), (second, 1)):
+            batch = f.batch(run.source_runs[0])
+            for i in range(count):
+                f.reject(batch, {"close": f"bad-{run.id}-{i}"}, {"price_usd": ["not a number"]}, f"line {i + 2}")
+        db.session.commit()
+        first_id = first.id
+
+    page = client.get(f"/rejects?run_id={first_id}&limit=2").get_json()
+    rest = client.get(f"/rejects?run_id={first_id}&limit=2&cursor={page['meta']['next_cursor']}").get_json()
+
+    rows = page["data"] + rest["data"]
+    assert len(rows) == 3 and {r["run_id"] for r in rows} == {first_id}
+    assert rows[0]["reason"] == {"price_usd": ["not a number"]}
+    assert rows[0]["payload"]["close"].startswith("bad-") and rows[0]["position"].startswith("line ")
+    assert len(client.get("/rejects?source=csv").get_json()["data"]) == 4
+    assert client.get("/rejects?source=other").get_json()["data"] == []

@@ -75,6 +75,9 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "TASK_QUEUE": get("TASK_QUEUE", "kasparro"),
         # Prefix of the Redis keys holding per-source request budgets.
         "RATE_LIMIT_PREFIX": get("RATE_LIMIT_PREFIX", "kasparro:ratelimit"),
+        # Length of a budget's window: `requests_per_minute` are allowed per window (tests shorten it).
+        "RATE_LIMIT_WINDOW_SECONDS": parse_float("RATE_LIMIT_WINDOW_SECONDS",
+                                                 get("RATE_LIMIT_WINDOW_SECONDS", "60"), 0.1),
         # No default: an unset key means the protected endpoints refuse everyone.
         "API_KEY": get("API_KEY") or None,
         "READS_REQUIRE_KEY": parse_bool("READS_REQUIRE_KEY", get("READS_REQUIRE_KEY", "false")),

@@ -112,7 +112,8 @@ def _budgets() -> RedisBudgets:
     budgets = current_app.extensions.get("kasparro_budgets")
     if budgets is None:
         budgets = RedisBudgets(redis.Redis.from_url(current_app.config["REDIS_URL"]),
-                               key_prefix=current_app.config["RATE_LIMIT_PREFIX"])
+                               key_prefix=current_app.config["RATE_LIMIT_PREFIX"],
+                               window_seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"])
         current_app.extensions["kasparro_budgets"] = budgets
     return budgets
 

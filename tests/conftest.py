@@ -117,7 +117,8 @@ def _worker_env(sources_file: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(ENV_FILE="", DATABASE_URL=DATABASE_URL, BROKER_URL=BROKER_URL, RESULT_BACKEND=BROKER_URL,
                REDIS_URL=BROKER_URL, TASK_QUEUE=QUEUE, SOURCES_FILE=str(sources_file), LEASE_SECONDS="30",
-               BATCH_SIZE="100", TASK_MAX_RETRIES="3", TASK_BACKOFF_BASE_SECONDS="0.25", RATE_LIMIT_PREFIX=RATE_LIMIT_PREFIX, PYTHONPATH=str(ROOT), **PROVIDER_KEYS)
+               BATCH_SIZE="100", TASK_MAX_RETRIES="3", TASK_BACKOFF_BASE_SECONDS="0.25", RATE_LIMIT_PREFIX=RATE_LIMIT_PREFIX,
+               RATE_LIMIT_WINDOW_SECONDS="1", PYTHONPATH=str(ROOT), **PROVIDER_KEYS)
     return env
 
 

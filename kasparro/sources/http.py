@@ -244,13 +244,18 @@ def secret_setting(source: str, spec: Mapping[str, Any], context: SourceContext)
 def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContext, *,
                      default_rpm: float, auth_headers: Mapping[str, str] | None = None,
                      is_auth_error: Callable[[int, str], bool] | None = None) -> HttpClient:
-    """Build the HTTP client a source's settings describe, on the context's shared budget."""
+    """Build the HTTP client a source's settings describe, on the context's shared budget.
+
+    Sources naming the same `rate_limit_group` (say, two CoinGecko listings on one
+    account) draw on one budget; by default each source has its own.
+    """
     rpm = number_setting(source, spec, "requests_per_minute", default_rpm, 0.001)
     budget = None
     if context.budget is not None:
         max_wait = spec.get("max_wait_seconds")
+        group = str(spec.get("rate_limit_group") or source)
         budget = context.budget.for_source(
-            source, rpm, None if max_wait is None else number_setting(source, spec, "max_wait_seconds", 0, 0))
+            group, rpm, None if max_wait is None else number_setting(source, spec, "max_wait_seconds", 0, 0))
     else:
         logger.warning("no shared request budget source=%s: requests are not rate limited", source,
                        extra={"source": source})

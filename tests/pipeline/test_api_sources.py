@@ -169,3 +169,20 @@ def test_the_same_coin_from_three_sources_is_one_asset(app: Flask, sources_file:
                        "daily": ("bitcoin", "new")}
     assert sources == {"coinpaprika", "coingecko", "daily"}
     assert bnb == {"coinpaprika": "bnb-binance-coin", "coingecko": "binancecoin", "daily": "binance-coin"}
+
+
+def test_sources_sharing_a_budget_stay_within_it_across_two_worker_processes(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    # The test worker's budget window is 1 s, so requests_per_minute=2 means 2 requests a second,
+    # shared by both listings; each needs 3 requests, and the worker runs them in two processes.
+    shared = {"rate_limit_group": "gecko-account", "requests_per_minute": 2}
+    declare(sources_file, {"gecko_a": gecko(upstream, **shared), "gecko_b": gecko(upstream, **shared)})
+
+    run = run_now(app)
+
+    assert run.status == "success"
+    times = sorted(r["monotonic"] for r in upstream.requests if r["path"].endswith("/coins/markets"))
+    assert len(times) == 6
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 2
+    assert sum(float(s.wait_seconds) for s in run.source_runs) >= 1.0

@@ -17,9 +17,9 @@ from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.sources.base import Page, RequestStats, Source
 
 
-def content_hash(payload: Mapping[str, Any]) -> str:
-    """Hash a payload canonically, so the same record received twice is recognised."""
-    return hashlib.sha256(payload_json(payload).encode()).hexdigest()
+def content_hash(text: str) -> str:
+    """Hash a payload's canonical JSON, so the same record received twice is recognised."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def payload_json(payload: Mapping[str, Any]) -> str:
@@ -60,7 +60,8 @@ def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) ->
     session.flush()
     session.execute(text("CREATE TEMP TABLE IF NOT EXISTS raw_in (position text, payload jsonb, content_hash text)"
                          " ON COMMIT DELETE ROWS"))
-    rows = ((item.position, payload_json(item.payload), content_hash(item.payload)) for item in page.items)
+    texts = ((item.position, payload_json(item.payload)) for item in page.items)
+    rows = ((position, text, content_hash(text)) for position, text in texts)
     copy_rows(session, "raw_in", ("position", "payload", "content_hash"), rows)
     result = session.execute(_KEEP_RAW, {"source": source_run.source, "run_id": source_run.run_id,
                                          "batch_id": batch.id})

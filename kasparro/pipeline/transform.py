@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from kasparro.models import RawBatch, RawRecord, SourceRun
 from kasparro.pipeline import identity, runs
 from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.pipeline.validation import quote_schema
+from kasparro.pipeline.validation import load_quote
 from kasparro.sources.base import Source
 
 STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
@@ -36,7 +36,7 @@ def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any
         raise ValidationError({"_schema": [f"missing field: {exc.args[0]}"]}) from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValidationError({"_schema": [str(exc) or type(exc).__name__]}) from None
-    return quote_schema.load(fields)
+    return load_quote(fields)
 
 
 def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]]) -> Validated:

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -126,7 +127,7 @@ class CsvSource:
         return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset)}
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Map a row to unified fields by the configured columns; dates become ISO-8601."""
+        """Map a row to unified fields by the configured columns, parsing dates in the configured format."""
         missing = sorted(column for column in self.columns.values() if column not in payload)
         if missing:
             raise KeyError(", ".join(missing))
@@ -138,14 +139,24 @@ class CsvSource:
             fields["observed_at"] = self._parse_date(fields["observed_at"])
         return fields
 
-    def _parse_date(self, value: str) -> str:
-        try:
-            parsed = datetime.strptime(value, self.date_format or "")
-        except ValueError:
-            raise ValueError(f"observed_at: {value!r} does not match {self.date_format!r}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.isoformat()
+    def _parse_date(self, value: str) -> datetime:
+        parsed = parse_date(value, self.date_format or "")
+        if parsed is None:
+            raise ValueError(f"observed_at: {value!r} does not match {self.date_format!r}")
+        return parsed
+
+
+@lru_cache(maxsize=65536)
+def parse_date(value: str, date_format: str) -> datetime | None:
+    """Parse a date in `date_format` as UTC unless it says otherwise; None if it does not match.
+
+    Cached: a file of daily quotes repeats each date once per coin, and strptime is slow.
+    """
+    try:
+        parsed = datetime.strptime(value, date_format)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 register("csv")(CsvSource)

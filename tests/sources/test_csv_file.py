@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ def test_the_mapping_renames_columns_and_parses_the_configured_date_format(tmp_p
 
     fields = source.to_unified({"currency": "bitcoin", "date": "24-04-2019 13:05:00", "close": " 5296.23 "})
 
-    assert fields == {"source_asset_id": "bitcoin", "observed_at": "2019-04-24T13:05:00+00:00",
+    assert fields == {"source_asset_id": "bitcoin", "observed_at": datetime(2019, 4, 24, 13, 5, tzinfo=timezone.utc),
                       "price_usd": "5296.23"}
 
 

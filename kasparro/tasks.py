@@ -83,7 +83,7 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
 
 def _note_stats(source_run_id: int, stats: RequestStats) -> None:
     source_run = db.session.get(SourceRun, source_run_id)
-    extract_stage.record_requests(source_run, stats)
+    extract_stage.record_requests(db.session, source_run, stats)
     db.session.commit()
 
 
@@ -91,7 +91,7 @@ def fail_source(source_run_id: int, error: str, stats: RequestStats | None = Non
     """Record a source's failure, free its lease and drop what it staged but never loaded."""
     source_run = db.session.get(SourceRun, source_run_id, populate_existing=True, with_for_update=True)
     if stats is not None:
-        extract_stage.record_requests(source_run, stats)
+        extract_stage.record_requests(db.session, source_run, stats)
     db.session.execute(
         db.text("DELETE FROM quote_stage WHERE batch_id IN (SELECT id FROM raw_batches"
                 " WHERE run_source_id = :rs AND state <> 'loaded')"), {"rs": source_run_id})
@@ -126,7 +126,10 @@ def _batches(source_run: SourceRun, state: str) -> Iterable[RawBatch]:
 
 
 def _hold_lease(source_run: SourceRun) -> None:
-    if not leases.acquire(db.session, source_run.source, source_run.run_id, current_app.config["LEASE_SECONDS"]):
+    renewed = leases.acquire(db.session, source_run.source, source_run.run_id, current_app.config["LEASE_SECONDS"])
+    # Committed at once: a lease row held through a stage's work would serialise the stages.
+    db.session.commit()
+    if not renewed:
         holder = leases.holder(db.session, source_run.source)
         raise SourceBusy(f"run {holder} is working on this source", source=source_run.source,
                          retry_in=leases.seconds_left(db.session, source_run.source))
@@ -144,39 +147,53 @@ def extract(self: Task, source_run_id: int) -> None:
         runs.set_stage(db.session, source_run, "extract")
         source, _ = _source(source_run, stats)
         config = current_app.config
-        extract_stage.extract(db.session, source_run, source, stats, config["BATCH_SIZE"], config["LEASE_SECONDS"])
+        extract_stage.extract(db.session, source_run, source, stats, config["BATCH_SIZE"], config["LEASE_SECONDS"],
+                              on_batch=lambda batch: _overlap(source_run_id))
 
     _guard(self, source_run_id, "extract", work)
 
 
+def _overlap(source_run_id: int) -> None:
+    # Transform and load what is extracted so far on another worker process while
+    # extraction goes on. Harmless if it finds nothing: the chain's own transform
+    # and load come after the extract and finish whatever is left.
+    try:
+        chain(transform.si(source_run_id, overlap=True), load.si(source_run_id, overlap=True)).apply_async()
+    except (BrokerError, OSError) as exc:
+        logger.warning("could not start overlapping transform for source run %s: %s", source_run_id, exc)
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def transform(self: Task, source_run_id: int) -> None:
-    """Validate and resolve every extracted batch of a source run."""
+def transform(self: Task, source_run_id: int, overlap: bool = False) -> None:
+    """Validate and resolve every extracted batch of a source run (`overlap`: while extraction goes on)."""
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         _hold_lease(source_run)
-        runs.set_stage(db.session, source_run, "transform")
+        if not overlap:
+            runs.set_stage(db.session, source_run, "transform")
         source, kind = _source(source_run, stats)
         overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
         for batch in _batches(source_run, "extracted"):
             transform_batch(db.session, batch, source_run, source, kind, overrides)
             db.session.commit()
+            _hold_lease(source_run)
         db.session.commit()
 
     _guard(self, source_run_id, "transform", work)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def load(self: Task, source_run_id: int) -> None:
-    """Load every transformed batch in order, then close the source's part of the run."""
+def load(self: Task, source_run_id: int, overlap: bool = False) -> None:
+    """Load every transformed batch in order, then close the source's part of the run if it is all loaded."""
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         _hold_lease(source_run)
-        runs.set_stage(db.session, source_run, "load")
+        if not overlap:
+            runs.set_stage(db.session, source_run, "load")
         for batch in _batches(source_run, "transformed"):
             load_batch(db.session, batch, source_run)
-            _hold_lease(source_run)
             db.session.commit()
+            _hold_lease(source_run)
         runs.lock(db.session, source_run)
         unloaded = db.session.execute(
             select(func.count()).select_from(RawBatch)

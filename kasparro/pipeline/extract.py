@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,6 @@ _KEEP_RAW = text(
 
 def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) -> RawBatch:
     """Write one page as a raw batch; identical payloads already loaded are not kept again."""
-    runs.lock(session, source_run)
     batch = RawBatch(run_source_id=source_run.id, source=source_run.source, seq=seq,
                      cursor_after=page.cursor, received=len(page.items))
     session.add(batch)
@@ -66,43 +65,47 @@ def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) ->
     result = session.execute(_KEEP_RAW, {"source": source_run.source, "run_id": source_run.run_id,
                                          "batch_id": batch.id})
     batch.new_records = result.rowcount
-    source_run.extracted += batch.received
-    source_run.skipped += batch.received - batch.new_records
+    runs.add_counts(session, source_run, extracted=batch.received, skipped=batch.received - batch.new_records)
     return batch
 
 
-def record_requests(source_run: SourceRun, stats: RequestStats) -> None:
+def record_requests(session: Session, source_run: SourceRun, stats: RequestStats) -> None:
     """Add the source's request evidence gathered since the last call."""
     taken = stats.take()
-    source_run.requests += taken.requests
-    source_run.retries += taken.retries
-    source_run.throttled += taken.throttled
-    source_run.wait_seconds = float(source_run.wait_seconds or 0) + taken.wait_seconds
+    runs.add_counts(session, source_run, requests=taken.requests, retries=taken.retries,
+                    throttled=taken.throttled, wait_seconds=taken.wait_seconds)
 
 
 def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats,
-            batch_size: int, lease_seconds: int) -> int:
+            batch_size: int, lease_seconds: int, on_batch: Callable[[RawBatch], None] | None = None) -> int:
     """Extract everything new for a source, committing one batch per page; return batches written.
 
-    If the same message is being worked on by another delivery, the later one to
-    write a batch number stands down: the other delivery finishes the extract.
+    `on_batch` is called after each batch commits (the tasks use it to start
+    transforming while extraction goes on). If the same message is being worked
+    on by another delivery, the later one to write a batch number stands down:
+    the other delivery finishes the extract.
     """
     cursor, seq = resume_cursor(session, source_run)
     written = 0
     for page in source.pages(cursor, batch_size):
-        if not leases.acquire(session, source_run.source, source_run.run_id, lease_seconds):
+        renewed = leases.acquire(session, source_run.source, source_run.run_id, lease_seconds)
+        # Committed on its own: holding the lease row through the page's work
+        # would make this run's transform and load wait for every page.
+        session.commit()
+        if not renewed:
             raise SourceBusy("lease lost to another run", source=source_run.source,
                              retry_in=leases.seconds_left(session, source_run.source))
         try:
-            store_page(session, source_run, seq + written, page)
+            batch = store_page(session, source_run, seq + written, page)
         except IntegrityError:
             session.rollback()
             return written
-        record_requests(source_run, stats)
+        record_requests(session, source_run, stats)
         session.commit()
         written += 1
-    runs.lock(session, source_run)
-    record_requests(source_run, stats)
-    source_run.extract_done = True
+        if on_batch is not None:
+            on_batch(batch)
+    record_requests(session, source_run, stats)
+    session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(extract_done=True))
     session.commit()
     return written

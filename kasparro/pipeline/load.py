@@ -60,10 +60,13 @@ class LoadResult:
 
 
 def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> LoadResult | None:
-    """Upsert a transformed batch and advance the checkpoint with it; None if already loaded."""
-    runs.lock(session, source_run)
+    """Upsert a transformed batch and advance the checkpoint with it; None if not loadable now.
+
+    Batches load in order, so the checkpoint only ever covers a gap-free prefix:
+    a batch whose predecessor has not loaded yet is left for a later call.
+    """
     session.refresh(batch, with_for_update=True)
-    if batch.state != "transformed":
+    if batch.state != "transformed" or not _predecessor_loaded(session, batch):
         return None
     inserted, updated, staged = session.execute(_UPSERT, {"batch_id": batch.id}).one()
     session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
@@ -71,8 +74,14 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     session.execute(text("DELETE FROM quote_stage WHERE batch_id = :b"), {"b": batch.id})
     batch.state = "loaded"
     result = LoadResult(inserted, updated, staged - inserted - updated)
-    source_run.inserted += result.inserted
-    source_run.updated += result.updated
-    source_run.loaded += result.inserted + result.updated
-    source_run.skipped += result.unchanged
+    runs.add_counts(session, source_run, inserted=result.inserted, updated=result.updated,
+                    loaded=result.inserted + result.updated, skipped=result.unchanged)
     return result
+
+
+def _predecessor_loaded(session: Session, batch: RawBatch) -> bool:
+    state = session.execute(
+        text("SELECT state FROM raw_batches WHERE run_source_id = :rs AND seq = :seq"),
+        {"rs": batch.run_source_id, "seq": batch.seq - 1},
+    ).scalar()
+    return state in (None, "loaded")

@@ -51,6 +51,20 @@ def create_run(
     return run, True
 
 
+COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",
+            "requests", "retries", "throttled", "wait_seconds")
+
+
+def add_counts(session: Session, source_run: SourceRun, **deltas: float) -> None:
+    """Add to a source run's counters in place, so concurrent stages never overwrite each other."""
+    unknown = set(deltas) - set(COUNTERS)
+    if unknown:
+        raise ValueError(f"unknown counters: {sorted(unknown)}")
+    changes = {k: getattr(SourceRun, k) + v for k, v in deltas.items() if v}
+    if changes:
+        session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(**changes))
+
+
 def lock(session: Session, source_run: SourceRun) -> None:
     """Re-read a source run under a row lock, so concurrent deliveries change its counters in turn."""
     session.refresh(source_run, with_for_update=True)

@@ -54,7 +54,6 @@ def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]])
 def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
                     overrides: Mapping[tuple[str, str], str]) -> bool:
     """Stage a batch's valid quotes and keep its rejects; False if it was already transformed."""
-    runs.lock(session, source_run)
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False
@@ -75,7 +74,7 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     ))
     _keep_rejects(session, source_run, outcome.rejects)
     batch.state = "transformed"
-    source_run.rejected += len(outcome.rejects)
+    runs.add_counts(session, source_run, rejected=len(outcome.rejects))
     return True
 
 

@@ -25,26 +25,24 @@ def parse_bool(name: str, value: str) -> bool:
     raise ConfigError(f"{name} must be a boolean, got {value!r}")
 
 
-def parse_int(name: str, value: str, minimum: int = 0) -> int:
-    """Parse an integer setting and check its lower bound."""
+def _parse_number(name: str, value: str, kind: type[int] | type[float], minimum: float) -> Any:
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {number}")
     return number
+
+
+def parse_int(name: str, value: str, minimum: int = 0) -> int:
+    """Parse an integer setting and check its lower bound."""
+    return _parse_number(name, value, int, minimum)
 
 
 def parse_float(name: str, value: str, minimum: float = 0.0) -> float:
     """Parse a number setting and check its lower bound."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {number}")
-    return number
+    return _parse_number(name, value, float, minimum)
 
 
 def read_environment(env_file: str | None = None) -> dict[str, str]:

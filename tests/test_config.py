@@ -1,0 +1,46 @@
+"""Settings come from the environment, over .env, and malformed values fail loudly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kasparro.config import ConfigError, load_config, read_environment
+
+
+def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_KEY=from-file\nETL_INTERVAL_SECONDS=60\n")
+    monkeypatch.setenv("API_KEY", "from-environment")
+
+    env = read_environment(str(env_file))
+
+    assert (env["API_KEY"], env["ETL_INTERVAL_SECONDS"]) == ("from-environment", "60")
+
+
+def test_no_api_key_means_none_not_a_default() -> None:
+    assert load_config({})["API_KEY"] is None
+    assert load_config({"API_KEY": ""})["API_KEY"] is None
+
+
+def test_empty_settings_fall_back_to_their_defaults() -> None:
+    config = load_config({"ETL_INTERVAL_SECONDS": "", "COINGECKO_BASE_URL": ""})
+
+    assert (config["ETL_INTERVAL_SECONDS"], config["COINGECKO_BASE_URL"]) == (300, None)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("ETL_INTERVAL_SECONDS", "often", "must be an integer"),
+    ("ETL_INTERVAL_SECONDS", "1", "must be >= 5"),
+    ("READS_REQUIRE_KEY", "maybe", "must be a boolean"),
+    ("TASK_BACKOFF_BASE_SECONDS", "x", "must be a number"),
+])
+def test_a_malformed_setting_is_refused_with_its_name(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} {message}"):
+        load_config({name: value})
+
+
+def test_provider_keys_are_collected_as_secrets_but_the_api_key_is_not() -> None:
+    secrets = load_config({"API_KEY": "k", "COINGECKO_API_KEY": "g", "COINPAPRIKA_API_KEY": ""})["SECRETS"]
+
+    assert secrets == {"COINGECKO_API_KEY": "g"}

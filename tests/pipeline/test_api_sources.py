@@ -183,6 +183,7 @@ def test_sources_sharing_a_budget_stay_within_it_across_two_worker_processes(
     assert run.status == "success"
     times = sorted(r["monotonic"] for r in upstream.requests if r["path"].endswith("/coins/markets"))
     assert len(times) == 6
-    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    # 0.9 s, not 1 s: the server sees a request a little after its budget granted it.
+    busiest = max(sum(1 for t in times if start <= t < start + 0.9) for start in times)
     assert busiest <= 2
     assert sum(float(s.wait_seconds) for s in run.source_runs) >= 1.0

@@ -52,8 +52,14 @@ def finish(process: subprocess.Popen[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# The budget spaces grants exactly; what the tests observe (a timestamp after the grant, or the
+# server's arrival time) lags a grant by scheduling noise, so windows are checked slightly shorter.
+TIMING_SLACK = 0.1
+
+
 def busiest_window(times: list[float], window: float) -> int:
-    """Return the most requests seen in any window of `window` seconds."""
+    """Return the most requests seen in any window of `window` seconds (less the timing slack)."""
+    window -= TIMING_SLACK
     times = sorted(times)
     return max(sum(1 for t in times if start <= t < start + window) for start in times)
 

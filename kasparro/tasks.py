@@ -153,13 +153,20 @@ def extract(self: Task, source_run_id: int) -> None:
     _guard(self, source_run_id, "extract", work)
 
 
+def _overlap_key(source_run_id: int) -> str:
+    return f"kasparro:{current_app.config['TASK_QUEUE']}:overlap:{source_run_id}"
+
+
 def _overlap(source_run_id: int) -> None:
     # Transform and load what is extracted so far on another worker process while
-    # extraction goes on. Harmless if it finds nothing: the chain's own transform
-    # and load come after the extract and finish whatever is left.
+    # extraction goes on; at most one such chain is pending per source run (the key),
+    # and it is harmless if it finds nothing: the chain's own transform and load
+    # come after the extract and finish whatever is left.
     try:
+        if not _budgets().redis.set(_overlap_key(source_run_id), 1, nx=True, ex=600):
+            return
         chain(transform.si(source_run_id, overlap=True), load.si(source_run_id, overlap=True)).apply_async()
-    except (BrokerError, OSError) as exc:
+    except (BrokerError, OSError, redis.RedisError) as exc:
         logger.warning("could not start overlapping transform for source run %s: %s", source_run_id, exc)
 
 
@@ -203,6 +210,8 @@ def load(self: Task, source_run_id: int, overlap: bool = False) -> None:
         if source_run.extract_done and not unloaded:
             runs.finish_source(db.session, source_run)
         db.session.commit()
+        if overlap:
+            _budgets().redis.delete(_overlap_key(source_run_id))
         logger.info("source %s of run %s: %s", source_run.source, source_run.run_id, source_run.status)
 
     _guard(self, source_run_id, "load", work)

@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for one run")
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, run the stages in-process under cProfile and print the hotspots")
+    parser.add_argument("--skip-paging", action="store_true",
+                        help="do not run the API paging bench (python -m bench.paging) afterwards")
     parser.add_argument("--db-server", default=os.environ.get("BENCH_DATABASE_SERVER",
                                                               "postgresql+psycopg2://postgres@127.0.0.1:5432"))
     parser.add_argument("--broker", default=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"))
@@ -80,18 +82,6 @@ def write_sources(path: Path, csv_path: Path) -> None:
              "settle_seconds = 0", f"[sources.{SOURCE}.columns]"]
     lines += [f'{k} = "{v}"' for k, v in COLUMNS.items()]
     path.write_text("\n".join(lines) + "\n")
-
-
-def drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                         {"n": target.database})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
-    finally:
-        admin.dispose()
 
 
 def copy_baseline(url: str, csv_path: Path, expected: int, repeats: int) -> tuple[float, list[float]]:
@@ -330,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 db.session.remove()
                 db.engine.dispose()
         try:
+            from kasparro.migrate import drop_database
+
             drop_database(db_url)
         except Exception as exc:  # noqa: BLE001 - the bench's own result matters more
             print(f"could not drop {db_url}: {exc}", file=sys.stderr)
@@ -337,9 +329,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     if problems:
         print("\nFAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
-    print("\nOK: every run succeeded and every count matched")
-    return 0
+    else:
+        print("\nOK: every run succeeded and every count matched")
+    paging_status = 0 if args.skip_paging else _paging(args.db_server)
+    return 1 if problems else paging_status
+
+
+def _paging(db_server: str) -> int:
+    from bench import paging
+
+    print("\nAPI paging bench (python -m bench.paging; skip with --skip-paging)", flush=True)
+    return paging.main(["--db-server", db_server])
 
 
 def _profile(app: Any) -> None:

@@ -24,6 +24,19 @@ def ensure_database(url: str) -> bool:
         admin.dispose()
 
 
+def drop_database(url: str) -> None:
+    """Drop the database named in `url`, closing its connections first (throwaway test and bench databases)."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                         {"n": target.database})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
 def init_db(app: Flask) -> bool:
     """Create the database if needed and apply every migration; True if the database was created."""
     created = ensure_database(app.config["SQLALCHEMY_DATABASE_URI"])

@@ -23,7 +23,7 @@ os.environ["ENV_FILE"] = ""
 
 from kasparro import create_app  # noqa: E402
 from kasparro.db import db  # noqa: E402
-from kasparro.migrate import init_db  # noqa: E402
+from kasparro.migrate import drop_database, init_db  # noqa: E402
 from kasparro.models import Run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,16 +56,6 @@ def test_config(sources_file: Path) -> dict[str, Any]:
     }
 
 
-def _drop_database() -> None:
-    url = make_url(DATABASE_URL)
-    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                     {"n": url.database})
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-    engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def sources_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sources.toml the tests rewrite; starts as a copy of the shipped one."""
@@ -82,7 +72,7 @@ def app(sources_file: Path) -> Iterator[Flask]:
     yield application
     with application.app_context():
         db.engine.dispose()
-    _drop_database()
+    drop_database(DATABASE_URL)
 
 
 @pytest.fixture(autouse=True)

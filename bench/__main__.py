@@ -23,9 +23,9 @@ from typing import Any
 os.environ["ENV_FILE"] = ""  # the bench never reads a developer's .env
 
 from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench import data  # noqa: E402
+from bench.database import build_app, discard  # noqa: E402
 from bench.procs import ProcSampler, start_worker, stop_worker  # noqa: E402
 
 SOURCE = "bench_csv"
@@ -251,16 +251,11 @@ def main(argv: list[str] | None = None) -> int:
               f" — {data.describe()}", flush=True)
         write_sources(sources_file, csv_path)
 
-        from kasparro import create_app
-        from kasparro.migrate import init_db
-
-        app = create_app({
-            "SQLALCHEMY_DATABASE_URI": db_url, "BROKER_URL": args.broker, "RESULT_BACKEND": args.broker,
+        app = build_app(db_url, {
+            "BROKER_URL": args.broker, "RESULT_BACKEND": args.broker,
             "REDIS_URL": args.broker, "TASK_QUEUE": queue, "SOURCES_FILE": str(sources_file),
             "ENABLED_SOURCES": [], "OFFLINE": False, "BATCH_SIZE": args.batch_size, "LOG_LEVEL": "WARNING",
         })
-        init_db(app)
-        print(f"database {make_url(db_url).database} built by the migrations", flush=True)
 
         copy_s, copy_all = copy_baseline(db_url, csv_path, args.rows, args.copies)
         print(f"baseline COPY: {copy_s:.2f}s (median of {', '.join(f'{t:.2f}' for t in copy_all)})", flush=True)
@@ -313,18 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_worker(worker)
         if problems and log.exists():
             print(f"\n--- worker log tail ({log}) ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-        if app is not None:
-            from kasparro.db import db
-
-            with app.app_context():
-                db.session.remove()
-                db.engine.dispose()
-        try:
-            from kasparro.migrate import drop_database
-
-            drop_database(db_url)
-        except Exception as exc:  # noqa: BLE001 - the bench's own result matters more
-            print(f"could not drop {db_url}: {exc}", file=sys.stderr)
+        discard(app, db_url)
         _forget_queue(args.broker, queue)
         shutil.rmtree(workdir, ignore_errors=True)
     if problems:

@@ -24,8 +24,9 @@ from typing import Any
 
 os.environ["ENV_FILE"] = ""  # the bench never reads a developer's .env
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from bench.database import build_app, discard  # noqa: E402
 
 SOURCES = ("bench_src_a", "bench_src_b")
 ASSETS = 100
@@ -288,13 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = None
     problems: list[str] = []
     try:
-        from kasparro import create_app
-        from kasparro.migrate import init_db
-
-        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "LOG_LEVEL": "WARNING", "READS_REQUIRE_KEY": False,
-                          "ENABLED_SOURCES": []})
-        init_db(app)
-        print(f"database {make_url(db_url).database} built by the migrations", flush=True)
+        app = build_app(db_url, {"LOG_LEVEL": "WARNING", "READS_REQUIRE_KEY": False, "ENABLED_SOURCES": []})
         started = time.perf_counter()
         counts = fill(app, args.rows)
         fill_s = time.perf_counter() - started
@@ -322,18 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # report, clean up, fail
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        if app is not None:
-            from kasparro.db import db
-
-            with app.app_context():
-                db.session.remove()
-                db.engine.dispose()
-        try:
-            from kasparro.migrate import drop_database
-
-            drop_database(db_url)
-        except Exception as exc:  # noqa: BLE001 - the bench's own result matters more
-            print(f"could not drop {db_url}: {exc}", file=sys.stderr)
+        discard(app, db_url)
     if problems:
         print("\nFAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

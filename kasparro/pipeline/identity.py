@@ -85,11 +85,11 @@ def resolve(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef
         select(AssetAlias.source_asset_id, AssetAlias.asset_id)
         .where(AssetAlias.source == source, AssetAlias.source_asset_id.in_(list(refs)))
     ).all())
-    for source_id, ref in refs.items():
-        if source_id in known:
-            continue
-        slug, method = _decide(session, ref, source, kind, overrides)
-        known[source_id] = _alias(session, source, ref, slug, method)
+    decided = {sid: _decide(session, ref, source, kind, overrides) for sid, ref in refs.items() if sid not in known}
+    # Assets are written in slug order, so two sources' transforms running at once
+    # lock shared asset rows in the same order and cannot deadlock.
+    for source_id, (slug, method) in sorted(decided.items(), key=lambda item: item[1][0]):
+        known[source_id] = _alias(session, source, refs[source_id], slug, method)
     return known
 
 

@@ -42,6 +42,8 @@ def select_sources(config: Mapping[str, Any], names: Iterable[str] | None) -> di
     """Return the settings of `names` (all enabled sources when None); unknown names raise."""
     available = declared_sources(config)
     if names is None:
+        if not available:
+            raise SourceConfigError("no sources are enabled: declare some in SOURCES_FILE or fix ENABLED_SOURCES")
         return available
     names = list(dict.fromkeys(names))
     unknown = [n for n in names if n not in available]

@@ -10,6 +10,7 @@ from flask import Flask
 from sqlalchemy import func, select, text
 
 from kasparro import catalog
+from kasparro.errors import SourceConfigError
 from kasparro.db import db
 from kasparro.models import MarketQuote, Run, SourceRun
 from kasparro.pipeline import leases, runs
@@ -133,3 +134,12 @@ def test_the_reaper_leaves_a_run_that_is_making_progress(app: Flask, daily: Path
         db.session.commit()
 
         assert reap_stalled.run() == []
+
+
+def test_a_run_with_no_enabled_source_is_refused_not_left_queued(app: Flask, sources_file: Path) -> None:
+    sources_file.write_text("# nothing declared\n")
+
+    with app.app_context(), pytest.raises(SourceConfigError, match="no sources are enabled"):
+        enqueue_run("schedule")
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(Run)).scalar_one() == 0

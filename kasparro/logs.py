@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 from flask import Flask, g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
-_task_context: dict[str, Any] = {}
+# Per task (and per thread, should a thread pool run tasks): which task, run and source a line is about.
+_task_context: ContextVar[dict[str, Any]] = ContextVar("kasparro_task_context", default={})
+
+
+def bind(**fields: Any) -> None:
+    """Attach `fields` (run_id, source...) to every log line until the current task ends."""
+    _task_context.set({**_task_context.get(), **fields})
 
 
 class ContextFilter(logging.Filter):
@@ -18,22 +25,20 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context() and hasattr(g, "request_id"):
             record.request_id = g.request_id
-        for key, value in _task_context.items():
+        for key, value in _task_context.get().items():
             setattr(record, key, value)
         return True
 
 
 @task_prerun.connect
-def _bind_task(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
-    _task_context.update(task_id=task_id, task_name=getattr(task, "name", None))
-    if args:
-        _task_context["source_run_id"] = args[0]
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    _task_context.set({"task_id": task_id, "task_name": getattr(task, "name", None)})
 
 
 @task_postrun.connect
 def _clear_task(**_: Any) -> None:
     # Cleared so nothing leaks into the next task this process runs.
-    _task_context.clear()
+    _task_context.set({})
 
 
 def init_app(app: Flask) -> None:

@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from kasparro import catalog
+from kasparro import catalog, logs
 from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import KasparroError, SourceBusy
@@ -68,6 +68,7 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
     if source_run is None or source_run.status in runs.TERMINAL:
         logger.info("skipping %s: source run %s is finished or gone", stage, source_run_id)
         return
+    logs.bind(run_id=source_run.run_id, source=source_run.source, source_run_id=source_run_id, stage=stage)
     try:
         work(source_run, stats)
     except Exception as exc:

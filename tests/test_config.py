@@ -44,3 +44,31 @@ def test_provider_keys_are_collected_as_secrets_but_the_api_key_is_not() -> None
     secrets = load_config({"API_KEY": "k", "COINGECKO_API_KEY": "g", "COINPAPRIKA_API_KEY": ""})["SECRETS"]
 
     assert secrets == {"COINGECKO_API_KEY": "g"}
+
+
+def test_json_log_lines_carry_the_task_context(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from flask import Flask
+
+    from kasparro import logs
+
+    app = Flask(__name__)
+    app.config.update(LOG_FORMAT="json", LOG_LEVEL="INFO")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.init_app(app)
+        logs._bind_task(task_id="t-1", task=None)
+        logs.bind(run_id=7, source="coingecko")
+        logging.getLogger("kasparro.test").info("batch loaded")
+        logs._clear_task()
+        logging.getLogger("kasparro.test").info("after the task")
+    finally:
+        root.handlers, root.level = saved
+
+    first, second = (json.loads(line) for line in capsys.readouterr().err.strip().splitlines()[-2:])
+    assert (first["message"], first["task_id"], first["run_id"], first["source"]) == ("batch loaded", "t-1", 7,
+                                                                                       "coingecko")
+    assert "run_id" not in second

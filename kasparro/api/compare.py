@@ -38,7 +38,9 @@ def _anomalies(source: str, a: dict[str, Any] | None, b: dict[str, Any] | None) 
             found.append(("status_regressed", f"status went from {a['status']} to {b['status']}"))
         if b["rejected"] > a["rejected"]:
             found.append(("more_rejects", f"rejected rows rose from {a['rejected']} to {b['rejected']}"))
-        if a["loaded"] and b["loaded"] < a["loaded"] * DROP_RATIO:
+        # Incremental runs load only what is new: fewer rows is an anomaly only when the
+        # source delivered about as much as before and less of it made it in.
+        if a["loaded"] and b["extracted"] >= a["extracted"] * DROP_RATIO and b["loaded"] < a["loaded"] * DROP_RATIO:
             found.append(("volume_drop", f"loaded rows fell from {a['loaded']} to {b['loaded']}"))
         slow_a, slow_b = a["duration_seconds"], b["duration_seconds"]
         if slow_a and slow_b and slow_b > slow_a * SLOWDOWN_RATIO:

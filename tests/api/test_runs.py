@@ -218,6 +218,18 @@ def test_compare_gives_deltas_status_changes_and_anomalies(app: Flask, client: F
         ("y", "missing")}
 
 
+def test_an_incremental_run_with_nothing_new_is_not_a_volume_drop(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        a = f.run("success", ("x",), extracted=100, loaded=100, inserted=100, seconds=10).id
+        b = f.run("success", ("x",), extracted=0, loaded=0, seconds=10).id
+        db.session.commit()
+
+    body = client.get(f"/runs/compare?a={a}&b={b}").get_json()["data"]
+
+    assert body["anomalies"] == []
+    assert body["sources"][0]["delta"]["loaded"] == -100
+
+
 def test_compare_needs_both_runs(app: Flask, client: FlaskClient) -> None:
     (ok, *_) = _runs(app)
 

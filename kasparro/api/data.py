@@ -78,7 +78,8 @@ def list_quotes(params: dict[str, Any]) -> dict[str, Any]:
     after = cursor_key(params.get("cursor"), tag, (datetime, int))
     rows = db.session.execute(build_quotes_query(filters, params["limit"], after)).all()
     rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.observed_at, r.id), tag)
-    return listing(rows, filters, params["limit"], next_cursor)
+    # Plain dicts: marshmallow reads them by key, where a Row costs it a failed lookup per field.
+    return listing([row._asdict() for row in rows], filters, params["limit"], next_cursor)
 
 
 @blp.route("/data/latest")
@@ -104,7 +105,7 @@ def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
         query = query.where(Asset.slug > after[0])
     rows = db.session.execute(query.order_by(Asset.slug).limit(params["limit"] + 1)).all()
     rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.asset,), tag)
-    return listing(rows, filters, params["limit"], next_cursor)
+    return listing([row._asdict() for row in rows], filters, params["limit"], next_cursor)
 
 
 @blp.route("/assets")

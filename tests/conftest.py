@@ -56,6 +56,15 @@ def test_config(sources_file: Path) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forget_redis_keys() -> Iterator[None]:
+    """Leave nothing of this session in Redis: its queues, bindings, budgets and markers carry its tag."""
+    yield
+    client = redis.Redis.from_url(BROKER_URL)
+    for key in client.scan_iter(f"*{SESSION_TAG}*"):
+        client.delete(key)
+
+
 @pytest.fixture(scope="session")
 def sources_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sources.toml the tests rewrite; starts as a copy of the shipped one."""

@@ -11,7 +11,7 @@ from flask import Flask
 
 from kasparro import create_app
 from kasparro.db import db
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, QUEUE
 from tests.conftest import test_config as config_for
 from tests.pipeline.helpers import HEADER, csv_spec, declare
 
@@ -60,6 +60,6 @@ def make_app(app: Flask, sources_file: Path) -> Iterator[Callable[..., Flask]]:
 @pytest.fixture
 def idle_app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
     """An app whose runs go to a queue no worker reads, so they stay queued even if the session worker runs."""
-    idle = make_app(TASK_QUEUE=f"kasparro-test-idle-{uuid.uuid4().hex[:8]}")
+    idle = make_app(TASK_QUEUE=f"{QUEUE}-idle-{uuid.uuid4().hex[:8]}")
     yield idle
     idle.extensions["celery"].control.purge()

@@ -11,12 +11,12 @@ from flask import Flask, g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
 # Per task (and per thread, should a thread pool run tasks): which task, run and source a line is about.
-_task_context: ContextVar[dict[str, Any]] = ContextVar("kasparro_task_context", default={})
+_task_context: ContextVar[dict[str, Any] | None] = ContextVar("kasparro_task_context", default=None)
 
 
 def bind(**fields: Any) -> None:
     """Attach `fields` (run_id, source...) to every log line until the current task ends."""
-    _task_context.set({**_task_context.get(), **fields})
+    _task_context.set({**(_task_context.get() or {}), **fields})
 
 
 class ContextFilter(logging.Filter):
@@ -25,7 +25,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context() and hasattr(g, "request_id"):
             record.request_id = g.request_id
-        for key, value in _task_context.get().items():
+        for key, value in (_task_context.get() or {}).items():
             setattr(record, key, value)
         return True
 

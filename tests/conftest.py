@@ -15,8 +15,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 # Tests never read a developer's .env.
 os.environ["ENV_FILE"] = ""

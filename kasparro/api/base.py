@@ -1,7 +1,7 @@
 """A flask-smorest Blueprint whose argument errors are 400s and whose query strings are strict."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flask_smorest
@@ -10,6 +10,7 @@ from webargs.flaskparser import FlaskParser
 
 from kasparro.api import cursor
 from kasparro.api.auth import SECURITY_SCHEME
+from kasparro.api.envelope import listing
 from kasparro.api.errors import ApiError
 
 # Error responses by status, as registered on the Api (components/responses).
@@ -56,3 +57,17 @@ def cursor_key(token: str | None, tag: str, types: tuple[type, ...]) -> tuple[An
         return cursor.decode(token, tag, types)
     except ValidationError as exc:
         raise ApiError(400, "validation_error", f"cursor: {exc.messages[0]}", {"cursor": exc.messages}) from None
+
+
+def keyset_page(scope: str, filters: dict[str, Any], params: dict[str, Any], types: tuple[type, ...],
+                fetch: Callable[[tuple[Any, ...] | None], Sequence[Any]], key: Callable[[Any], tuple[Any, ...]],
+                convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Serve one keyset page: decode the cursor, fetch limit+1 rows after it, and wrap the page with the next cursor.
+
+    `fetch(after)` returns up to limit+1 rows past the sort key `after` (None on the first page); `key(row)`
+    is a row's sort key, which the next cursor carries.
+    """
+    tag = cursor.fingerprint(scope, filters)
+    after = cursor_key(params.get("cursor"), tag, types)
+    rows, next_cursor = cursor.page(fetch(after), params["limit"], key, tag)
+    return listing([convert(row) for row in rows] if convert else rows, filters, params["limit"], next_cursor)

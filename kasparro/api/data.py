@@ -1,17 +1,16 @@
 """Serve unified quotes and canonical assets: GET /data, /data/latest, /assets, /assets/<slug>."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, true, tuple_
+from sqlalchemy import Row, Select, func, select, true, tuple_
 from sqlalchemy.orm import aliased
 
-from kasparro.api import cursor
 from kasparro.api.auth import read_access
-from kasparro.api.base import Blueprint, cursor_key
-from kasparro.api.envelope import listing, single
+from kasparro.api.base import Blueprint, keyset_page
+from kasparro.api.envelope import single
 from kasparro.api.errors import ApiError
 from kasparro.api.params import LatestParams, NoParams, PageParams, QuoteParams
 from kasparro.api.schemas import AssetDetailSchema, AssetSchema, QuoteSchema, envelope
@@ -74,12 +73,15 @@ def build_quotes_query(filters: Mapping[str, Any], limit: int, after: tuple[date
 def list_quotes(params: dict[str, Any]) -> dict[str, Any]:
     """List unified quotes, newest first by default, one keyset page at a time."""
     filters = quote_filters(params)
-    tag = cursor.fingerprint("data", filters)
-    after = cursor_key(params.get("cursor"), tag, (datetime, int))
-    rows = db.session.execute(build_quotes_query(filters, params["limit"], after)).all()
-    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.observed_at, r.id), tag)
-    # Plain dicts: marshmallow reads them by key, where a Row costs it a failed lookup per field.
-    return listing([row._asdict() for row in rows], filters, params["limit"], next_cursor)
+    return keyset_page(
+        "data", filters, params, (datetime, int),
+        lambda after: db.session.execute(build_quotes_query(filters, params["limit"], after)).all(),
+        lambda r: (r.observed_at, r.id), convert=_as_dict)
+
+
+def _as_dict(row: Row[Any]) -> dict[str, Any]:
+    # marshmallow reads a dict by key; a Row costs it a failed lookup per field.
+    return row._asdict()
 
 
 @blp.route("/data/latest")
@@ -90,8 +92,6 @@ def list_quotes(params: dict[str, Any]) -> dict[str, Any]:
 def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
     """List each asset's latest quote (optionally from one source), by asset slug."""
     filters = {"source": params.get("source")}
-    tag = cursor.fingerprint("latest", filters)
-    after = cursor_key(params.get("cursor"), tag, (str,))
     quote = aliased(MarketQuote)
     # One index probe per asset instead of DISTINCT ON over the whole table.
     newest = select(*(getattr(quote, name) for name in LATEST_COLUMNS)).where(quote.asset_id == Asset.id)
@@ -101,11 +101,12 @@ def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
     columns = [latest.c[name] for name in LATEST_COLUMNS]
     query = select(columns[0], Asset.slug.label("asset"), Asset.symbol, Asset.name, *columns[1:]) \
         .select_from(Asset).join(latest, true())
-    if after is not None:
-        query = query.where(Asset.slug > after[0])
-    rows = db.session.execute(query.order_by(Asset.slug).limit(params["limit"] + 1)).all()
-    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.asset,), tag)
-    return listing([row._asdict() for row in rows], filters, params["limit"], next_cursor)
+    query = query.order_by(Asset.slug).limit(params["limit"] + 1)
+
+    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
+        return db.session.execute(query if after is None else query.where(Asset.slug > after[0])).all()
+
+    return keyset_page("latest", filters, params, (str,), fetch, lambda r: (r.asset,), convert=_as_dict)
 
 
 @blp.route("/assets")
@@ -115,14 +116,12 @@ def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
 @blp.errors(400, 401)
 def list_assets(params: dict[str, Any]) -> dict[str, Any]:
     """List canonical assets by slug."""
-    tag = cursor.fingerprint("assets", {})
-    after = cursor_key(params.get("cursor"), tag, (str,))
     query = select(Asset).order_by(Asset.slug).limit(params["limit"] + 1)
-    if after is not None:
-        query = query.where(Asset.slug > after[0])
-    rows = db.session.execute(query).scalars().all()
-    rows, next_cursor = cursor.page(rows, params["limit"], lambda a: (a.slug,), tag)
-    return listing(rows, {}, params["limit"], next_cursor)
+
+    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
+        return db.session.execute(query if after is None else query.where(Asset.slug > after[0])).scalars().all()
+
+    return keyset_page("assets", {}, params, (str,), fetch, lambda a: (a.slug,))
 
 
 @blp.route("/assets/<string:slug>")

@@ -1,14 +1,13 @@
 """Serve records that failed validation, with their reasons and raw payload: GET /rejects."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 
-from kasparro.api import cursor
 from kasparro.api.auth import read_access
-from kasparro.api.base import Blueprint, cursor_key
-from kasparro.api.envelope import listing
+from kasparro.api.base import Blueprint, keyset_page
 from kasparro.api.params import RejectParams
 from kasparro.api.schemas import RejectSchema, envelope
 from kasparro.db import db
@@ -25,8 +24,6 @@ blp = Blueprint("rejects", __name__, description="Records refused by validation,
 def list_rejects(params: dict[str, Any]) -> dict[str, Any]:
     """List rejected records, newest first, optionally for one run and source."""
     filters = {"run_id": params.get("run_id"), "source": params.get("source")}
-    tag = cursor.fingerprint("rejects", filters)
-    after = cursor_key(params.get("cursor"), tag, (int,))
     query = (
         select(RejectedRecord.id, RejectedRecord.run_id, RejectedRecord.source, RejectedRecord.reason,
                RejectedRecord.raw_record_id, RejectedRecord.created_at, RawRecord.position, RawRecord.payload)
@@ -38,8 +35,9 @@ def list_rejects(params: dict[str, Any]) -> dict[str, Any]:
         query = query.where(RejectedRecord.run_id == filters["run_id"])
     if filters["source"]:
         query = query.where(RejectedRecord.source == filters["source"])
-    if after is not None:
-        query = query.where(RejectedRecord.id < after[0])
-    rows = db.session.execute(query).all()
-    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.id,), tag)
-    return listing(rows, filters, params["limit"], next_cursor)
+
+    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
+        page = query if after is None else query.where(RejectedRecord.id < after[0])
+        return db.session.execute(page).all()
+
+    return keyset_page("rejects", filters, params, (int,), fetch, lambda r: (r.id,))

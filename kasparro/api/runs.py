@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from flask import request, url_for
 from sqlalchemy import select
 
-from kasparro.api import cursor
 from kasparro.api.auth import key_required, read_access
-from kasparro.api.base import Blueprint, cursor_key
+from kasparro.api.base import Blueprint, keyset_page
 from kasparro.api.compare import compare_runs
-from kasparro.api.envelope import listing, single
+from kasparro.api.envelope import single
 from kasparro.api.errors import ApiError
 from kasparro.api.params import CompareParams, NoParams, RunHeaders, RunParams, RunRequest
 from kasparro.api.schemas import ComparisonSchema, RunCreatedSchema, RunDetailSchema, RunSchema, envelope
@@ -91,18 +91,17 @@ def create_run(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str,
 def list_runs(params: dict[str, Any]) -> dict[str, Any]:
     """List runs, newest first, optionally by status and trigger."""
     filters = {"status": params.get("status"), "trigger": params.get("trigger")}
-    tag = cursor.fingerprint("runs", filters)
-    after = cursor_key(params.get("cursor"), tag, (int,))
     query = select(Run).order_by(Run.id.desc()).limit(params["limit"] + 1)
     if filters["status"]:
         query = query.where(Run.status == filters["status"])
     if filters["trigger"]:
         query = query.where(Run.trigger == filters["trigger"])
-    if after is not None:
-        query = query.where(Run.id < after[0])
-    rows = db.session.execute(query).scalars().all()
-    rows, next_cursor = cursor.page(rows, params["limit"], lambda r: (r.id,), tag)
-    return listing([run_summary(r) for r in rows], filters, params["limit"], next_cursor)
+
+    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
+        page = query if after is None else query.where(Run.id < after[0])
+        return db.session.execute(page).scalars().all()
+
+    return keyset_page("runs", filters, params, (int,), fetch, lambda r: (r.id,), convert=run_summary)
 
 
 @blp.route("/runs/compare")

@@ -73,10 +73,11 @@ class CsvSource:
     def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         header_line = handle.readline()
         header = self._parse(header_line)
-        offset, line_no = self._resume_point(handle, cursor, len(header_line))
+        offset, first_line = self._resume_point(handle, cursor, len(header_line))
         handle.seek(offset)
         items: list[RawItem] = []
-        for record, end, line_no in self._records(handle, offset, line_no):
+        line_no = first_line
+        for record, end, line_no in self._records(handle, offset, first_line):
             items.append(RawItem(self._payload(header, record), f"{self.path.name}:{line_no}"))
             offset = end
             if len(items) >= page_size:

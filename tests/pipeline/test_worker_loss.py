@@ -8,7 +8,6 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 

@@ -40,6 +40,7 @@ _PER_SOURCE = text("""
            coalesce(sum(retries), 0) AS retries,
            coalesce(sum(throttled), 0) AS throttled,
            coalesce(sum(wait_seconds), 0) AS wait_seconds,
+           coalesce(sum(waits), 0) AS waits,
            extract(epoch FROM max(finished_at) FILTER (WHERE status IN ('success', 'partial'))) AS last_success,
            extract(epoch FROM max(finished_at) FILTER (WHERE status = 'failed')) AS last_failure
     FROM run_sources GROUP BY source ORDER BY source
@@ -54,6 +55,7 @@ _SOURCE_COUNTERS = (
     ("source_retries", "retries", "Requests to a source that were retried."),
     ("source_throttled_responses", "throttled", "HTTP 429 responses from a source."),
     ("source_wait_seconds", "wait_seconds", "Seconds spent waiting on a source's rate limit."),
+    ("source_waits", "waits", "Times a source's requests waited (budget, Retry-After, backoff)."),
 )
 
 

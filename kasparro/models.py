@@ -88,6 +88,8 @@ class SourceRun(db.Model):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     throttled: Mapped[int] = mapped_column(Integer, default=0)
     wait_seconds: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    waits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    longest_wait_seconds: Mapped[float] = mapped_column(Numeric(12, 3), default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -118,6 +118,9 @@ class SourceRunSchema(CountsSchema):
     retries = fields.Integer(required=True)
     throttled = fields.Integer(required=True, metadata={"description": "Responses with HTTP 429."})
     wait_seconds = fields.Float(required=True, metadata={"description": "Time spent waiting on rate limits."})
+    waits = fields.Integer(required=True, metadata={"description": "How many times it waited (budget, "
+                                                                   "Retry-After or retry backoff)."})
+    longest_wait_seconds = fields.Float(required=True, metadata={"description": "The longest single wait."})
     error = fields.String(allow_none=True)
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
@@ -193,6 +196,8 @@ class SourceStatsSchema(Schema):
     retries_last_run = fields.Integer(allow_none=True)
     throttled_last_run = fields.Integer(allow_none=True)
     wait_seconds_last_run = fields.Float(allow_none=True)
+    waits_last_run = fields.Integer(allow_none=True)
+    longest_wait_seconds_last_run = fields.Float(allow_none=True)
 
 
 class StatsSchema(Schema):

@@ -47,7 +47,9 @@ def source_stats() -> list[dict[str, Any]]:
         stats[source_run.source].update(
             last_run_id=source_run.run_id, last_run_status=source_run.status, last_run=counts(source_run),
             requests_last_run=source_run.requests, retries_last_run=source_run.retries,
-            throttled_last_run=source_run.throttled, wait_seconds_last_run=float(source_run.wait_seconds or 0))
+            throttled_last_run=source_run.throttled, wait_seconds_last_run=float(source_run.wait_seconds or 0),
+            waits_last_run=source_run.waits or 0,
+            longest_wait_seconds_last_run=float(source_run.longest_wait_seconds or 0))
     for source_run in _latest_source_runs(SourceRun.status == "failed"):
         stats[source_run.source]["last_error"] = source_run.error
     rejected = db.session.execute(

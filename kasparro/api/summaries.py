@@ -66,7 +66,8 @@ def source_run_detail(source_run: SourceRun, progress: dict[str, int]) -> dict[s
     """Return everything known about one source's part of a run."""
     return {"source": source_run.source, "status": source_run.status, "stage": source_run.stage,
             **counts(source_run), **{name: getattr(source_run, name) or 0 for name in CALLS},
-            "wait_seconds": float(source_run.wait_seconds or 0), "error": source_run.error,
+            "wait_seconds": float(source_run.wait_seconds or 0), "waits": source_run.waits or 0,
+            "longest_wait_seconds": float(source_run.longest_wait_seconds or 0), "error": source_run.error,
             "started_at": source_run.started_at, "finished_at": source_run.finished_at,
             "duration_seconds": duration(source_run.started_at, source_run.finished_at), "progress": progress}
 

@@ -73,7 +73,8 @@ def record_requests(session: Session, source_run: SourceRun, stats: RequestStats
     """Add the source's request evidence gathered since the last call."""
     taken = stats.take()
     runs.add_counts(session, source_run, requests=taken.requests, retries=taken.retries,
-                    throttled=taken.throttled, wait_seconds=taken.wait_seconds)
+                    throttled=taken.throttled, wait_seconds=taken.wait_seconds, waits=len(taken.waits),
+                    longest_wait_seconds=max(taken.waits, default=0))
 
 
 def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats,

@@ -52,15 +52,17 @@ def create_run(
 
 
 COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",
-            "requests", "retries", "throttled", "wait_seconds")
+            "requests", "retries", "throttled", "wait_seconds", "waits")
+MAXIMA = ("longest_wait_seconds",)
 
 
 def add_counts(session: Session, source_run: SourceRun, **deltas: float) -> None:
-    """Add to a source run's counters in place, so concurrent stages never overwrite each other."""
-    unknown = set(deltas) - set(COUNTERS)
+    """Add to a source run's counters (and raise its maxima) in place, so concurrent stages never overwrite each other."""
+    unknown = set(deltas) - set(COUNTERS) - set(MAXIMA)
     if unknown:
         raise ValueError(f"unknown counters: {sorted(unknown)}")
-    changes = {k: getattr(SourceRun, k) + v for k, v in deltas.items() if v}
+    changes = {k: (func.greatest(getattr(SourceRun, k), v) if k in MAXIMA else getattr(SourceRun, k) + v)
+               for k, v in deltas.items() if v}
     if changes:
         session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(**changes))
 

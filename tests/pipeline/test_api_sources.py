@@ -91,6 +91,7 @@ def test_a_429_is_waited_out_as_retry_after_says_and_recorded(app: Flask, source
     assert run.status == "success"
     assert (source_run.requests, source_run.throttled, source_run.inserted) == (2, 1, 300)
     assert float(source_run.wait_seconds) >= 1.0
+    assert source_run.waits >= 1 and 1.0 <= float(source_run.longest_wait_seconds) <= float(source_run.wait_seconds)
 
 
 def test_a_source_that_keeps_failing_gives_up_and_the_others_still_load(

@@ -51,7 +51,6 @@ class Run(db.Model):
     # Non-secret source settings as they were when the run was created, so the
     # worker runs exactly what was asked and the run stays auditable.
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -60,6 +59,16 @@ class Run(db.Model):
     source_runs: Mapped[list[SourceRun]] = relationship(
         back_populates="run", order_by="SourceRun.source", lazy="selectin"
     )
+
+
+class IdempotencyKey(db.Model):
+    """A client's Idempotency-Key and the run it was answered with, so a retried request gets that run again."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _now()
 
 
 class SourceRun(db.Model):

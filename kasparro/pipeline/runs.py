@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from kasparro.models import Run, SourceRun
+from kasparro.models import IdempotencyKey, Run, SourceRun
 from kasparro.pipeline import leases
 
 TERMINAL = ("success", "partial", "failed")
@@ -36,19 +36,24 @@ def create_run(
     """Record a queued run over `specs` unless one is active for them; return (run, created)."""
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ENQUEUE_LOCK_KEY})
     if idempotency_key:
-        existing = session.execute(select(Run).where(Run.idempotency_key == idempotency_key)).scalar()
-        if existing is not None:
-            return existing, False
+        remembered = session.execute(
+            select(Run).join(IdempotencyKey, IdempotencyKey.run_id == Run.id).where(IdempotencyKey.key == idempotency_key)
+        ).scalar()
+        if remembered is not None:
+            return remembered, False
     names = sorted(specs)
-    active = active_run_for(session, names)
-    if active is not None:
-        return active, False
-    run = Run(trigger=trigger, status="queued", sources=names, config={n: dict(specs[n]) for n in names},
-              idempotency_key=idempotency_key)
-    run.source_runs = [SourceRun(source=name, status="queued") for name in names]
-    session.add(run)
-    session.flush()
-    return run, True
+    run, created = active_run_for(session, names), False
+    if run is None:
+        run = Run(trigger=trigger, status="queued", sources=names, config={n: dict(specs[n]) for n in names})
+        run.source_runs = [SourceRun(source=name, status="queued") for name in names]
+        session.add(run)
+        session.flush()
+        created = True
+    if idempotency_key:
+        # Remembered whether the run is new or reused, so a retry after it finished still gets it.
+        session.add(IdempotencyKey(key=idempotency_key, run_id=run.id))
+        session.flush()
+    return run, created
 
 
 COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",

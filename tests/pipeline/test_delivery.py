@@ -54,6 +54,20 @@ def test_the_same_idempotency_key_returns_the_same_run(app: Flask, daily: Path) 
         assert again.id == first.id
 
 
+def test_a_key_answered_with_a_reused_run_still_gets_that_run_after_it_ends(app: Flask, daily: Path) -> None:
+    with app.app_context():
+        specs = catalog.select_sources(app.config, None)
+        active, _ = runs.create_run(db.session, "schedule", specs)
+        reused, created = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
+        db.session.commit()
+        active.status = "success"
+        db.session.commit()
+
+        retried, created_again = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
+
+        assert (reused.id, created, retried.id, created_again) == (active.id, False, active.id, False)
+
+
 @pytest.mark.usefixtures("worker")
 def test_a_source_leased_to_another_run_waits_until_the_lease_ends(app: Flask, daily: Path) -> None:
     lease_ends = datetime.now(timezone.utc) + timedelta(seconds=3)

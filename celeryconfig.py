@@ -21,8 +21,8 @@ task_send_sent_event = True
 task_track_started = True
 worker_hijack_root_logger = False
 broker_connection_retry_on_startup = True
-# A delivered but unacknowledged task comes back after this long if its worker vanished.
-broker_transport_options = {"visibility_timeout": 3600}
+# The broker's visibility timeout (BROKER_VISIBILITY_TIMEOUT_SECONDS) and the task time limits are set
+# from the app's config in kasparro/celery_app.py, which checks that they agree with each other.
 result_expires = 3600
 
 if __name__ == "__main__":

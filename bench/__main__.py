@@ -133,7 +133,8 @@ def timed_run(app: Any, label: str, sampler: ProcSampler | None, timeout: float)
         if sampler:
             sampler.reset()
         started = time.perf_counter()
-        run, created = enqueue_run("cli", [SOURCE])
+        start = enqueue_run("cli", [SOURCE])
+        run, created = start.run, start.created
         if not created:
             raise RuntimeError(f"run {run.id} was already active")
         run_id = run.id

@@ -85,7 +85,7 @@ def profile_stages(app: Flask, source: str, top: int = 14, out: Any = sys.stdout
 
     walls: dict[str, float] = {}
     with app.app_context():
-        run, _ = runs.create_run(db.session, "cli", select_sources(app.config, [source]))
+        run = runs.create_run(db.session, "cli", select_sources(app.config, [source])).run
         db.session.commit()
         source_run_id = run.source_runs[0].id
         timer = SqlTimer(db.engine)

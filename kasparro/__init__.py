@@ -9,7 +9,7 @@ from flask import Flask
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: settings, database, logging, Celery, API and CLI."""
-    from kasparro import api, celery_app, cli, logs, metrics
+    from kasparro import api, celery_app, cli, logs, metrics, redis_store
     from kasparro.config import load_config, read_environment
     from kasparro.db import db
     from kasparro.migrate import migrate
@@ -20,6 +20,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(overrides)
     logs.init_app(app)
     db.init_app(app)
+    redis_store.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))
     celery_app.init_app(app)
     metrics.init_app(app)

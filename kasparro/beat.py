@@ -11,11 +11,10 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from kasparro.config import load_config, read_environment
+from kasparro.config import HEARTBEAT_KEY, load_config, read_environment
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "kasparro:beat:last_seen"
 # Beat sleeps until the next due task (minutes with a long ETL interval); cap the sleep so the
 # heartbeat stays fresh well inside the health check's 120 s staleness threshold.
 MAX_SLEEP_SECONDS = 30.0

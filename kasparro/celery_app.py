@@ -1,10 +1,15 @@
 """Bind Celery to the Flask app so every task runs inside an application context."""
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import Celery, Task
 from flask import Flask
+
+from kasparro.config import HARD_LIMIT_MARGIN_SECONDS, check_timing
+
+logger = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> Celery:
@@ -15,13 +20,20 @@ def init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    for warning in check_timing(app.config):
+        logger.warning(warning)
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object("celeryconfig")
     queue = app.config["TASK_QUEUE"]
+    soft_limit = app.config["TASK_SOFT_TIME_LIMIT_SECONDS"]
     celery.conf.update(
         broker_url=app.config["BROKER_URL"],
         result_backend=app.config["RESULT_BACKEND"],
         task_default_queue=queue,
+        # A stage past its soft limit fails its source cleanly; the hard limit kills a task that ignores it.
+        task_soft_time_limit=soft_limit,
+        task_time_limit=soft_limit + HARD_LIMIT_MARGIN_SECONDS,
+        broker_transport_options={"visibility_timeout": app.config["BROKER_VISIBILITY_TIMEOUT_SECONDS"]},
         # Beat leaves a heartbeat in Redis so /health can tell scheduling is alive.
         beat_scheduler="kasparro.beat:HeartbeatScheduler",
         kasparro_redis_url=app.config["REDIS_URL"],
@@ -31,10 +43,11 @@ def init_app(app: Flask) -> Celery:
                 "schedule": timedelta(seconds=app.config["ETL_INTERVAL_SECONDS"]),
                 "options": {"queue": queue, "expires": app.config["ETL_INTERVAL_SECONDS"]},
             },
+            # Frequent, so a source whose worker died resumes within two minutes (README, Guarantees).
             "reap-stalled": {
                 "task": "kasparro.tasks.reap_stalled",
-                "schedule": timedelta(minutes=5),
-                "options": {"queue": queue, "expires": 300},
+                "schedule": timedelta(seconds=app.config["REAPER_INTERVAL_SECONDS"]),
+                "options": {"queue": queue, "expires": app.config["REAPER_INTERVAL_SECONDS"]},
             },
         },
     )

@@ -40,10 +40,13 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
     from kasparro.tasks import enqueue_run
 
     try:
-        run, created = enqueue_run("cli", sources or None)
+        start = enqueue_run("cli", sources or None)
     except KasparroError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"run {run.id} {'queued' if created else 'already active'}: {', '.join(run.sources)}")
+    run = start.run
+    click.echo(f"run {run.id} {'queued' if start.created else 'already active'}: {', '.join(run.sources)}")
+    for source, holder in sorted(start.busy.items()):
+        click.echo(f"  {source}: busy, held by run {holder}")
     if wait:
         _follow(run.id, timeout)
 

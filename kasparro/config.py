@@ -9,6 +9,8 @@ from typing import Any
 from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where beat leaves its heartbeat (unix time) for /health to read.
+HEARTBEAT_KEY = "kasparro:beat:last_seen"
 
 
 class ConfigError(ValueError):
@@ -65,7 +67,8 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
     broker_url = get("BROKER_URL", "redis://127.0.0.1:6379/0")
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # A database that does not answer fails a connection in seconds, so a task retries instead of hanging.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
         "BROKER_URL": broker_url,
         "RESULT_BACKEND": get("RESULT_BACKEND", broker_url),
         # Rate-limit budgets and locks live here; the broker's Redis by default.
@@ -88,8 +91,20 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
         "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),
         "TASK_BACKOFF_CAP_SECONDS": parse_float("TASK_BACKOFF_CAP_SECONDS", get("TASK_BACKOFF_CAP_SECONDS", "300")),
-        "LEASE_SECONDS": parse_int("LEASE_SECONDS", get("LEASE_SECONDS", "600"), 5),
-        "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "1800"), 60),
+        # Delivery timing; check_timing() says how these must relate, and the README's Guarantees why.
+        "LEASE_SECONDS": parse_int("LEASE_SECONDS", get("LEASE_SECONDS", "60"), 3),
+        "REAPER_INTERVAL_SECONDS": parse_float("REAPER_INTERVAL_SECONDS", get("REAPER_INTERVAL_SECONDS", "30"), 1),
+        "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "300"), 5),
+        "RESUME_LIMIT": parse_int("RESUME_LIMIT", get("RESUME_LIMIT", "3"), 0),
+        "SOURCE_BUSY_MAX_WAIT_SECONDS": parse_float("SOURCE_BUSY_MAX_WAIT_SECONDS",
+                                                    get("SOURCE_BUSY_MAX_WAIT_SECONDS", "900")),
+        "TASK_SOFT_TIME_LIMIT_SECONDS": parse_int("TASK_SOFT_TIME_LIMIT_SECONDS",
+                                                  get("TASK_SOFT_TIME_LIMIT_SECONDS", "1800"), 10),
+        "BROKER_VISIBILITY_TIMEOUT_SECONDS": parse_int("BROKER_VISIBILITY_TIMEOUT_SECONDS",
+                                                       get("BROKER_VISIBILITY_TIMEOUT_SECONDS", "3600"), 10),
+        # Deliberate failures for tests and demos (see kasparro.pipeline.faults); refused in production.
+        "APP_ENV": get("APP_ENV", "development"),
+        "FAULT_INJECTION": get("FAULT_INJECTION"),
         # /health: beat is stale after this long without a heartbeat; timeouts of each probe.
         "HEALTH_BEAT_STALE_SECONDS": parse_float("HEALTH_BEAT_STALE_SECONDS", get("HEALTH_BEAT_STALE_SECONDS", "120")),
         "HEALTH_WORKER_TIMEOUT_SECONDS": parse_float("HEALTH_WORKER_TIMEOUT_SECONDS",
@@ -105,3 +120,34 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         # Secrets for upstream APIs, by the name a source spec refers to them.
         "SECRETS": {k: v for k, v in env.items() if k.endswith("_API_KEY") and k != "API_KEY" and v},
     }
+
+
+# The hard time limit leaves the soft one this long to record a failure before the process is killed.
+HARD_LIMIT_MARGIN_SECONDS = 60
+# How long after a worker dies its liveness key expires (kasparro.liveness.TTL_SECONDS).
+WORKER_TTL_SECONDS = 30
+RESUME_TARGET_SECONDS = 120
+
+
+def check_timing(config: Mapping[str, Any]) -> list[str]:
+    """Check that time limits, leases and the broker's visibility timeout agree; return warnings, raise errors.
+
+    A task still running, or waiting out a retry countdown, when the visibility
+    timeout passes is delivered a second time; so the timeout must exceed the
+    hard time limit and every countdown we ask for.
+    """
+    visibility = config["BROKER_VISIBILITY_TIMEOUT_SECONDS"]
+    hard_limit = config["TASK_SOFT_TIME_LIMIT_SECONDS"] + HARD_LIMIT_MARGIN_SECONDS
+    longest_countdown = max(config["TASK_BACKOFF_CAP_SECONDS"], config["LEASE_SECONDS"])
+    if visibility <= hard_limit or visibility <= longest_countdown:
+        raise ConfigError(f"BROKER_VISIBILITY_TIMEOUT_SECONDS ({visibility}) must exceed the hard task time limit "
+                          f"({hard_limit}) and the longest retry countdown ({longest_countdown}), or a live task "
+                          "is delivered twice")
+    if config.get("FAULT_INJECTION") and config.get("APP_ENV") == "production":
+        raise ConfigError("FAULT_INJECTION is refused when APP_ENV is production")
+    warnings = []
+    resume = max(config["LEASE_SECONDS"], WORKER_TTL_SECONDS) + config["REAPER_INTERVAL_SECONDS"]
+    if resume > RESUME_TARGET_SECONDS:
+        warnings.append(f"a source held by a dead worker resumes only after up to {resume:.0f}s (LEASE_SECONDS + "
+                        f"REAPER_INTERVAL_SECONDS); the target is {RESUME_TARGET_SECONDS}s")
+    return warnings

@@ -6,7 +6,9 @@
     │   ├── SourceAuthError         (terminal) the provider refused our credentials
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
-    └── SourceBusy                  (transient) another run holds the source's lease
+    ├── SourceBusy                  (transient) another run holds the source's lease
+    ├── BrokerUnavailable           (terminal) a run could not be handed to the broker
+    └── InjectedFault               (terminal) a failure asked for by FAULT_INJECTION (tests and demos)
 
 Terminal errors fail the source at once; transient ones are retried with backoff.
 Every error keeps its context (source, run id) as attributes and in its message,
@@ -70,3 +72,11 @@ class SourceBusy(KasparroError):
 
 def _rebuild_busy(message: str, source: str | None, retry_in: float) -> SourceBusy:
     return SourceBusy(message, source=source, retry_in=retry_in)
+
+
+class BrokerUnavailable(KasparroError):
+    """The run could not be handed to the broker."""
+
+
+class InjectedFault(KasparroError):
+    """A failure injected on purpose by FAULT_INJECTION, to show recovery."""

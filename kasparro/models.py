@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -28,6 +29,8 @@ RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
 SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
 TRIGGERS = ("schedule", "api", "cli")
 BATCH_STATES = ("extracted", "transformed", "loaded")
+# What can happen to a source's part of a run besides its counters moving (see RunEvent).
+EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault")
 
 
 def _now() -> Any:
@@ -78,6 +81,8 @@ class SourceRun(db.Model):
     __table_args__ = (
         UniqueConstraint("run_id", "source"),
         CheckConstraint(f"status IN {SOURCE_STATUSES}", name="status"),
+        # Which runs hold a source now: asked on every trigger, so it must not scan history.
+        Index("ix_run_sources_active_source", "source", postgresql_where=text("status IN ('queued', 'running')")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -232,6 +237,25 @@ class RejectedRecord(db.Model):
     created_at: Mapped[datetime] = _now()
 
 
+class RunEvent(db.Model):
+    """Something that happened to a source's part of a run: a retry, a lost worker, a resume, a failure."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {EVENT_KINDS}", name="kind"),
+        Index("ix_run_events_run_id_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_source_id: Mapped[int | None] = mapped_column(ForeignKey("run_sources.id", ondelete="CASCADE"))
+    source: Mapped[str | None] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
 class SourceLease(db.Model):
     """Who may run a source now; an expired lease is free, so a dead holder releases it."""
 
@@ -239,6 +263,8 @@ class SourceLease(db.Model):
 
     source: Mapped[str] = mapped_column(String(100), primary_key=True)
     run_id: Mapped[int] = mapped_column(BigInteger)
+    # The worker process working under the lease (see kasparro.liveness); None outside a worker.
+    holder: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import beat_init, worker_process_init
+from celery.signals import beat_init, celeryd_after_setup, worker_process_init, worker_shutdown
 
-from kasparro import create_app
+from kasparro import create_app, liveness, redis_store
 from kasparro.db import db
 
 flask_app = create_app()
@@ -18,6 +18,21 @@ def _fresh_pool(**_: Any) -> None:
     # A forked child must not share its parent's database connections.
     with flask_app.app_context():
         db.engine.dispose()
+
+
+@celeryd_after_setup.connect
+def _announce(sender: str, **_: Any) -> None:
+    # In the main process, before the pool forks: every pool process inherits the identity,
+    # and the liveness key stays fresh for as long as this process lives.
+    with flask_app.app_context():
+        flask_app.extensions["kasparro_liveness"] = liveness.start(redis_store.client(), sender)
+
+
+@worker_shutdown.connect
+def _retire(**_: Any) -> None:
+    stop = flask_app.extensions.get("kasparro_liveness")
+    if stop is not None:
+        stop.set()
 
 
 @beat_init.connect

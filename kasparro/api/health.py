@@ -19,7 +19,7 @@ from kasparro.api.base import Blueprint
 from kasparro.api.envelope import single
 from kasparro.api.params import NoParams
 from kasparro.api.schemas import HealthSchema, LiveSchema, envelope
-from kasparro.beat import HEARTBEAT_KEY
+from kasparro.config import HEARTBEAT_KEY
 from kasparro.db import db
 from kasparro.models import Run
 

@@ -17,9 +17,9 @@ from kasparro.api.params import CompareParams, NoParams, RunHeaders, RunParams, 
 from kasparro.api.schemas import ComparisonSchema, RunCreatedSchema, RunDetailSchema, RunSchema, envelope
 from kasparro.api.summaries import get_run, run_detail, run_summary
 from kasparro.db import db
-from kasparro.errors import SourceConfigError
+from kasparro.errors import BrokerUnavailable, SourceConfigError
 from kasparro.models import Run
-from kasparro.tasks import BrokerUnavailable, enqueue_run
+from kasparro.tasks import enqueue_run
 
 blp = Blueprint("runs", __name__, description="ETL runs: start them, follow them, compare them.")
 
@@ -30,7 +30,7 @@ LOCATION = {"Location": {"description": "Where to poll the run: /runs/{id}.", "s
 def _start(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     sources = body.get("sources")
     try:
-        run, created = enqueue_run("api", sources, headers.get("idempotency_key"))
+        start = enqueue_run("api", sources, headers.get("idempotency_key"))
     except BrokerUnavailable:
         db.session.rollback()
         raise ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, "
@@ -40,8 +40,11 @@ def _start(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str, Any
         if sources is None:
             raise
         raise ApiError(400, "validation_error", f"sources: {exc.message}", {"sources": [exc.message]}) from None
-    data = {"run_id": run.id, "status": run.status, "sources": list(run.sources), "created": created}
-    return single(data), 202 if created else 200, {"Location": url_for("runs.get_run_detail", run_id=run.id)}
+    run = start.run
+    busy = [{"source": source, "run_id": run_id} for source, run_id in sorted(start.busy.items())]
+    data = {"run_id": run.id, "status": run.status, "sources": list(run.sources), "created": start.created,
+            "busy": busy}
+    return single(data), 202 if start.created else 200, {"Location": url_for("runs.get_run_detail", run_id=run.id)}
 
 
 def json_only(view: Any) -> Any:
@@ -62,7 +65,8 @@ def _post_docs(view: Any) -> Any:
     view = blp.arguments(RunRequest, location="json", required=False)(view)
     view = blp.response(202, CREATED, headers=LOCATION, description="A new run was queued.")(view)
     view = blp.alt_response(200, schema=CREATED, headers=LOCATION, success=True,
-                            description="A run over these sources was already queued or running, or this "
+                            description="Every source asked for is held by an active run (the oldest "
+                                        "such run is returned, `busy` names each holder), or this "
                                         "Idempotency-Key was seen before: that run is returned.")(view)
     return json_only(blp.errors(400, 401, 415, 503)(blp.protected()(view)))
 

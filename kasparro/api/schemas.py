@@ -132,12 +132,20 @@ class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
 
 
+class BusySourceSchema(Schema):
+    source = fields.String(required=True)
+    run_id = fields.Integer(required=True, metadata={"description": "The active run that holds this source."})
+
+
 class RunCreatedSchema(Schema):
     run_id = fields.Integer(required=True)
     status = fields.String(required=True)
-    sources = fields.List(fields.String(), required=True)
+    sources = fields.List(fields.String(), required=True, metadata={"description": "The sources this run covers."})
     created = fields.Boolean(required=True, metadata={"description": "False when an active or idempotent "
                                                       "run was returned instead of a new one."})
+    busy = fields.List(fields.Nested(BusySourceSchema), required=True,
+                       metadata={"description": "Sources asked for but left out: another active run holds them. "
+                                                "The free ones are run; these are not held back by them."})
 
 
 class SideSchema(CountsSchema):

@@ -10,9 +10,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kasparro.errors import SourceBusy
 from kasparro.models import Checkpoint, RawBatch, SourceRun
 from kasparro.pipeline import leases, runs
+from kasparro.pipeline.faults import Fault
+from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.sources.base import Page, RequestStats, Source
 
@@ -77,25 +78,22 @@ def record_requests(session: Session, source_run: SourceRun, stats: RequestStats
                     longest_wait_seconds=max(taken.waits, default=0))
 
 
-def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats,
-            batch_size: int, lease_seconds: int, on_batch: Callable[[RawBatch], None] | None = None) -> int:
+def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats, batch_size: int,
+            lease: leases.Terms, faults: tuple[Fault, ...] = (),
+            on_batch: Callable[[RawBatch], None] | None = None) -> int:
     """Extract everything new for a source, committing one batch per page; return batches written.
 
-    `on_batch` is called after each batch commits (the tasks use it to start
-    transforming while extraction goes on). If the same message is being worked
-    on by another delivery, the later one to write a batch number stands down:
-    the other delivery finishes the extract.
+    The lease is renewed before each page, so a run that lost it stands down
+    (SourceBusy) instead of writing beside the new holder. `on_batch` is called
+    after each batch commits (the tasks use it to start transforming while
+    extraction goes on). If the same message is being worked on by another
+    delivery, the later one to write a batch number stands down: the other
+    delivery finishes the extract.
     """
     cursor, seq = resume_cursor(session, source_run)
-    written = 0
+    written = records = 0
     for page in source.pages(cursor, batch_size):
-        renewed = leases.acquire(session, source_run.source, source_run.run_id, lease_seconds)
-        # Committed on its own: holding the lease row through the page's work
-        # would make this run's transform and load wait for every page.
-        session.commit()
-        if not renewed:
-            raise SourceBusy("lease lost to another run", source=source_run.source,
-                             retry_in=leases.seconds_left(session, source_run.source))
+        lease.take(session, source_run.source, source_run.run_id)
         try:
             batch = store_page(session, source_run, seq + written, page)
         except IntegrityError:
@@ -103,7 +101,8 @@ def extract(session: Session, source_run: SourceRun, source: Source, stats: Requ
             return written
         record_requests(session, source_run, stats)
         session.commit()
-        written += 1
+        written, records = written + 1, records + batch.received
+        check_fault(faults, source_run.source, "extract", records)
         if on_batch is not None:
             on_batch(batch)
     record_requests(session, source_run, stats)

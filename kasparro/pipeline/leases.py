@@ -1,24 +1,42 @@
-"""Let one run at a time work on a source, with leases that expire if their holder dies."""
+"""Let one run at a time work on a source, with short leases that a live holder keeps renewing.
+
+A lease names its run and its holder (the worker process working under it). A
+holder renews it at every page and, from a background thread, every third of
+its length, so only a dead or frozen holder lets it lapse; the reaper then
+resumes the source elsewhere.
+"""
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+
+from kasparro.errors import SourceBusy
+
+logger = logging.getLogger(__name__)
 
 _ACQUIRE = text(
     """
-    INSERT INTO source_leases (source, run_id, expires_at)
-    VALUES (:source, :run_id, now() + make_interval(secs => :seconds))
+    INSERT INTO source_leases (source, run_id, holder, expires_at)
+    VALUES (:source, :run_id, :holder, now() + make_interval(secs => :seconds))
     ON CONFLICT (source) DO UPDATE
-        SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
+        SET run_id = EXCLUDED.run_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
         WHERE source_leases.run_id = EXCLUDED.run_id OR source_leases.expires_at < now()
     RETURNING run_id
     """
 )
 
 
-def acquire(session: Session, source: str, run_id: int, seconds: int) -> bool:
+def acquire(session: Session, source: str, run_id: int, seconds: float, holder: str | None = None) -> bool:
     """Take or renew the lease on `source` for `run_id`; False while another live run holds it."""
-    return session.execute(_ACQUIRE, {"source": source, "run_id": run_id, "seconds": seconds}).first() is not None
+    params = {"source": source, "run_id": run_id, "seconds": seconds, "holder": holder}
+    return session.execute(_ACQUIRE, params).first() is not None
 
 
 def holder(session: Session, source: str) -> int | None:
@@ -41,3 +59,47 @@ def release(session: Session, source: str, run_id: int) -> None:
     session.execute(
         text("DELETE FROM source_leases WHERE source = :s AND run_id = :r"), {"s": source, "r": run_id}
     )
+
+
+@dataclass(frozen=True)
+class Terms:
+    """How long a lease lasts and who holds it: what every stage needs to take or renew one."""
+
+    seconds: float
+    holder: str | None = None
+
+    def take(self, session: Session, source: str, run_id: int) -> None:
+        """Acquire or renew the lease and commit at once, or raise SourceBusy naming the run that has it."""
+        taken = acquire(session, source, run_id, self.seconds, self.holder)
+        # Committed on its own: a lease row held through a stage's work would serialise the stages.
+        session.commit()
+        if not taken:
+            raise SourceBusy(f"run {holder(session, source)} is working on this source", source=source,
+                             retry_in=seconds_left(session, source))
+
+
+@contextmanager
+def hold(engine: Engine, source: str, run_id: int, terms: Terms) -> Iterator[None]:
+    """Keep renewing a lease already taken while the block runs, from a thread with its own connection."""
+    stop = threading.Event()
+    thread = threading.Thread(target=_renew, args=(engine, source, run_id, terms.seconds, terms.holder, stop),
+                              name=f"lease-{source}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _renew(engine: Engine, source: str, run_id: int, seconds: float, holder_id: str | None,
+           stop: threading.Event) -> None:
+    # A third of the lease between renewals: two may fail before the lease lapses.
+    while not stop.wait(seconds / 3):
+        try:
+            with Session(engine) as session, session.begin():
+                if not acquire(session, source, run_id, seconds, holder_id):
+                    logger.warning("lease on %s for run %s was lost; the stage will stand down", source, run_id)
+                    return
+        except Exception as exc:  # noqa: BLE001 - a failed renewal is retried; the lease has slack for it
+            logger.warning("could not renew the lease on %s: %s", source, exc)

@@ -8,7 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, SourceRun
-from kasparro.pipeline import runs
+from kasparro.pipeline import leases, runs
+from kasparro.pipeline.faults import Fault
+from kasparro.pipeline.faults import check as check_fault
 
 # DISTINCT ON: one row per key even if a batch repeats it (ON CONFLICT may touch
 # a row once per statement). The WHERE keeps identical re-loads from rewriting rows.
@@ -77,6 +79,21 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     runs.add_counts(session, source_run, inserted=result.inserted, updated=result.updated,
                     loaded=result.inserted + result.updated, skipped=result.unchanged)
     return result
+
+
+def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
+                 faults: tuple[Fault, ...] = ()) -> int:
+    """Load every transformed batch of a source run in order, one transaction each; return records loaded."""
+    records = 0
+    check_fault(faults, source_run.source, "load", records)
+    for batch in runs.pending_batches(session, source_run, "transformed"):
+        lease.take(session, source_run.source, source_run.run_id)
+        result = load_batch(session, batch, source_run)
+        session.commit()
+        if result is not None:
+            records += result.inserted + result.updated + result.unchanged
+            check_fault(faults, source_run.source, "load", records)
+    return records
 
 
 def _predecessor_loaded(session: Session, batch: RawBatch) -> bool:

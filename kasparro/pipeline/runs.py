@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from kasparro.models import IdempotencyKey, Run, SourceRun
-from kasparro.pipeline import leases
+from kasparro.models import IdempotencyKey, RawBatch, Run, SourceRun
+from kasparro.pipeline import events, leases
 
 TERMINAL = ("success", "partial", "failed")
 ACTIVE = ("queued", "running")
@@ -16,15 +17,24 @@ ACTIVE = ("queued", "running")
 ENQUEUE_LOCK_KEY = 7_311_001
 
 
-def active_run_for(session: Session, sources: Sequence[str]) -> Run | None:
-    """Return a queued or running run that covers any of `sources`."""
-    query = (
-        select(Run)
-        .where(Run.status.in_(ACTIVE), Run.sources.overlap(list(sources)))
-        .order_by(Run.id)
-        .limit(1)
-    )
-    return session.execute(query).scalar_one_or_none()
+@dataclass(frozen=True)
+class RunStart:
+    """What a trigger got: the run answering it, whether that run is new, and who holds the busy sources."""
+
+    run: Run
+    created: bool
+    # Sources asked for but left out because another active run holds them: source -> that run's id.
+    busy: dict[str, int] = field(default_factory=dict)
+
+
+def busy_sources(session: Session, sources: Sequence[str]) -> dict[str, int]:
+    """Return which of `sources` an active run holds, and which run."""
+    rows = session.execute(
+        select(SourceRun.source, SourceRun.run_id)
+        .where(SourceRun.status.in_(ACTIVE), SourceRun.source.in_(list(sources)))
+        .order_by(SourceRun.run_id)
+    ).all()
+    return {source: run_id for source, run_id in reversed(rows)}
 
 
 def create_run(
@@ -32,28 +42,34 @@ def create_run(
     trigger: str,
     specs: Mapping[str, Mapping[str, Any]],
     idempotency_key: str | None = None,
-) -> tuple[Run, bool]:
-    """Record a queued run over `specs` unless one is active for them; return (run, created)."""
+) -> RunStart:
+    """Record a queued run over the sources of `specs` that no active run holds.
+
+    A source held by another run is left out and reported, so one slow or
+    failing source never holds back the others. When every source is held,
+    no run is created and the oldest run holding one answers instead.
+    """
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ENQUEUE_LOCK_KEY})
     if idempotency_key:
         remembered = session.execute(
             select(Run).join(IdempotencyKey, IdempotencyKey.run_id == Run.id).where(IdempotencyKey.key == idempotency_key)
         ).scalar()
         if remembered is not None:
-            return remembered, False
-    names = sorted(specs)
-    run, created = active_run_for(session, names), False
-    if run is None:
-        run = Run(trigger=trigger, status="queued", sources=names, config={n: dict(specs[n]) for n in names})
-        run.source_runs = [SourceRun(source=name, status="queued") for name in names]
+            return RunStart(remembered, False)
+    busy = busy_sources(session, sorted(specs))
+    free = [name for name in sorted(specs) if name not in busy]
+    if free:
+        run = Run(trigger=trigger, status="queued", sources=free, config={n: dict(specs[n]) for n in free})
+        run.source_runs = [SourceRun(source=name, status="queued") for name in free]
         session.add(run)
         session.flush()
-        created = True
+    else:
+        run = session.get(Run, min(busy.values()))
     if idempotency_key:
         # Remembered whether the run is new or reused, so a retry after it finished still gets it.
         session.add(IdempotencyKey(key=idempotency_key, run_id=run.id))
         session.flush()
-    return run, created
+    return RunStart(run, bool(free), busy)
 
 
 COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",
@@ -78,9 +94,8 @@ def lock(session: Session, source_run: SourceRun) -> None:
 
 
 def set_stage(session: Session, source_run: SourceRun, stage: str) -> None:
-    """Record which stage a source run is in, for progress reports."""
+    """Record which stage a source run is in, for progress reports (the caller commits)."""
     session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(stage=stage))
-    session.commit()
 
 
 def start_source(session: Session, source_run: SourceRun) -> None:
@@ -138,18 +153,38 @@ def discard(session: Session, run_id: int) -> None:
     session.execute(text("DELETE FROM runs WHERE id = :r"), {"r": run_id})
 
 
-_STALLED = text(
-    """
-    SELECT rs.id FROM run_sources rs
-    JOIN runs r ON r.id = rs.run_id
-    LEFT JOIN source_leases l ON l.source = rs.source AND l.run_id = rs.run_id
-    WHERE (rs.status = 'queued' AND r.created_at < now() - make_interval(secs => :queued_for))
-       OR (rs.status = 'running' AND coalesce(l.expires_at, rs.started_at)
-           < now() - make_interval(secs => :silent_for))
-    """
-)
+def fail_source(session: Session, source_run_id: int, error: str, stage: str | None = None) -> SourceRun | None:
+    """Record a source's failure, free its lease and drop what it staged but never loaded (the caller commits)."""
+    source_run = session.get(SourceRun, source_run_id, populate_existing=True, with_for_update=True)
+    if source_run is None or source_run.status in TERMINAL:
+        return source_run
+    session.execute(
+        text("DELETE FROM quote_stage WHERE batch_id IN (SELECT id FROM raw_batches"
+             " WHERE run_source_id = :rs AND state <> 'loaded')"), {"rs": source_run_id})
+    finish_source(session, source_run, error=error)
+    events.record(session, source_run, "failed", error, stage)
+    return source_run
 
 
-def stalled_sources(session: Session, queued_for: int, silent_for: int) -> list[int]:
-    """Find source runs never picked up, or whose lease lapsed long ago (their worker is gone)."""
-    return list(session.execute(_STALLED, {"queued_for": queued_for, "silent_for": silent_for}).scalars())
+def pending_batches(session: Session, source_run: SourceRun, state: str) -> list[RawBatch]:
+    """Return a source run's batches in one state, in the order they were extracted."""
+    return list(session.execute(
+        select(RawBatch).where(RawBatch.run_source_id == source_run.id, RawBatch.state == state)
+        .order_by(RawBatch.seq)
+    ).scalars())
+
+
+def close_if_loaded(session: Session, source_run: SourceRun) -> bool:
+    """Close the source's part of the run if extraction ended and every batch loaded; True if closed now.
+
+    Another delivery may still be extracting, so the last chain to load closes it.
+    """
+    lock(session, source_run)
+    unloaded = session.execute(
+        select(func.count()).select_from(RawBatch)
+        .where(RawBatch.run_source_id == source_run.id, RawBatch.state != "loaded")
+    ).scalar_one()
+    if source_run.status in TERMINAL or not source_run.extract_done or unloaded:
+        return False
+    finish_source(session, source_run)
+    return True

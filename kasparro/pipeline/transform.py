@@ -11,7 +11,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import identity, runs
+from kasparro.pipeline import identity, leases, runs
+from kasparro.pipeline.faults import Fault
+from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.pipeline.validation import load_quote
 from kasparro.sources.base import Source
@@ -76,6 +78,20 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     batch.state = "transformed"
     runs.add_counts(session, source_run, rejected=len(outcome.rejects))
     return True
+
+
+def transform_pending(session: Session, source_run: SourceRun, source: Source, kind: str,
+                      overrides: Mapping[tuple[str, str], str], lease: leases.Terms,
+                      faults: tuple[Fault, ...] = ()) -> int:
+    """Transform every extracted batch of a source run, one transaction each; return records transformed."""
+    records = 0
+    for batch in runs.pending_batches(session, source_run, "extracted"):
+        lease.take(session, source_run.source, source_run.run_id)
+        if transform_batch(session, batch, source_run, source, kind, overrides):
+            records += batch.new_records
+        session.commit()
+        check_fault(faults, source_run.source, "transform", records)
+    return records
 
 
 def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]]) -> None:

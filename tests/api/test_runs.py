@@ -35,19 +35,20 @@ def test_post_queues_a_run_and_says_where_to_poll(idle: FlaskClient, csv_sources
     body = response.get_json()
     assert response.status_code == 202
     assert body["data"] == {"run_id": body["data"]["run_id"], "status": "queued", "sources": ["tiny"],
-                            "created": True}
+                            "created": True, "busy": []}
     assert response.headers["Location"] == f"/runs/{body['data']['run_id']}"
     assert idle.get(response.headers["Location"]).get_json()["data"]["status"] == "queued"
 
 
-def test_a_second_post_while_a_run_is_active_returns_that_run(idle: FlaskClient, csv_sources: Path) -> None:
+def test_a_post_whose_sources_are_all_held_returns_the_run_holding_them(idle: FlaskClient,
+                                                                       csv_sources: Path) -> None:
     first = idle.post("/run-etl", headers=AUTH).get_json()["data"]
 
     again = idle.post("/run-etl", json={"sources": ["tiny"]}, headers=AUTH)
 
     assert again.status_code == 200
-    assert again.get_json()["data"] | {"created": True} == first
-    assert again.get_json()["data"]["created"] is False
+    assert again.get_json()["data"] == first | {"created": False,
+                                                "busy": [{"source": "tiny", "run_id": first["run_id"]}]}
 
 
 def test_a_retried_post_with_the_same_idempotency_key_returns_the_same_run(app: Flask, idle: FlaskClient,
@@ -55,7 +56,9 @@ def test_a_retried_post_with_the_same_idempotency_key_returns_the_same_run(app: 
     headers = {**AUTH, "Idempotency-Key": "retry-me-1"}
     first = idle.post("/runs", headers=headers).get_json()["data"]
     with app.app_context():
-        db.session.get(Run, first["run_id"]).status = "success"
+        finished = db.session.get(Run, first["run_id"])
+        for part in [finished, *finished.source_runs]:
+            part.status = "success"
         db.session.commit()
 
     retried = idle.post("/runs", headers=headers)

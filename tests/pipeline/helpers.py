@@ -44,9 +44,9 @@ def declare(sources_file: Path, specs: dict[str, dict[str, Any]]) -> None:
 def run_now(app: Flask, sources: list[str] | None = None, trigger: str = "cli", timeout: float = 60) -> Run:
     """Queue a run through the broker and wait for the worker to finish it."""
     with app.app_context():
-        run, created = enqueue_run(trigger, sources)
-        assert created, f"run {run.id} was already active"
-        run_id = run.id
+        start = enqueue_run(trigger, sources)
+        assert start.created, f"run {start.run.id} was already active"
+        run_id = start.run.id
     return wait_for_run(app, run_id, timeout)
 
 

@@ -13,7 +13,7 @@ from kasparro import catalog
 from kasparro.errors import SourceConfigError
 from kasparro.db import db
 from kasparro.models import MarketQuote, Run, SourceRun
-from kasparro.pipeline import leases, runs
+from kasparro.pipeline import events, leases, runs
 from kasparro.tasks import enqueue_run, extract, load, reap_stalled, transform
 from tests.conftest import wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
@@ -29,43 +29,61 @@ def daily(sources_file: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_a_trigger_while_a_run_is_active_returns_that_run(app: Flask, daily: Path) -> None:
+def test_a_trigger_whose_sources_are_all_held_returns_the_run_holding_them(app: Flask, daily: Path) -> None:
     with app.app_context():
         specs = catalog.select_sources(app.config, None)
-        active, _ = runs.create_run(db.session, "schedule", specs)
+        active = runs.create_run(db.session, "schedule", specs).run
         db.session.commit()
 
-        run, created = enqueue_run("api")
+        start = enqueue_run("api")
 
-        assert (run.id, created) == (active.id, False)
+        assert (start.run.id, start.created, start.busy) == (active.id, False, {"daily": active.id})
+
+
+def test_a_trigger_takes_the_free_sources_and_names_the_run_holding_each_busy_one(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    declare(sources_file, {name: csv_spec(tmp_path / f"{name}.csv") for name in ("slow_api", "csv_a", "csv_b")})
+    with app.app_context():
+        specs = catalog.select_sources(app.config, None)
+        stuck = runs.create_run(db.session, "schedule", specs).run
+        for source_run in stuck.source_runs:
+            source_run.status = "running" if source_run.source == "slow_api" else "success"
+        db.session.commit()
+
+        start = runs.create_run(db.session, "api", specs)
+
+        assert start.created and start.run.id != stuck.id
+        assert start.run.sources == ["csv_a", "csv_b"]
+        assert start.busy == {"slow_api": stuck.id}
 
 
 def test_the_same_idempotency_key_returns_the_same_run(app: Flask, daily: Path) -> None:
     with app.app_context():
         specs = catalog.select_sources(app.config, None)
-        first, created_first = runs.create_run(db.session, "api", specs, idempotency_key="abc")
+        first = runs.create_run(db.session, "api", specs, idempotency_key="abc")
         db.session.commit()
-        first.status = "success"
+        first.run.status = "success"
         db.session.commit()
 
-        again, created_again = runs.create_run(db.session, "api", specs, idempotency_key="abc")
+        again = runs.create_run(db.session, "api", specs, idempotency_key="abc")
 
-        assert created_first and not created_again
-        assert again.id == first.id
+        assert first.created and not again.created
+        assert again.run.id == first.run.id
 
 
 def test_a_key_answered_with_a_reused_run_still_gets_that_run_after_it_ends(app: Flask, daily: Path) -> None:
     with app.app_context():
         specs = catalog.select_sources(app.config, None)
-        active, _ = runs.create_run(db.session, "schedule", specs)
-        reused, created = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
+        active = runs.create_run(db.session, "schedule", specs).run
+        reused = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
         db.session.commit()
-        active.status = "success"
+        for part in [active, *active.source_runs]:
+            part.status = "success"
         db.session.commit()
 
-        retried, created_again = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
+        retried = runs.create_run(db.session, "api", specs, idempotency_key="retry-me")
 
-        assert (reused.id, created, retried.id, created_again) == (active.id, False, active.id, False)
+        assert (reused.run.id, reused.created, retried.run.id, retried.created) == (active.id, False, active.id, False)
 
 
 @pytest.mark.usefixtures("worker")
@@ -87,7 +105,7 @@ def test_a_source_leased_to_another_run_waits_until_the_lease_ends(app: Flask, d
 @pytest.mark.usefixtures("worker")
 def test_every_stage_delivered_twice_loads_each_row_once(app: Flask, daily: Path) -> None:
     with app.app_context():
-        run, _ = runs.create_run(db.session, "cli", catalog.select_sources(app.config, None))
+        run = runs.create_run(db.session, "cli", catalog.select_sources(app.config, None)).run
         db.session.commit()
         run_id, source_run_id = run.id, run.source_runs[0].id
     # Two full chains for one source run, racing: what a redelivery after a
@@ -118,36 +136,60 @@ def test_a_finished_source_run_ignores_a_late_duplicate(app: Flask, daily: Path)
         assert db.session.get(SourceRun, source_run_id).inserted == 28
 
 
-def test_the_reaper_frees_sources_whose_worker_vanished(app: Flask, daily: Path) -> None:
+@pytest.mark.usefixtures("worker")
+def test_the_reaper_resends_a_source_run_no_worker_picked_up(app: Flask, daily: Path) -> None:
     with app.app_context():
-        specs = catalog.select_sources(app.config, None)
-        never_picked, _ = runs.create_run(db.session, "schedule", specs)
+        never_picked = runs.create_run(db.session, "schedule", catalog.select_sources(app.config, None)).run
         db.session.execute(text("UPDATE runs SET created_at = now() - interval '2 hours' WHERE id = :r"),
                            {"r": never_picked.id})
         db.session.commit()
-        run_id = never_picked.id
+        run_id, source_run_id = never_picked.id, never_picked.source_runs[0].id
 
-        reap_stalled.run()
+        resumed = reap_stalled.run()
 
-        db.session.expire_all()
-        (source_run,) = db.session.get(Run, run_id).source_runs
-        assert source_run.status == "failed" and "stalled" in source_run.error
-        assert db.session.get(Run, run_id).status == "failed"
-        fresh, created = runs.create_run(db.session, "api", specs)
-        assert created and fresh.id != run_id
+        assert resumed == [source_run_id]
+        assert events.count(db.session, source_run_id, "resumed") == 1
+    assert wait_for_run(app, run_id).status == "success"
+    assert quote_count(app) == 28
 
 
-def test_the_reaper_leaves_a_run_that_is_making_progress(app: Flask, daily: Path) -> None:
+def test_the_reaper_gives_up_after_the_resume_limit(app: Flask, daily: Path) -> None:
     with app.app_context():
         specs = catalog.select_sources(app.config, None)
-        run, _ = runs.create_run(db.session, "schedule", specs)
-        db.session.commit()
-        source_run = run.source_runs[0]
-        leases.acquire(db.session, "daily", run.id, 600)
-        runs.start_source(db.session, source_run)
+        hopeless = runs.create_run(db.session, "schedule", specs).run
+        db.session.execute(text("UPDATE runs SET created_at = now() - interval '2 hours' WHERE id = :r"),
+                           {"r": hopeless.id})
+        source_run = hopeless.source_runs[0]
+        for _ in range(app.config["RESUME_LIMIT"]):
+            events.record(db.session, source_run, "resumed", "an earlier resume")
         db.session.commit()
 
         assert reap_stalled.run() == []
+
+        db.session.expire_all()
+        assert db.session.get(SourceRun, source_run.id).status == "failed"
+        assert "gave up after" in db.session.get(SourceRun, source_run.id).error
+        assert db.session.get(Run, hopeless.id).status == "failed"
+        assert runs.create_run(db.session, "api", specs).created
+
+
+@pytest.mark.usefixtures("worker")
+def test_the_reaper_leaves_a_run_that_is_making_progress(app: Flask, daily: Path) -> None:
+    with app.app_context():
+        run = runs.create_run(db.session, "schedule", catalog.select_sources(app.config, None)).run
+        db.session.commit()
+        run_id, source_run = run.id, run.source_runs[0]
+        leases.acquire(db.session, "daily", run.id, 600, holder="some-dead-worker/1")
+        runs.start_source(db.session, source_run)
+        db.session.commit()
+        # Control: the same run with its lease lapsed IS resumed, so this test can fail.
+        assert reap_stalled.run() == []
+        db.session.execute(text("UPDATE source_leases SET expires_at = now() - interval '1 second'"))
+        db.session.commit()
+
+        assert reap_stalled.run() == [source_run.id]
+        assert events.count(db.session, source_run.id, "interrupted") == 1
+    assert wait_for_run(app, run_id).status == "success"
 
 
 def test_a_run_with_no_enabled_source_is_refused_not_left_queued(app: Flask, sources_file: Path) -> None:

@@ -43,7 +43,7 @@ def test_a_pool_process_killed_mid_extract_is_replaced_and_the_run_completes_exa
             handle.write(f"coin{i % 50},{day.isoformat()},{1 + i % 997}.25,{i},{i * 10}\n")
     declare(sources_file, {"big": csv_spec(path)})
     with app.app_context():
-        run, _ = enqueue_run("cli")
+        run = enqueue_run("cli").run
         run_id, source_run_id = run.id, run.source_runs[0].id
 
     def batches_written() -> int:

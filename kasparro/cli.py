@@ -6,12 +6,13 @@ import time
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy import select
 
 from kasparro import catalog
 from kasparro.db import db
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
-from kasparro.models import Run
+from kasparro.models import Run, RunEvent
 from kasparro.pipeline.runs import TERMINAL
 
 etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
@@ -53,9 +54,10 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
 
 def _follow(run_id: int, timeout: int) -> None:
     deadline = time.monotonic() + timeout
-    last = ""
+    last, seen = "", 0
     while time.monotonic() < deadline:
         db.session.expire_all()
+        seen = _echo_events(run_id, seen)
         run = db.session.get(Run, run_id)
         line = f"run {run.id} {run.status}: " + "; ".join(
             f"{s.source} {s.status}{'/' + s.stage if s.stage else ''} extracted={s.extracted} "
@@ -72,6 +74,16 @@ def _follow(run_id: int, timeout: int) -> None:
             return
         time.sleep(1)
     raise click.ClickException(f"run {run_id} still {run.status} after {timeout}s")
+
+
+def _echo_events(run_id: int, after: int) -> int:
+    """Print the run's events newer than id `after`; return the newest id seen."""
+    found = db.session.execute(
+        select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after).order_by(RunEvent.id)
+    ).scalars().all()
+    for event in found:
+        click.echo(f"  [{event.kind}] {event.source} {event.stage or ''}: {event.detail}")
+    return found[-1].id if found else after
 
 
 def init_app(app: Flask) -> None:

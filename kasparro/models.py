@@ -81,8 +81,10 @@ class SourceRun(db.Model):
     __table_args__ = (
         UniqueConstraint("run_id", "source"),
         CheckConstraint(f"status IN {SOURCE_STATUSES}", name="status"),
-        # Which runs hold a source now: asked on every trigger, so it must not scan history.
-        Index("ix_run_sources_active_source", "source", postgresql_where=text("status IN ('queued', 'running')")),
+        # At most one active run per source, enforced by the database; also how a trigger finds
+        # which runs hold a source without scanning history.
+        Index("ix_run_sources_active_source", "source", unique=True,
+              postgresql_where=text("status IN ('queued', 'running')")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -128,8 +128,20 @@ class SourceRunSchema(CountsSchema):
     progress = fields.Nested(ProgressSchema, required=True)
 
 
+class RunEventSchema(Schema):
+    source = fields.String(allow_none=True)
+    kind = fields.String(required=True, metadata={"description": "retry, busy (waited for another run's lease), "
+                                                  "interrupted (its worker was lost), resumed, failed or fault."})
+    stage = fields.String(allow_none=True)
+    detail = fields.String(required=True)
+    at = fields.DateTime(required=True)
+
+
 class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
+    events = fields.List(fields.Nested(RunEventSchema), required=True,
+                         metadata={"description": "The run's history besides its counters, oldest first (at most "
+                                                  "200): retries, lost workers, resumes, failures."})
 
 
 class BusySourceSchema(Schema):

@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from kasparro.api.errors import ApiError
 from kasparro.api.schemas import CALLS, COUNTERS
 from kasparro.db import db
-from kasparro.models import RawBatch, Run, SourceRun
+from kasparro.models import RawBatch, Run, RunEvent, SourceRun
 
 MAX_ID = 2**63 - 1
 
@@ -72,10 +72,20 @@ def source_run_detail(source_run: SourceRun, progress: dict[str, int]) -> dict[s
             "duration_seconds": duration(source_run.started_at, source_run.finished_at), "progress": progress}
 
 
+def run_events(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """Return a run's events, oldest first."""
+    found = db.session.execute(
+        select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id).limit(limit)
+    ).scalars()
+    return [{"source": e.source, "kind": e.kind, "stage": e.stage, "detail": e.detail, "at": e.created_at}
+            for e in found]
+
+
 def run_detail(run: Run) -> dict[str, Any]:
-    """Return a run with every source's counters, timings, errors and batch progress."""
+    """Return a run with every source's counters, timings, errors, batch progress and events."""
     progress = batch_progress([sr.id for sr in run.source_runs])
-    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs]}
+    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
+            "events": run_events(run.id)}
 
 
 def get_run(run_id: int) -> Run:

@@ -35,8 +35,8 @@ def upgrade():
     )
     op.add_column('source_leases', sa.Column('holder', sa.Text(), nullable=True))
     op.create_index('ix_run_events_run_id_id', 'run_events', ['run_id', 'id'], unique=False)
-    # The planner finds the active source runs of a source (is it busy?) without scanning history.
-    op.create_index('ix_run_sources_active_source', 'run_sources', ['source'], unique=False,
+    # At most one active run per source, enforced by the database.
+    op.create_index('ix_run_sources_active_source', 'run_sources', ['source'], unique=True,
                     postgresql_where=sa.text("status IN ('queued', 'running')"))
 
 

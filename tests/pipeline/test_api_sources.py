@@ -1,6 +1,7 @@
 """CoinPaprika and CoinGecko through the whole pipeline: a real worker against the fake upstream server."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from sqlalchemy import func, select
 
 from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
-from kasparro.models import Asset, AssetAlias, Checkpoint, MarketQuote, RawRecord, RejectedRecord
-from tests.conftest import PROVIDER_KEYS, ROOT
-from tests.pipeline.helpers import csv_spec, declare, quote_count, run_now
+from kasparro.models import Asset, AssetAlias, Checkpoint, MarketQuote, RawRecord, RejectedRecord, SourceRun
+from kasparro.tasks import enqueue_run
+from tests.conftest import PROVIDER_KEYS, ROOT, wait_for_run
+from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -188,3 +190,44 @@ def test_sources_sharing_a_budget_stay_within_it_across_two_worker_processes(
     busiest = max(sum(1 for t in times if start <= t < start + 0.9) for start in times)
     assert busiest <= 2
     assert sum(float(s.wait_seconds) for s in run.source_runs) >= 1.0
+
+
+def test_a_dead_upstream_holds_back_only_its_own_source(app: Flask, sources_file: Path, upstream: FakeUpstream,
+                                                        tmp_path: Path) -> None:
+    daily = tmp_path / "daily.csv"
+    daily.write_text(HEADER + "bitcoin,2019-04-01,5000.5,1000,2000\n")
+    # Retrying a 503 for a minute or more: the upstream is down as far as this test can tell.
+    declare(sources_file, {"gecko": gecko(upstream, max_retries=10, backoff_seconds=0.5), "daily": csv_spec(daily)})
+    upstream.inject("coingecko", "503", times=1_000_000)
+    with app.app_context():
+        stuck = enqueue_run("schedule")
+        stuck_id = stuck.run.id
+    wait_until(lambda: _status(app, stuck_id, "daily") == "success")
+    with daily.open("a") as handle:
+        handle.write("bitcoin,2019-04-02,5100.5,1000,2000\n")
+
+    with app.app_context():
+        tick = enqueue_run("schedule")
+        tick_id = (tick.run.id, tick.created, tick.run.sources, tick.busy)
+    fresh = wait_for_run(app, tick_id[0])
+    still_stuck = _status(app, stuck_id, "gecko")
+    upstream.clear_faults()
+    wait_for_run(app, stuck_id, timeout=120)
+
+    assert tick_id[1:] == (True, ["daily"], {"gecko": stuck_id})
+    assert fresh.status == "success" and fresh.source_runs[0].inserted == 1
+    assert still_stuck == "running"
+    assert quote_count(app, "daily") == 2
+
+
+def _status(app: Flask, run_id: int, source: str) -> str:
+    with app.app_context():
+        return db.session.execute(select(SourceRun.status).where(SourceRun.run_id == run_id,
+                                                                 SourceRun.source == source)).scalar_one()
+
+
+def wait_until(predicate, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)

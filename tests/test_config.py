@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kasparro.config import ConfigError, load_config, read_environment
+from kasparro.config import WORKER_TTL_SECONDS, ConfigError, check_timing, load_config, read_environment
 
 
 def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,3 +72,32 @@ def test_json_log_lines_carry_the_task_context(capsys: pytest.CaptureFixture[str
     assert (first["message"], first["task_id"], first["run_id"], first["source"]) == ("batch loaded", "t-1", 7,
                                                                                        "coingecko")
     assert "run_id" not in second
+
+
+def test_the_shipped_timing_resumes_a_dead_workers_source_within_two_minutes() -> None:
+    config = load_config({})
+
+    assert check_timing(config) == []
+    worst = max(config["LEASE_SECONDS"], WORKER_TTL_SECONDS) + config["REAPER_INTERVAL_SECONDS"]
+    assert worst <= 120
+
+
+@pytest.mark.parametrize("settings", [
+    {"BROKER_VISIBILITY_TIMEOUT_SECONDS": "1800"},  # the default soft limit is 1800 s: a live task redelivered
+    {"BROKER_VISIBILITY_TIMEOUT_SECONDS": "100", "TASK_SOFT_TIME_LIMIT_SECONDS": "30"},  # backoff cap 300 s
+])
+def test_a_visibility_timeout_shorter_than_a_task_or_its_retry_countdown_is_refused(settings: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT_SECONDS"):
+        check_timing(load_config(settings))
+
+
+def test_a_slow_resume_is_allowed_but_warned_about() -> None:
+    (warning,) = check_timing(load_config({"LEASE_SECONDS": "600"}))
+
+    assert "630s" in warning
+
+
+def test_fault_injection_is_refused_in_production() -> None:
+    with pytest.raises(ConfigError, match="refused"):
+        check_timing(load_config({"APP_ENV": "production", "FAULT_INJECTION": "daily:load:10:exit"}))
+    assert check_timing(load_config({"FAULT_INJECTION": "daily:load:10:exit"})) == []

@@ -1,0 +1,155 @@
+"""Races the worker tests cannot time: each is forced at the exact point with a hook in the source's pages.
+
+The stages run in this process against the real database; the hook acts
+through a second connection, as another worker would.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from kasparro import catalog
+from kasparro.db import db
+from kasparro.errors import SourceBusy
+from kasparro.models import MarketQuote, RawBatch, RawRecord, SourceRun
+from kasparro.pipeline import leases, recovery, runs
+from kasparro.pipeline.extract import extract
+from kasparro.pipeline.load import load_batch, load_pending
+from kasparro.pipeline.transform import transform_pending
+from kasparro.sources import SourceContext, build_source
+from kasparro.sources.base import Page, RequestStats
+from tests.pipeline.helpers import HEADER, csv_spec, declare
+
+ROWS = "".join(f"bitcoin,2019-04-{day:02d},{5000 + day}.5,1000,2000\n" for day in range(1, 29))
+LEASE = leases.Terms(60, "this-worker/1")
+
+
+class Hooked:
+    """A real CSV source that calls `hook(n)` just before handing out page n (1-based)."""
+
+    def __init__(self, source: Any, hook: Callable[[int], None]) -> None:
+        self.source, self.hook = source, hook
+        self.name, self.kind = source.name, source.kind
+
+    def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+        for number, page in enumerate(self.source.pages(cursor, page_size), start=1):
+            self.hook(number)
+            yield page
+
+    def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return self.source.to_unified(payload)
+
+
+@pytest.fixture
+def started(app: Flask, sources_file: Path, tmp_path: Path) -> Iterator[tuple[SourceRun, Callable[..., Hooked]]]:
+    """A running source run over a 28-row CSV, and a way to build its source with a hook."""
+    path = tmp_path / "daily.csv"
+    path.write_text(HEADER + ROWS)
+    declare(sources_file, {"daily": csv_spec(path)})
+    with app.app_context():
+        source_run = runs.create_run(db.session, "cli", catalog.select_sources(app.config, None)).run.source_runs[0]
+        runs.start_source(db.session, source_run)
+        LEASE.take(db.session, "daily", source_run.run_id)
+
+        def hooked(hook: Callable[[int], None]) -> Hooked:
+            return Hooked(build_source("daily", source_run.run.config["daily"], SourceContext()), hook)
+
+        yield source_run, hooked
+
+
+def other_worker(sql: str, **params: Any) -> None:
+    """Run a statement on its own connection and commit it, as a concurrent worker would."""
+    with db.engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def count(model: type, **where: Any) -> int:
+    query = select(func.count()).select_from(model)
+    for column, value in where.items():
+        query = query.where(getattr(model, column) == value)
+    return db.session.execute(query).scalar_one()
+
+
+def test_the_second_of_two_deliveries_of_one_extract_stands_down(started) -> None:
+    source_run, hooked = started
+
+    def first_delivery_wins(page: int) -> None:
+        if page == 1:  # the other delivery writes batch 1 between our resume point and our write
+            other_worker("INSERT INTO raw_batches (run_source_id, source, seq, state, cursor_after, received,"
+                         " new_records) VALUES (:rs, 'daily', 1, 'extracted', '{}', 0, 0)", rs=source_run.id)
+
+    written = extract(db.session, source_run, hooked(first_delivery_wins), RequestStats(), 10, LEASE)
+
+    assert written == 0
+    assert count(RawBatch, run_source_id=source_run.id) == 1
+    assert count(RawRecord) == 0
+    assert db.session.get(SourceRun, source_run.id).extract_done is False
+
+
+def test_a_lease_lost_mid_extract_stops_the_extract_after_the_batch_it_finished(started) -> None:
+    source_run, hooked = started
+
+    def another_run_takes_over(page: int) -> None:
+        if page == 2:
+            other_worker("UPDATE source_leases SET run_id = 999, expires_at = now() + interval '1 minute'")
+
+    with pytest.raises(SourceBusy, match="run 999"):
+        extract(db.session, source_run, hooked(another_run_takes_over), RequestStats(), 10, LEASE)
+
+    db.session.rollback()
+    assert count(RawBatch, run_source_id=source_run.id) == 1
+    assert count(RawRecord) == 10
+
+
+def test_an_already_loaded_batch_is_skipped_by_a_late_load(started) -> None:
+    source_run, hooked = started
+    extract(db.session, source_run, hooked(lambda _: None), RequestStats(), 10, LEASE)
+    source = hooked(lambda _: None)
+    transform_pending(db.session, source_run, source, "csv", {}, LEASE)
+    db.session.commit()
+    with Session(db.engine) as late_delivery:
+        # The late delivery read the batch while it was still waiting to load.
+        stale = late_delivery.execute(select(RawBatch).where(RawBatch.seq == 1)).scalar_one()
+        assert stale.state == "transformed"
+        load_pending(db.session, source_run, LEASE)
+
+        late = load_batch(late_delivery, stale, late_delivery.get(SourceRun, source_run.id))
+        late_delivery.commit()
+
+    assert late is None
+    assert count(MarketQuote) == 28
+    assert db.session.get(SourceRun, source_run.id).inserted == 28
+
+
+def test_the_reaper_resumes_a_silent_run_even_under_a_live_worker_once_stalled_after_passes(started) -> None:
+    source_run, _ = started
+    other_worker("UPDATE source_leases SET expires_at = now() - interval '10 minutes'")
+
+    found = recovery.find_stalled(db.session, alive=lambda ids: set(ids), stalled_after=300)
+    fresh = recovery.find_stalled(db.session, alive=lambda ids: set(ids), stalled_after=3600)
+
+    assert [(s.source_run_id, s.interrupted) for s in found] == [(source_run.id, True)]
+    assert "no progress" in found[0].reason
+    assert fresh == []
+
+
+def test_a_held_lease_is_renewed_in_the_background_while_a_long_step_runs(started) -> None:
+    source_run, _ = started
+    short = leases.Terms(1.5, "this-worker/1")
+    short.take(db.session, "daily", source_run.run_id)
+
+    with leases.hold(db.engine, "daily", source_run.run_id, short):
+        time.sleep(3)  # twice the lease: without renewals it would have lapsed
+        live_holder = leases.holder(db.session, "daily")
+        db.session.commit()
+    time.sleep(2)
+
+    assert live_holder == source_run.run_id
+    assert leases.holder(db.session, "daily") is None, "renewals went on after the step ended"

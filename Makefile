@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= kasparro
 
-.PHONY: help run test bench up down init-db env venv fake-upstream etl-run clean
+.PHONY: help run test bench up down init-db env venv fake-upstream etl-run demo-recovery clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: venv ## measure load speed against a plain COPY of the same file
 
 etl-run: venv ## queue a run of every enabled source and follow it
 	$(BIN)/flask --app wsgi etl run --wait
+
+demo-recovery: venv ## with `make run` up: inject a failed load and a killed worker, show the resumed totals
+	$(BIN)/python -m scripts.demo_recovery
 
 fake-upstream: venv ## serve recorded CoinPaprika/CoinGecko payloads on :8900
 	$(BIN)/python -m kasparro.fake_upstream --port 8900

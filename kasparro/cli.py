@@ -52,6 +52,15 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
         _follow(run.id, timeout)
 
 
+@etl.command("reap")
+def reap_command() -> None:
+    """Resume stalled sources now (what beat does every REAPER_INTERVAL_SECONDS)."""
+    from kasparro.tasks import reap_stalled
+
+    resumed = reap_stalled.run()
+    click.echo(f"resumed {len(resumed)} source run(s)" + (f": {', '.join(map(str, resumed))}" if resumed else ""))
+
+
 def _follow(run_id: int, timeout: int) -> None:
     deadline = time.monotonic() + timeout
     last, seen = "", 0

@@ -96,6 +96,9 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "REAPER_INTERVAL_SECONDS": parse_float("REAPER_INTERVAL_SECONDS", get("REAPER_INTERVAL_SECONDS", "30"), 1),
         "STALLED_AFTER_SECONDS": parse_int("STALLED_AFTER_SECONDS", get("STALLED_AFTER_SECONDS", "300"), 5),
         "RESUME_LIMIT": parse_int("RESUME_LIMIT", get("RESUME_LIMIT", "3"), 0),
+        # A dead worker is known dead this long after its last sign of life (kasparro.liveness).
+        "WORKER_LIVENESS_TTL_SECONDS": parse_float("WORKER_LIVENESS_TTL_SECONDS",
+                                                   get("WORKER_LIVENESS_TTL_SECONDS", "30"), 1),
         "SOURCE_BUSY_MAX_WAIT_SECONDS": parse_float("SOURCE_BUSY_MAX_WAIT_SECONDS",
                                                     get("SOURCE_BUSY_MAX_WAIT_SECONDS", "900")),
         "TASK_SOFT_TIME_LIMIT_SECONDS": parse_int("TASK_SOFT_TIME_LIMIT_SECONDS",
@@ -124,8 +127,6 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
 
 # The hard time limit leaves the soft one this long to record a failure before the process is killed.
 HARD_LIMIT_MARGIN_SECONDS = 60
-# How long after a worker dies its liveness key expires (kasparro.liveness.TTL_SECONDS).
-WORKER_TTL_SECONDS = 30
 RESUME_TARGET_SECONDS = 120
 
 
@@ -146,8 +147,9 @@ def check_timing(config: Mapping[str, Any]) -> list[str]:
     if config.get("FAULT_INJECTION") and config.get("APP_ENV") == "production":
         raise ConfigError("FAULT_INJECTION is refused when APP_ENV is production")
     warnings = []
-    resume = max(config["LEASE_SECONDS"], WORKER_TTL_SECONDS) + config["REAPER_INTERVAL_SECONDS"]
+    resume = max(config["LEASE_SECONDS"], config["WORKER_LIVENESS_TTL_SECONDS"]) + config["REAPER_INTERVAL_SECONDS"]
     if resume > RESUME_TARGET_SECONDS:
-        warnings.append(f"a source held by a dead worker resumes only after up to {resume:.0f}s (LEASE_SECONDS + "
-                        f"REAPER_INTERVAL_SECONDS); the target is {RESUME_TARGET_SECONDS}s")
+        warnings.append(f"a source held by a dead worker resumes only after up to {resume:.0f}s (the longer of "
+                        "LEASE_SECONDS and WORKER_LIVENESS_TTL_SECONDS, plus REAPER_INTERVAL_SECONDS); the target is "
+                        f"{RESUME_TARGET_SECONDS}s")
     return warnings

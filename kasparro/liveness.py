@@ -16,8 +16,6 @@ import redis
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "kasparro:worker:"
-# Written every TTL/3 seconds: a dead worker is known dead at most TTL seconds later.
-TTL_SECONDS = 30
 
 _identity: str | None = None
 
@@ -27,22 +25,25 @@ def identity() -> str | None:
     return _identity
 
 
-def start(client: redis.Redis, nodename: str) -> threading.Event:
-    """Name this worker and keep its key alive from a background thread until the returned event is set."""
+def start(client: redis.Redis, nodename: str, ttl: float) -> threading.Event:
+    """Name this worker and keep its key alive from a background thread until the returned event is set.
+
+    The key is written every third of `ttl`, so a dead worker is known dead at most `ttl` seconds later.
+    """
     global _identity
     _identity = f"{nodename}/{os.getpid()}"
     stop = threading.Event()
-    threading.Thread(target=_beat, args=(client, _identity, stop), name="liveness", daemon=True).start()
+    threading.Thread(target=_beat, args=(client, _identity, ttl, stop), name="liveness", daemon=True).start()
     return stop
 
 
-def _beat(client: redis.Redis, worker_id: str, stop: threading.Event) -> None:
+def _beat(client: redis.Redis, worker_id: str, ttl: float, stop: threading.Event) -> None:
     while True:
         try:
-            client.set(KEY_PREFIX + worker_id, 1, ex=TTL_SECONDS)
+            client.set(KEY_PREFIX + worker_id, 1, px=int(ttl * 1000))
         except redis.RedisError as exc:
             logger.warning("could not write the worker liveness key: %s", exc)
-        if stop.wait(TTL_SECONDS / 3):
+        if stop.wait(ttl / 3):
             client.delete(KEY_PREFIX + worker_id)
             return
 

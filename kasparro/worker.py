@@ -25,7 +25,8 @@ def _announce(sender: str, **_: Any) -> None:
     # In the main process, before the pool forks: every pool process inherits the identity,
     # and the liveness key stays fresh for as long as this process lives.
     with flask_app.app_context():
-        flask_app.extensions["kasparro_liveness"] = liveness.start(redis_store.client(), sender)
+        ttl = flask_app.config["WORKER_LIVENESS_TTL_SECONDS"]
+        flask_app.extensions["kasparro_liveness"] = liveness.start(redis_store.client(), sender, ttl)
 
 
 @worker_shutdown.connect

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kasparro.config import WORKER_TTL_SECONDS, ConfigError, check_timing, load_config, read_environment
+from kasparro.config import ConfigError, check_timing, load_config, read_environment
 
 
 def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +78,7 @@ def test_the_shipped_timing_resumes_a_dead_workers_source_within_two_minutes() -
     config = load_config({})
 
     assert check_timing(config) == []
-    worst = max(config["LEASE_SECONDS"], WORKER_TTL_SECONDS) + config["REAPER_INTERVAL_SECONDS"]
+    worst = max(config["LEASE_SECONDS"], config["WORKER_LIVENESS_TTL_SECONDS"]) + config["REAPER_INTERVAL_SECONDS"]
     assert worst <= 120
 
 

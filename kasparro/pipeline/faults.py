@@ -65,12 +65,23 @@ def _fire(fault: Fault, records: int) -> None:
 
 
 def _kill_worker() -> None:
-    # The pool process's parent is the worker's main process when it runs under the prefork pool;
-    # kill it first so nothing acknowledges or requeues the task, then this process.
+    # Under the prefork pool this process's parent is the worker's main process: kill it first so
+    # nothing acknowledges or requeues the task, then the other pool processes, then this one.
     parent = os.getppid()
     if _is_celery(parent):
         os.kill(parent, signal.SIGKILL)
+        for sibling in _children(parent):
+            if sibling != os.getpid():
+                os.kill(sibling, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
 
 
 def _is_celery(pid: int) -> bool:

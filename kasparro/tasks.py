@@ -176,11 +176,15 @@ def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None)
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         if source_run.extract_done:
             return
-        runs.start_source(db.session, source_run)
         source, _ = _source(source_run, stats)
-        _stage(source_run, "extract", lambda lease: extract_stage.extract(
-            db.session, source_run, source, stats, current_app.config["BATCH_SIZE"], lease, _faults(),
-            on_batch=lambda batch: _overlap(source_run_id)))
+
+        def read(lease: leases.Terms) -> None:
+            runs.start_source(db.session, source_run)  # only once the lease is ours
+            db.session.commit()
+            extract_stage.extract(db.session, source_run, source, stats, current_app.config["BATCH_SIZE"], lease,
+                                  _faults(), on_batch=lambda batch: _overlap(source_run_id))
+
+        _stage(source_run, "extract", read)
 
     _guard(self, source_run_id, "extract", work, retry or {})
 

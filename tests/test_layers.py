@@ -13,6 +13,9 @@ FORBIDDEN = {
                 "kasparro.tasks", "kasparro.models", "kasparro.db"),
     "pipeline": ("flask", "celery", "kasparro.api", "kasparro.tasks"),
     "api": ("kasparro.sources", "kasparro.pipeline"),
+    # Laptops and fault tests start these servers before anything else exists: the standard library only.
+    "embedded": ("flask", "celery", "sqlalchemy", "flask_sqlalchemy", "redis", "psycopg2", "kasparro.api",
+                 "kasparro.pipeline", "kasparro.sources", "kasparro.tasks", "kasparro.models", "kasparro.db"),
     "fake_upstream": ("flask", "celery", "sqlalchemy", "kasparro.sources", "kasparro.pipeline", "kasparro.api",
                       "kasparro.models", "kasparro.db", "kasparro.tasks"),
 }

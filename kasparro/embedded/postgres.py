@@ -1,0 +1,177 @@
+"""A private PostgreSQL cluster run through pg_ctl, as the `postgres` account when we are root."""
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from kasparro.embedded.base import (
+    START_TIMEOUT,
+    EmbeddedError,
+    Server,
+    StopMode,
+    find_pg_bin_dir,
+    log_size,
+    log_tail,
+)
+
+# postgresql.conf includes this file, rewritten before every start, so settings need no shell quoting.
+SETTINGS_FILE = "embedded.conf"
+# sun_path holds 108 bytes; a deeper data dir gets TCP only, since one socket too long is fatal.
+MAX_SOCKET_PATH = 100
+
+
+def _accepts_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    # PostgreSQL refuses root, so its data must sit below directories the postgres account can enter.
+    groups = {account.pw_gid} | set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for parent in path.parents:
+        info = parent.stat()
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            raise EmbeddedError(f"user {account.pw_name} cannot enter {parent}, so it cannot run PostgreSQL in "
+                                f"{path}: choose a data dir below world-traversable directories (chmod o+x)")
+
+
+def _emergency_pg_stop(command: list[str], owner: dict[str, Any]) -> None:
+    subprocess.run(command, cwd="/", capture_output=True, timeout=30, check=False, **owner)
+
+
+class PostgresServer(Server):
+    """A private PostgreSQL cluster in `data_dir` with trust auth, listening on 127.0.0.1 only."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, fast: bool = False,
+                 os_user: str = "postgres") -> None:
+        super().__init__(data_dir, port)
+        # fsync off trades durability against a machine crash (not a server crash) for speed: tests only.
+        self.fast = fast
+        self.bin_dir = find_pg_bin_dir()
+        self._account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        """Return the SQLAlchemy URL of the `postgres` database."""
+        return self.database_url("postgres")
+
+    def database_url(self, database: str) -> str:
+        """Return the SQLAlchemy URL of `database` on this server."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def initialized(self) -> bool:
+        """Say whether initdb has run in the data dir."""
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    @property
+    def pid(self) -> int | None:
+        """Return the postmaster's pid while it runs."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    @property
+    def log_path(self) -> Path:
+        """Return the server's log file."""
+        return self.data_dir / "server.log"
+
+    def _owner(self) -> dict[str, Any]:
+        if self._account is None:
+            return {}
+        return {"user": self._account.pw_uid, "group": self._account.pw_gid, "extra_groups": []}
+
+    def _tool(self, name: str, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        # cwd "/" because the postgres account may not be allowed into our working directory.
+        return subprocess.run([str(self.bin_dir / name), *args], cwd="/", capture_output=True, text=True,
+                              timeout=timeout, check=False, **self._owner())
+
+    def _give(self, path: Path) -> None:
+        if self._account is not None:
+            os.chown(path, self._account.pw_uid, self._account.pw_gid)
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._account is not None:
+            _check_reachable(self.data_dir, self._account)
+        self._give(self.data_dir)
+        self.data_dir.chmod(0o700)
+        done = self._tool("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                          "--encoding=UTF8", "--locale=C", "--no-instructions",
+                          *(["--no-sync"] if self.fast else []))
+        if done.returncode != 0:
+            raise EmbeddedError(f"initdb failed in {self.data_dir}:\n{done.stdout}{done.stderr}")
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
+
+    def _write_settings(self) -> None:
+        sockets = str(self.data_dir) if len(f"{self.data_dir}/.s.PGSQL.{self.port}") <= MAX_SOCKET_PATH else ""
+        settings = {"port": str(self.port), "listen_addresses": "'127.0.0.1'",
+                    "unix_socket_directories": f"'{sockets}'"}
+        if self.fast:
+            settings.update(fsync="off", full_page_writes="off")
+        path = self.data_dir / SETTINGS_FILE
+        path.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+        self._give(path)
+
+    def _pg_ctl_start(self) -> bool:
+        self._write_settings()
+        since = log_size(self.log_path)
+        done = self._tool("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_path),
+                          "-w", "-t", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 10)
+        if done.returncode != 0:
+            self._next_port(f"{done.stderr}\n{log_tail(self.log_path, since)}", "PostgreSQL")
+        return done.returncode == 0
+
+    def start(self) -> None:
+        """Initialise the cluster on first use, start it and wait until it accepts TCP connections."""
+        if self.running:
+            return
+        if not self.initialized:
+            self._initdb()
+        if not any(self._pg_ctl_start() for _ in range(3)):
+            raise EmbeddedError(f"PostgreSQL found no free port:\n{log_tail(self.log_path)}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _accepts_tcp(self.port):
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"PostgreSQL is not accepting connections on {self.port}")
+            time.sleep(0.05)
+        stop = [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"]
+        self._started(weakref.finalize(self, _emergency_pg_stop, stop, self._owner()))
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Stop the server: "fast" shuts down cleanly, "immediate" aborts like a crash (recovery on next start)."""
+        self._disarm()
+        if not self.running:
+            return
+        done = self._tool("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", timeout=90)
+        if done.returncode != 0 and self.running:
+            raise EmbeddedError(f"PostgreSQL did not stop ({mode}):\n{done.stderr}\n{log_tail(self.log_path)}")

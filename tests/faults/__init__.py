@@ -1,0 +1,1 @@
+"""Fault tests: a private system whose servers and workers the tests kill and restart."""

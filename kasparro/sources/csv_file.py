@@ -158,7 +158,9 @@ class CsvSource:
         settled = time.time() - os.fstat(handle.fileno()).st_mtime >= self.settle_seconds
         handle.seek(offset)
         found = csv_scan.lines(handle, offset, line_no, settled, self.max_row_bytes)
-        return csv_scan.records(found, self.delimiter.encode(self.encoding), self.max_row_bytes, settled)
+        # Encoded without a byte order mark: utf-8-sig would put one before the delimiter.
+        delimiter = self.delimiter.encode("utf-8" if self._skips_bom else self.encoding)
+        return csv_scan.records(found, delimiter, self.max_row_bytes, settled)
 
     def _item(self, header: list[str], record: Record) -> RawItem:
         """Turn a record into a payload, or into an unreadable item saying why."""

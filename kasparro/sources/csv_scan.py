@@ -9,7 +9,7 @@ faults are found here, before any decoding, so that neither can sink a file:
 | a quote open past `limit` bytes, or at  | the record's first line is marked "unclosed quote"; the   |
 | the end of a settled file               | lines after it are read again, each on its own            |
 
-Each line is scanned at most twice (once joined, once on its own), so the
+Each line joins a record at most once and is read again at most once, so the
 work stays linear in the size of the file, and memory stays within `limit`.
 """
 from __future__ import annotations
@@ -106,9 +106,9 @@ def records(source: Iterator[Line], delimiter: bytes, limit: int, settled: bool)
     size = 0
     for line in source:
         if pending and (line.oversize or size + line.size > limit):
-            yield from _broken([*pending, line], delimiter, limit)
-            pending, size = [], 0
-        elif line.oversize:
+            yield from _broken(pending)
+            pending, size = [], 0  # and `line` is read afresh
+        if line.oversize:
             yield _too_long(line, limit)
         elif ends_quoted(line.data, bool(pending), delimiter):
             pending.append(line)
@@ -117,20 +117,16 @@ def records(source: Iterator[Line], delimiter: bytes, limit: int, settled: bool)
             yield _joined([*pending, line])
             pending, size = [], 0
     if pending and settled:
-        yield from _broken(pending, delimiter, limit)
+        yield from _broken(pending)
 
 
-def _broken(pending: list[Line], delimiter: bytes, limit: int) -> Iterator[Record]:
-    # The quote that opened on the first line never closed: drop that line alone, and
-    # read each following line on its own, so good rows after a stray quote still load.
+def _broken(pending: list[Line]) -> Iterator[Record]:
+    # The quote opened on the first line never closed: reject that line alone. The lines
+    # after it stayed inside the quote, so each of their quotes is one of a doubled pair,
+    # and read afresh none of them opens a quote: each is a record on its own.
     yield _unclosed(pending[0])
     for line in pending[1:]:
-        if line.oversize:
-            yield _too_long(line, limit)
-        elif ends_quoted(line.data, False, delimiter):
-            yield _unclosed(line)
-        else:
-            yield _joined([line])
+        yield _joined([line])
 
 
 def _joined(group: list[Line]) -> Record:

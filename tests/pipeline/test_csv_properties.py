@@ -45,7 +45,10 @@ def good_rows(draw: Any, quotes: bool) -> bytes:
     if quotes:
         coin = draw(st.sampled_from((coin, f'"{coin}"', f'"{coin},x"', f'"{coin}\nx"', f'"{coin}""x"""',
                                      f'{coin[:3]}"{coin[3:]}')))
-    return f"{coin},{draw(st.sampled_from(DATES))},{draw(st.sampled_from(PRICES))},100,200".encode()
+    date, price = draw(st.sampled_from(DATES)), draw(st.sampled_from(PRICES))
+    if quotes:
+        date = draw(st.sampled_from((date, f'"{date}"', f'"{date}\n"')))  # the last one is not a date
+    return f"{coin},{date},{price},100,200".encode()
 
 
 def _rows(draw: Any, records: list[bytes], count: int, quotes: bool) -> list[bytes | None]:

@@ -275,6 +275,16 @@ def test_a_quoted_field_with_doubled_quotes_and_newlines_is_one_record(tmp_path:
     assert first.payload["currency"] == 'say "hi",\r\nthere' and second.position == "p.csv:4"
 
 
+def test_a_quoted_newline_in_a_later_column_joins_lines(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('currency,date,close\nbitcoin,"2019-04-20\nnoon",1\nethereum,2019-04-20,"2\n"\n')
+
+    first, second = rows(read_all(make_source(path)))
+
+    assert (first.payload["date"], second.payload["close"]) == ("2019-04-20\nnoon", "2\n")
+    assert (first.position, second.position) == ("p.csv:2", "p.csv:4")
+
+
 def test_a_binary_file_fails_the_source_naming_the_byte(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
@@ -324,3 +334,37 @@ def test_a_row_the_csv_module_refuses_is_rejected(tmp_path: Path) -> None:
 
     assert bad.error.startswith("p.csv: line 2 at byte offset 20 is not CSV: new-line character")
     assert good.error is None
+
+
+def test_the_line_that_runs_a_stray_quote_past_the_limit_is_read_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('currency,date,close\n"stray,2019-04-20,1\n' + "a,b,c\n" * 10 + 'x,"multi\nline",3\n')
+
+    items = rows(read_all(make_source(path, max_row_bytes=80)))
+
+    assert items[0].error == "p.csv: unclosed quote opened on line 2 at byte offset 20"
+    assert [i.payload["currency"] for i in items[1:-1]] == ["a"] * 10
+    assert items[-1].payload == {"currency": "x", "date": "multi\nline", "close": "3"}
+
+
+def test_a_stray_quote_then_a_line_over_the_limit_rejects_both(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('currency,date,close\n"stray,2019-04-20,1\na,b,c\n' + "z" * 100 + "\nd,e,f\n")
+
+    stray, good, long, last = rows(read_all(make_source(path, max_row_bytes=80)))
+
+    assert "unclosed quote opened on line 2" in stray.error and "row on line 4" in long.error
+    assert (good.payload["currency"], last.payload["currency"]) == ("a", "d")
+
+
+def test_a_long_last_line_still_being_written_waits_and_is_rejected_once_still(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("currency,date,close\na,b,c\n" + "z" * 100)
+
+    (waiting,) = read_all(make_source(path, max_row_bytes=80, settle_seconds=60))
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    (still,) = read_all(make_source(path, max_row_bytes=80, settle_seconds=60), waiting.cursor)
+
+    assert [i.payload["currency"] for i in waiting.items] == ["a"]
+    assert still.items[0].error == "p.csv: row on line 3 at byte offset 26 is 100 bytes, over max_row_bytes 80"

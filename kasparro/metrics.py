@@ -36,6 +36,7 @@ _PER_SOURCE = text("""
     SELECT source,
            coalesce(sum(inserted), 0) AS rows,
            coalesce(sum(rejected), 0) AS rejected,
+           coalesce(sum(duplicates), 0) AS duplicates,
            coalesce(sum(requests), 0) AS requests,
            coalesce(sum(retries), 0) AS retries,
            coalesce(sum(throttled), 0) AS throttled,
@@ -51,6 +52,7 @@ _RUNS_BY_STATUS = text("SELECT status, count(*) FROM runs GROUP BY status")
 _SOURCE_COUNTERS = (
     ("quote_rows", "rows", "Quotes inserted by a source, over all runs."),
     ("rejected_records", "rejected", "Records a source's runs rejected in validation."),
+    ("duplicate_records", "duplicates", "Records a source's runs received again, kept once."),
     ("source_requests", "requests", "HTTP requests made to a source."),
     ("source_retries", "retries", "Requests to a source that were retried."),
     ("source_throttled_responses", "throttled", "HTTP 429 responses from a source."),

@@ -99,6 +99,8 @@ class SourceRun(db.Model):
     updated: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
+    # Records whose exact payload was already received, in this run or in a loaded batch.
+    duplicates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Evidence of how the source was called (rate limits, retries).
     requests: Mapped[int] = mapped_column(Integer, default=0)
     retries: Mapped[int] = mapped_column(Integer, default=0)

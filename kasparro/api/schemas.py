@@ -5,7 +5,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected")
+COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected", "duplicates")
 CALLS = ("requests", "retries", "throttled")
 
 
@@ -87,8 +87,11 @@ class CountsSchema(Schema):
     loaded = fields.Integer(required=True)
     inserted = fields.Integer(required=True)
     updated = fields.Integer(required=True)
-    skipped = fields.Integer(required=True)
+    skipped = fields.Integer(required=True, metadata={"description": "Valid rows that changed nothing on load."})
     rejected = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True, metadata={"description": "Rows whose exact payload was already "
+                                                         "received; extracted = loaded + rejected + duplicates + "
+                                                         "skipped."})
 
 
 class RunSchema(Schema):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -15,7 +15,7 @@ from kasparro.pipeline import leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.sources.base import Page, RequestStats, Source
+from kasparro.sources.base import UNREADABLE, Page, RawItem, RequestStats, Source
 
 
 def content_hash(text: str) -> str:
@@ -39,34 +39,49 @@ def resume_cursor(session: Session, source_run: SourceRun) -> tuple[dict[str, An
     return (checkpoint.cursor if checkpoint else None), 1
 
 
-# A payload seen before is moved into this batch only if its earlier batch never
-# loaded, so a failed run's records are picked up again instead of being lost.
+# DISTINCT ON: a page may repeat a payload, and ON CONFLICT may touch a row only once
+# per statement; the first copy is kept, and ids follow the page's order (`ord`) so
+# the last row of a key still wins at load. A payload seen before is moved into this
+# batch only if an earlier, failed run received it and never loaded it, so those
+# records are picked up again instead of being lost; a repeat within this run, or of
+# a loaded record, stays where it is and counts as a duplicate.
 _KEEP_RAW = text(
     """
     INSERT INTO raw_records (source, run_id, batch_id, position, payload, content_hash)
-    SELECT :source, :run_id, :batch_id, position, payload, content_hash FROM raw_in
+    SELECT :source, :run_id, :batch_id, position, payload, content_hash
+    FROM (SELECT DISTINCT ON (content_hash) * FROM raw_in ORDER BY content_hash, ord) AS firsts
+    ORDER BY ord
     ON CONFLICT (source, content_hash) DO UPDATE
-        SET batch_id = EXCLUDED.batch_id, run_id = EXCLUDED.run_id, position = EXCLUDED.position
-        WHERE (SELECT b.state FROM raw_batches b WHERE b.id = raw_records.batch_id) <> 'loaded'
+        SET batch_id = EXCLUDED.batch_id, run_id = EXCLUDED.run_id, position = EXCLUDED.position,
+            payload = EXCLUDED.payload
+        WHERE (SELECT b.state <> 'loaded' AND b.run_source_id <> :run_source_id
+               FROM raw_batches b WHERE b.id = raw_records.batch_id)
     """
 )
 
 
+def _raw_rows(items: list[RawItem]) -> Iterator[tuple[int, str, str, str]]:
+    """Yield (order, position, payload JSON, content hash); an unreadable item keeps its reason in the payload."""
+    for order, item in enumerate(items):
+        received = payload_json(item.payload)
+        # The hash is of what was received, so the same bad bytes twice are one record, wherever they were.
+        stored = received if item.error is None else payload_json({**item.payload, UNREADABLE: item.error})
+        yield order, item.position, stored, content_hash(received)
+
+
 def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) -> RawBatch:
-    """Write one page as a raw batch; identical payloads already loaded are not kept again."""
+    """Write one page as a raw batch; a payload already received is kept once and counted as a duplicate."""
     batch = RawBatch(run_source_id=source_run.id, source=source_run.source, seq=seq,
                      cursor_after=page.cursor, received=len(page.items))
     session.add(batch)
     session.flush()
-    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS raw_in (position text, payload jsonb, content_hash text)"
-                         " ON COMMIT DELETE ROWS"))
-    texts = ((item.position, payload_json(item.payload)) for item in page.items)
-    rows = ((position, text, content_hash(text)) for position, text in texts)
-    copy_rows(session, "raw_in", ("position", "payload", "content_hash"), rows)
+    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS raw_in (ord int, position text, payload jsonb,"
+                         " content_hash text) ON COMMIT DELETE ROWS"))
+    copy_rows(session, "raw_in", ("ord", "position", "payload", "content_hash"), _raw_rows(page.items))
     result = session.execute(_KEEP_RAW, {"source": source_run.source, "run_id": source_run.run_id,
-                                         "batch_id": batch.id})
+                                         "batch_id": batch.id, "run_source_id": source_run.id})
     batch.new_records = result.rowcount
-    runs.add_counts(session, source_run, extracted=batch.received, skipped=batch.received - batch.new_records)
+    runs.add_counts(session, source_run, extracted=batch.received, duplicates=batch.received - batch.new_records)
     return batch
 
 

@@ -72,7 +72,8 @@ def create_run(
     return RunStart(run, bool(free), busy)
 
 
-COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",
+# Every record read is one of: loaded, rejected, a duplicate, or skipped (see README, "counting law").
+COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected", "duplicates",
             "requests", "retries", "throttled", "wait_seconds", "waits")
 MAXIMA = ("longest_wait_seconds",)
 

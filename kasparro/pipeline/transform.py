@@ -16,7 +16,7 @@ from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.pipeline.validation import load_quote
-from kasparro.sources.base import Source
+from kasparro.sources.base import UNREADABLE, Source
 
 STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
                  "market_cap_usd", "volume_24h_usd", "percent_change_24h")
@@ -32,6 +32,8 @@ class Validated:
 
 def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any]:
     """Map and validate one payload; raise ValidationError naming what is wrong."""
+    if UNREADABLE in payload:
+        raise ValidationError({"_schema": [str(payload[UNREADABLE])]})
     try:
         fields = source.to_unified(payload)
     except KeyError as exc:

@@ -11,12 +11,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+# The payload key under which extract keeps why a row could not be read; transform rejects such a payload.
+UNREADABLE = "_unreadable"
+
+
 @dataclass(frozen=True)
 class RawItem:
-    """One record exactly as the source gave it, and where it came from."""
+    """One record exactly as the source gave it, and where it came from.
+
+    `error` says why the source could not read the record (too long, not
+    text, a quote never closed); the payload then holds what identifies the
+    bytes, and the record is rejected with that reason instead of failing the source.
+    """
 
     payload: dict[str, Any]
     position: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,16 @@ from the start (loads are idempotent, so re-reading costs time, not data).
 A line is consumed only once it ends in a newline, so a writer caught
 mid-line is never half-read; a last line without one is read once the file
 has been still for `settle_seconds`.
+
+A messy row never sinks the file: a row over `max_row_bytes`, a field over
+`max_field_bytes`, a row that is not text in `encoding` (or holds a NUL byte),
+and a quote that never closes each become one record carrying an `error`,
+which the pipeline rejects with that reason while the rest loads (see
+`csv_scan`). Only a header line that is not text fails the source.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -22,12 +29,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
-from kasparro.sources import SourceContext, register
+from kasparro.sources import SourceContext, csv_scan, register
 from kasparro.sources.base import UNIFIED_FIELDS, Page, RawItem
+from kasparro.sources.csv_scan import Record
 
 HEAD_BYTES = 64 * 1024
 TAIL_BYTES = 4 * 1024
 REQUIRED_COLUMNS = ("source_asset_id", "observed_at", "price_usd")
+MAX_FIELD_BYTES = 128 * 1024
+MAX_ROW_BYTES = 1024 * 1024
+# How much of an unreadable row the raw layer keeps, beside its hash and length.
+PREFIX_BYTES = 1024
+HEADER_HINT = "expected a CSV text file with a header line"
+
+
+class Unreadable(Exception):
+    """A row (or the header) that cannot be read, and why."""
 
 
 def _digest(handle: BinaryIO, start: int, end: int) -> str:
@@ -36,10 +53,31 @@ def _digest(handle: BinaryIO, start: int, end: int) -> str:
 
 
 def fingerprint(handle: BinaryIO, offset: int) -> dict[str, Any]:
-    """Fingerprint the consumed part of a file: its head and the bytes just before `offset`."""
+    """Fingerprint the consumed part of a file: its head and the bytes just before `offset`.
+
+    The handle is left where it was: the reader may already have read ahead.
+    """
+    position = handle.tell()
     head_end = min(offset, HEAD_BYTES)
     tail_start = max(offset - TAIL_BYTES, 0)
-    return {"head": _digest(handle, 0, head_end), "tail": _digest(handle, tail_start, offset)}
+    found = {"head": _digest(handle, 0, head_end), "tail": _digest(handle, tail_start, offset)}
+    handle.seek(position)
+    return found
+
+
+def _limit(spec: Mapping[str, Any], key: str, default: int, name: str) -> int:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SourceConfigError(f"{key} must be a positive whole number of bytes, not {value!r}", source=name)
+    return value
+
+
+def _where(line: int, offset: int) -> str:
+    return f"line {line} at byte offset {offset}"
+
+
+def _line_of(data: bytes, index: int, first_line: int) -> int:
+    return first_line + data.count(b"\n", 0, index)
 
 
 class CsvSource:
@@ -50,6 +88,7 @@ class CsvSource:
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
         path = Path(spec.get("path", ""))
+        self.label = str(spec.get("path", ""))
         self.path = path if path.is_absolute() else context.base_dir / path
         self.columns: dict[str, str] = dict(spec.get("columns", {}))
         missing = [f for f in REQUIRED_COLUMNS if f not in self.columns]
@@ -60,6 +99,15 @@ class CsvSource:
         self.delimiter: str = spec.get("delimiter", ",")
         self.encoding: str = spec.get("encoding", "utf-8-sig")
         self.settle_seconds: float = float(spec.get("settle_seconds", 2))
+        self.max_field_bytes = _limit(spec, "max_field_bytes", MAX_FIELD_BYTES, name)
+        self.max_row_bytes = _limit(spec, "max_row_bytes", MAX_ROW_BYTES, name)
+        try:
+            self._skips_bom = codecs.lookup(self.encoding).name == "utf-8-sig"
+        except LookupError:
+            raise SourceConfigError(f"unknown encoding {self.encoding!r}", source=name) from None
+        # The csv module's own limit counts characters; ours count bytes and are checked
+        # around it, so lift its limit to the longest row it can be handed.
+        csv.field_size_limit(max(csv.field_size_limit(), self.max_row_bytes))
 
     def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         """Yield pages of rows after `cursor`, each with the cursor that follows it."""
@@ -71,21 +119,31 @@ class CsvSource:
             yield from self._read(handle, cursor, page_size)
 
     def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
-        header_line = handle.readline()
-        header = self._parse(header_line)
-        offset, first_line = self._resume_point(handle, cursor, len(header_line))
-        handle.seek(offset)
+        header, header_end = self._header(handle)
+        offset, line_no = self._resume_point(handle, cursor, header_end)
         items: list[RawItem] = []
-        line_no = first_line
-        for record, end, line_no in self._records(handle, offset, first_line):
-            items.append(RawItem(self._payload(header, record), f"{self.path.name}:{line_no}"))
-            offset = end
+        for record in self._records(handle, offset, line_no):
+            if record.fault is None and not record.data.strip():
+                continue
+            items.append(self._item(header, record))
+            offset, line_no = record.end, record.last_line
             if len(items) >= page_size:
                 yield Page(items, self._cursor(handle, offset, line_no))
-                handle.seek(offset)
                 items = []
         if items:
             yield Page(items, self._cursor(handle, offset, line_no))
+
+    def _header(self, handle: BinaryIO) -> tuple[list[str], int]:
+        """Read the header line; fail the source if it is not text, since no row can be read without it."""
+        handle.seek(0)
+        data = handle.readline(self.max_row_bytes + 1)
+        try:
+            if len(data) > self.max_row_bytes:
+                raise Unreadable(f"no line break within max_row_bytes {self.max_row_bytes}")
+            return self._parse(self._decode(data, 0, 1), 1, 0), len(data)
+        except Unreadable as exc:
+            hint = " (set `encoding` in the source settings)" if "not valid" in str(exc) else ""
+            raise SourceConfigError(f"{self.label}: {exc}; {HEADER_HINT}{hint}", source=self.name) from None
 
     def _resume_point(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, header_end: int) -> tuple[int, int]:
         size = os.fstat(handle.fileno()).st_size
@@ -95,30 +153,69 @@ class CsvSource:
                 return offset, int(cursor.get("line", 1))
         return header_end, 1
 
-    def _records(self, handle: BinaryIO, offset: int, line_no: int) -> Iterator[tuple[bytes, int, int]]:
-        """Yield (record bytes, offset after it, its last line number), joining quoted newlines."""
-        pending = b""
+    def _records(self, handle: BinaryIO, offset: int, line_no: int) -> Iterator[Record]:
+        """Yield the records after `offset`, with faults marked (see `csv_scan`)."""
         settled = time.time() - os.fstat(handle.fileno()).st_mtime >= self.settle_seconds
-        for raw in iter(handle.readline, b""):
-            pending += raw
-            line_no += 1
-            complete = raw.endswith(b"\n") or settled
-            if not complete:
-                return
-            if pending.count(b'"') % 2:  # a quoted field goes on to the next line
-                continue
-            offset += len(pending)
-            if pending.strip():
-                yield pending, offset, line_no
-            pending = b""
+        handle.seek(offset)
+        found = csv_scan.lines(handle, offset, line_no, settled, self.max_row_bytes)
+        # Encoded without a byte order mark: utf-8-sig would put one before the delimiter.
+        delimiter = self.delimiter.encode("utf-8" if self._skips_bom else self.encoding)
+        return csv_scan.records(found, delimiter, self.max_row_bytes, settled)
 
-    def _parse(self, record: bytes) -> list[str]:
-        text = record.decode(self.encoding, errors="replace")
-        rows = list(csv.reader(io.StringIO(text), delimiter=self.delimiter))
+    def _item(self, header: list[str], record: Record) -> RawItem:
+        """Turn a record into a payload, or into an unreadable item saying why."""
+        try:
+            if record.fault is not None:
+                raise Unreadable(record.fault)
+            text = self._decode(record.data, record.start, record.line)
+            values = self._parse(text, record.line, record.start)
+            self._check_fields(header, values, record)
+        except Unreadable as exc:
+            return self._unreadable(record, f"{self.path.name}: {exc}")
+        return RawItem(self._payload(header, values), f"{self.path.name}:{record.line}")
+
+    def _decode(self, data: bytes, start: int, line: int) -> str:
+        """Decode strictly; raise Unreadable naming the first bad byte, its offset and line."""
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise Unreadable(f"NUL byte at offset {start + nul} (line {_line_of(data, nul, line)}),"
+                             " the file looks binary here")
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            # utf-8-sig reports positions after the byte order mark it skipped.
+            at = exc.start + (len(codecs.BOM_UTF8) if self._skips_bom and data.startswith(codecs.BOM_UTF8) else 0)
+            raise Unreadable(f"byte 0x{data[at]:02x} at offset {start + at} (line {_line_of(data, at, line)})"
+                             f" is not valid {self.encoding}") from None
+
+    def _parse(self, text: str, line: int, offset: int) -> list[str]:
+        try:
+            rows = list(csv.reader(io.StringIO(text), delimiter=self.delimiter))
+        except csv.Error as exc:
+            raise Unreadable(f"{_where(line, offset)} is not CSV: {exc}") from None
+        if len(rows) > 1:
+            raise Unreadable(f"{_where(line, offset)} reads as {len(rows)} rows")
         return rows[0] if rows else []
 
-    def _payload(self, header: list[str], record: bytes) -> dict[str, Any]:
-        values = self._parse(record)
+    def _check_fields(self, header: list[str], values: list[str], record: Record) -> None:
+        if len(record.data) <= self.max_field_bytes:
+            return  # no field can be longer than its row
+        for index, value in enumerate(values):
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > self.max_field_bytes:
+                column = header[index] if index < len(header) else "beyond the header"
+                raise Unreadable(f"field {index + 1} ({column}) on {_where(record.line, record.start)} is {size}"
+                                 f" bytes, over max_field_bytes {self.max_field_bytes}")
+
+    def _unreadable(self, record: Record, reason: str) -> RawItem:
+        """Keep a bounded prefix, the hash and the length of a row that cannot be read, never the row itself."""
+        prefix = record.data[:PREFIX_BYTES].decode(self.encoding, "backslashreplace").replace("\x00", "\\x00")
+        digest = record.digest or hashlib.sha256(record.data).hexdigest()
+        payload = {"_prefix": prefix, "_sha256": digest, "_bytes": record.end - record.start}
+        return RawItem(payload, f"{self.path.name}:{record.line}", error=reason)
+
+    @staticmethod
+    def _payload(header: list[str], values: list[str]) -> dict[str, Any]:
         payload: dict[str, Any] = dict(zip(header, values))
         if len(values) > len(header):
             payload["_extra"] = values[len(header):]

@@ -170,7 +170,7 @@ def test_runs_are_listed_newest_first_filtered_and_paged(app: Flask, client: Fla
     assert [r["id"] for r in everything["data"]] == [running, failed, ok]
     assert [r["id"] for r in page["data"] + rest["data"]] == [running, failed, ok]
     assert everything["data"][2]["totals"] == {"extracted": 20, "loaded": 20, "inserted": 16, "updated": 4,
-                                               "skipped": 0, "rejected": 0}
+                                               "skipped": 0, "rejected": 0, "duplicates": 0}
     assert [r["id"] for r in client.get("/runs?status=failed").get_json()["data"]] == [failed]
     assert [r["id"] for r in client.get("/runs?trigger=cli").get_json()["data"]] == [running]
     assert client.get("/runs?status=bogus").status_code == 400
@@ -212,7 +212,7 @@ def test_compare_gives_deltas_status_changes_and_anomalies(app: Flask, client: F
 
     x, y = body["sources"]
     assert x["delta"] | {"duration_seconds": None} == {"extracted": 0, "loaded": -80, "inserted": -95,
-                                                       "updated": 15, "skipped": 0, "rejected": 3,
+                                                       "updated": 15, "skipped": 0, "rejected": 3, "duplicates": 0,
                                                        "duration_seconds": None}
     assert x["delta"]["duration_seconds"] == 50 and x["status_changed"] is True
     assert (y["a"]["status"], y["b"], y["delta"]) == ("success", None, None)

@@ -37,7 +37,7 @@ def test_stats_report_rows_rejects_failures_and_rate_limit_evidence_per_source(a
     assert (api["source"], api["rows_total"], api["rejected_total"], api["last_run_status"]) == (
         "api", 105, 1, "partial")
     assert api["last_run"] == {"extracted": 0, "loaded": 12, "inserted": 5, "updated": 7, "skipped": 0,
-                               "rejected": 2}
+                               "rejected": 2, "duplicates": 0}
     assert (api["requests_last_run"], api["retries_last_run"], api["throttled_last_run"],
             api["wait_seconds_last_run"]) == (9, 2, 1, 3.25)
     assert api["last_success_at"].startswith("2024-01-01T01:00:10") and api["last_failure_at"] is None

@@ -77,7 +77,7 @@ def test_a_replaced_file_is_reread_without_duplicating_quotes(app: Flask, source
     run = run_now(app)
 
     (source_run,) = run.source_runs
-    assert (source_run.extracted, source_run.inserted, source_run.skipped) == (5, 1, 4)
+    assert (source_run.extracted, source_run.inserted, source_run.duplicates, source_run.skipped) == (5, 1, 4, 0)
     assert quote_count(app) == 5
 
 

@@ -13,14 +13,14 @@ from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.models import RawBatch, SourceRun
 from kasparro.pipeline import extract as extract_stage
-from kasparro.pipeline import identity, runs
+from kasparro.pipeline import identity, leases, runs
 from kasparro.pipeline.load import load_batch
 from kasparro.pipeline.transform import transform_batch
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import RequestStats, Source
-from kasparro.tasks import fail_source
 
 BATCH_SIZE = 4
+LEASE = leases.Terms(60, "in-process/1")
 
 
 @dataclass
@@ -46,8 +46,9 @@ class Stages:
         source_run = self.source_run()
         if source_run.extract_done:
             return
+        LEASE.take(db.session, source_run.source, source_run.run_id)
         runs.start_source(db.session, source_run)
-        extract_stage.extract(db.session, source_run, self.source, RequestStats(), batch_size, lease_seconds=60)
+        extract_stage.extract(db.session, source_run, self.source, RequestStats(), batch_size, LEASE)
 
     def transform(self, batch: RawBatch) -> None:
         """Transform one batch and commit, as the transform task does per batch."""
@@ -61,10 +62,7 @@ class Stages:
 
     def finish(self) -> SourceRun:
         """Close the source run once every batch is loaded, as the last load does; return it."""
-        source_run = self.source_run()
-        runs.lock(db.session, source_run)
-        if all(batch.state == "loaded" for batch in self.batches()):
-            runs.finish_source(db.session, source_run)
+        runs.close_if_loaded(db.session, self.source_run())
         db.session.commit()
         return self.source_run()
 
@@ -72,8 +70,9 @@ class Stages:
 def start(name: str) -> Stages:
     """Create a run of the declared source `name` (inside an app context) and build its source."""
     specs = catalog.select_sources(current_app.config, [name])
-    run, created = runs.create_run(db.session, "cli", specs)
-    assert created, f"run {run.id} was already active"
+    started = runs.create_run(db.session, "cli", specs)
+    run = started.run
+    assert started.created, f"run {run.id} was already active"
     db.session.commit()
     spec = run.config[name]
     source = build_source(name, spec, SourceContext(base_dir=PROJECT_ROOT))
@@ -97,7 +96,8 @@ def run_in_process(app: Flask, name: str, batch_size: int = BATCH_SIZE,
             source_run = stages.finish()
         except Exception as exc:  # noqa: BLE001 - a failing stage fails the source, as in the tasks
             db.session.rollback()
-            fail_source(stages.source_run_id, f"{type(exc).__name__}: {exc}")
+            runs.fail_source(db.session, stages.source_run_id, f"{type(exc).__name__}: {exc}")
+            db.session.commit()
             source_run = stages.source_run()
         db.session.expunge(source_run)
         return source_run

@@ -86,8 +86,15 @@ def wait_dead(worker: Worker, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def batches_written(stack: Stack) -> int:
-    return stack.sql("SELECT count(*) AS n FROM raw_batches")[0].n
+def start_mid_run(stack: Stack, **env: str) -> tuple[Worker, int]:
+    """Start a worker and a run of small batches; return once five batches are written."""
+    worker = stack.start_worker(BATCH_SIZE="50", **{**FAST, **env})
+    run_id = stack.queue_run()
+    deadline = time.monotonic() + 60
+    while stack.sql("SELECT count(*) AS n FROM raw_batches")[0].n < 5:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.05)
+    return worker, run_id
 
 
 @pytest.mark.parametrize(("point", "batch_size", "fault"), [
@@ -116,12 +123,7 @@ def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(
 
 
 def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack: Stack, quotes: Path) -> None:
-    worker = stack.start_worker(BATCH_SIZE="50", **FAST)
-    run_id = stack.queue_run()
-    deadline = time.monotonic() + 60
-    while batches_written(stack) < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    worker, run_id = start_mid_run(stack)
 
     stack.postgres.stop("immediate")
     time.sleep(3)
@@ -136,12 +138,7 @@ def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack:
 
 def test_redis_restarting_mid_run_loses_queued_messages_and_the_reaper_resends_them(
         stack: Stack, quotes: Path) -> None:
-    worker = stack.start_worker(BATCH_SIZE="50", **FAST)
-    run_id = stack.queue_run()
-    deadline = time.monotonic() + 60
-    while batches_written(stack) < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    worker, run_id = start_mid_run(stack)
 
     stack.redis.stop("immediate")  # it keeps nothing on disk: queued and unacknowledged messages are gone
     time.sleep(2)
@@ -153,12 +150,7 @@ def test_redis_restarting_mid_run_loses_queued_messages_and_the_reaper_resends_t
 
 
 def test_a_database_outage_longer_than_the_retries_is_recorded_and_resumed(stack: Stack, quotes: Path) -> None:
-    worker = stack.start_worker(BATCH_SIZE="50", **{**FAST, "TASK_MAX_RETRIES": "1"})
-    run_id = stack.queue_run()
-    deadline = time.monotonic() + 60
-    while batches_written(stack) < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    worker, run_id = start_mid_run(stack, TASK_MAX_RETRIES="1")
 
     stack.postgres.stop("immediate")
     deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
     ├── SourceBusy                  (transient) another run holds the source's lease
+    ├── SourceRunClosed             (neither) this run's part for the source ended meanwhile: stand down
     ├── BrokerUnavailable           (terminal) a run could not be handed to the broker
     └── InjectedFault               (terminal) a failure asked for by FAULT_INJECTION (tests and demos)
 
@@ -72,6 +73,10 @@ class SourceBusy(KasparroError):
 
 def _rebuild_busy(message: str, source: str | None, retry_in: float) -> SourceBusy:
     return SourceBusy(message, source=source, retry_in=retry_in)
+
+
+class SourceRunClosed(KasparroError):
+    """The source run a stage works for has ended meanwhile (failed elsewhere); the stage stands down."""
 
 
 class BrokerUnavailable(KasparroError):

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from kasparro import catalog, liveness, logs, redis_store
 from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
-from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy
+from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceRunClosed
 from kasparro.models import Run, SourceRun
 from kasparro.pipeline import events, faults, identity, leases, recovery, runs
 from kasparro.pipeline import extract as extract_stage
@@ -79,6 +79,9 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
             events.record(db.session, source_run, retry.get("kind", "retry"), retry["after"], stage)
             db.session.commit()
         work(source_run, stats)
+    except SourceRunClosed as exc:
+        _best_effort(db.session.rollback)
+        logger.info("%s of source run %s stands down: %s", stage, source_run_id, exc)
     except Exception as exc:
         _on_failure(task, source_run_id, stage, exc, stats, retry)
         raise

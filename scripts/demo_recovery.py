@@ -42,11 +42,16 @@ def say(message: str) -> None:
     print(f"\n== {message}", flush=True)
 
 
-def start_worker(name: str, fault: str = "") -> subprocess.Popen:
-    """Start a worker on the demo queue, injecting `fault` if given."""
-    env = {**os.environ, **SETTINGS, "FAULT_INJECTION": fault}
+def start_worker(app: Any, name: str, fault: str = "") -> subprocess.Popen:
+    """Start a worker on a queue of its own, where the next runs go, injecting `fault` if given.
+
+    A queue per worker: a worker still shutting down can never take the next step's tasks.
+    """
+    queue = f"{QUEUE}-{name}"
+    app.extensions["celery"].conf.task_default_queue = queue
+    env = {**os.environ, **SETTINGS, "TASK_QUEUE": queue, "FAULT_INJECTION": fault}
     log = open(DEMO_DIR / f"{name}.log", "wb")
-    command = [sys.executable, "-m", "celery", "-A", "kasparro.worker", "worker", "-Q", QUEUE, "-c", "2",
+    command = [sys.executable, "-m", "celery", "-A", "kasparro.worker", "worker", "-Q", queue, "-c", "2",
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"]
     print(f"   worker {name} started" + (f" with FAULT_INJECTION={fault}" if fault else ""), flush=True)
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,7 +139,7 @@ def main() -> None:
 
     say("0. a clean load, for reference")
     reset(app)
-    worker = start_worker("demo-clean")
+    worker = start_worker(app, "demo-clean")
     wait_for(app, enqueue(app), ("success", "partial"), 120)
     expected = row(app, "SELECT count(*) FROM market_quotes WHERE source = :s", s=SOURCE)[0]
     stop_worker(worker)
@@ -142,13 +147,13 @@ def main() -> None:
 
     say("1. the load fails after 100 records (FAULT_INJECTION ...:load:100:raise)")
     reset(app)
-    worker = start_worker("demo-faulty", f"{SOURCE}:load:100:raise")
+    worker = start_worker(app, "demo-faulty", f"{SOURCE}:load:100:raise")
     first = enqueue(app)
     wait_for(app, first, ("failed",), 120)
     show(app, first)
     stop_worker(worker)
     say("   a fresh worker and the next run resume from the checkpoint")
-    worker = start_worker("demo-fresh")
+    worker = start_worker(app, "demo-fresh")
     second = enqueue(app)
     wait_for(app, second, ("success", "partial"), 120)
     show(app, second)
@@ -157,13 +162,13 @@ def main() -> None:
 
     say("2. the whole worker process dies mid-load (FAULT_INJECTION ...:load:100:exit)")
     reset(app)
-    worker = start_worker("demo-doomed", f"{SOURCE}:load:100:exit")
+    worker = start_worker(app, "demo-doomed", f"{SOURCE}:load:100:exit")
     third = enqueue(app)
     worker.wait(timeout=120)
     print(f"   worker exited with {worker.returncode} (killed)")
     show(app, third)
     say("   a fresh worker starts; the stack's reaper resumes the source once the dead worker's lease lapses")
-    worker = start_worker("demo-replacement")
+    worker = start_worker(app, "demo-replacement")
     started = time.monotonic()
     wait_for(app, third, ("success", "partial"), 240)
     print(f"   resumed and finished {time.monotonic() - started:.0f}s after the replacement started")

@@ -17,14 +17,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from kasparro.errors import SourceBusy
+from kasparro.errors import SourceBusy, SourceRunClosed
 
 logger = logging.getLogger(__name__)
 
+# Only a run whose part for this source is still open may take or renew the lease, so a
+# stage still working after its source run closed (failed elsewhere) cannot hold it up.
 _ACQUIRE = text(
     """
     INSERT INTO source_leases (source, run_id, holder, expires_at)
-    VALUES (:source, :run_id, :holder, now() + make_interval(secs => :seconds))
+    SELECT :source, :run_id, :holder, now() + make_interval(secs => :seconds)
+    WHERE EXISTS (SELECT 1 FROM run_sources WHERE run_id = :run_id AND source = :source
+                  AND status IN ('queued', 'running'))
     ON CONFLICT (source) DO UPDATE
         SET run_id = EXCLUDED.run_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
         WHERE source_leases.run_id = EXCLUDED.run_id OR source_leases.expires_at < now()
@@ -69,13 +73,18 @@ class Terms:
     holder: str | None = None
 
     def take(self, session: Session, source: str, run_id: int) -> None:
-        """Acquire or renew the lease and commit at once, or raise SourceBusy naming the run that has it."""
+        """Acquire or renew the lease and commit at once; raise SourceBusy naming the run that has it,
+        or SourceRunClosed if this run's part for the source has ended meanwhile."""
         taken = acquire(session, source, run_id, self.seconds, self.holder)
         # Committed on its own: a lease row held through a stage's work would serialise the stages.
         session.commit()
-        if not taken:
-            raise SourceBusy(f"run {holder(session, source)} is working on this source", source=source,
-                             retry_in=seconds_left(session, source))
+        if taken:
+            return
+        other = holder(session, source)
+        if other is None or other == run_id:
+            raise SourceRunClosed(f"run {run_id} no longer works on this source", source=source)
+        raise SourceBusy(f"run {other} is working on this source", source=source,
+                         retry_in=seconds_left(session, source))
 
 
 @contextmanager

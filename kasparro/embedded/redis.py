@@ -1,4 +1,4 @@
-"""A private, non-persistent Redis run as our child process."""
+"""A private Redis run as our child process; it keeps its data in an append-only file only if asked."""
 from __future__ import annotations
 
 import re
@@ -27,10 +27,11 @@ def _emergency_kill(process: subprocess.Popen[bytes]) -> None:
 
 
 class RedisServer(Server):
-    """A private, non-persistent Redis on 127.0.0.1 run as our child process."""
+    """A private Redis on 127.0.0.1 run as our child process (`persistent`: queued messages survive a restart)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, persistent: bool = False) -> None:
         super().__init__(data_dir, port)
+        self.persistent = persistent
         self.binary = find_redis_server()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +57,7 @@ class RedisServer(Server):
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(self.data_dir), "--daemonize", "no",
+                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.data_dir), "--daemonize", "no",
                    "--logfile", str(self.log_path)]
         # Own session: a Ctrl-C meant for the caller's terminal must not kill the server behind its back.
         return subprocess.Popen(command, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -240,8 +240,13 @@ class Stack:
         redis_pid, postgres_pid = self.redis.pid, self.postgres.pid
         self.redis.stop("immediate")
         self.postgres.stop("immediate")
-        leftovers += [f"pid {pid}" for pid in (redis_pid, postgres_pid, *backends)
-                      if pid and Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
+        # An immediate stop returns once the postmaster is gone; its backends may take a moment more.
+        deadline = time.monotonic() + 10
+        while (alive := [pid for pid in (redis_pid, postgres_pid, *backends)
+                         if pid and Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        leftovers += [f"pid {pid}" for pid in alive]
         shutil.rmtree(self.root, ignore_errors=True)
         return leftovers
 

@@ -1,0 +1,121 @@
+"""Start the servers `make run` and `make test` need when none are configured, then run a command with them.
+
+    python -m kasparro.embedded run -- honcho start      # DATABASE_URL / BROKER_URL unset: start both
+    python -m kasparro.embedded test -- pytest          # TEST_DATABASE_SERVER / TEST_BROKER_URL unset: same
+
+A configured URL is used as it is and nothing is started for it. Started servers live under `var/` in the
+checkout (PostgreSQL in one folder per major version, so an upgrade never reads an old cluster), keep their
+data between runs, and stop when the command ends or on Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kasparro.embedded.base import find_pg_bin_dir
+from kasparro.embedded.postgres import PostgresServer
+from kasparro.embedded.redis import RedisServer
+
+# purpose -> (database setting, broker setting) that, when set, mean "use that server".
+SETTINGS = {"run": ("DATABASE_URL", "BROKER_URL"), "test": ("TEST_DATABASE_SERVER", "TEST_BROKER_URL")}
+DATABASE = "kasparro"
+
+
+def pg_major(bin_dir: Path) -> str:
+    """Return the major version of the PostgreSQL in `bin_dir` (e.g. "18")."""
+    output = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True,
+                            check=True).stdout
+    found = re.search(r"(\d+)", output.split(")")[-1])
+    return found.group(1) if found else "unknown"
+
+
+@dataclass
+class LocalServices:
+    """The servers started for one purpose, and the settings that point the command at them."""
+
+    purpose: str
+    root: Path
+    postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
+    exports: dict[str, str] = field(default_factory=dict)
+
+    def start(self, env: Mapping[str, str]) -> list[str]:
+        """Start what `env` leaves unconfigured; return one line per server saying what is used."""
+        database_setting, broker_setting = SETTINGS[self.purpose]
+        lines = []
+        if env.get(database_setting):
+            lines.append(f"PostgreSQL: {database_setting} is set; using that server")
+        else:
+            lines.append(self._start_postgres())
+        if env.get(broker_setting):
+            lines.append(f"Redis: {broker_setting} is set; using that server")
+        else:
+            lines.append(self._start_redis())
+        return lines
+
+    def _start_postgres(self) -> str:
+        bin_dir = find_pg_bin_dir()
+        # Tests trade durability against a machine crash for speed; `make run` keeps fsync on.
+        self.postgres = PostgresServer(self.root / f"pg{pg_major(bin_dir)}", fast=self.purpose == "test")
+        self.postgres.start()
+        if self.purpose == "run":
+            self.exports["DATABASE_URL"] = self.postgres.database_url(DATABASE)
+        else:
+            self.exports["TEST_DATABASE_SERVER"] = self.postgres.database_url("")[:-1]
+        return (f"PostgreSQL: started a local server on 127.0.0.1:{self.postgres.port} ({bin_dir}), "
+                f"data in {self.postgres.data_dir}")
+
+    def _start_redis(self) -> str:
+        self.redis = RedisServer(self.root / "redis", persistent=self.purpose == "run")
+        self.redis.start()
+        if self.purpose == "run":
+            self.exports.update(BROKER_URL=self.redis.database_url(0), RESULT_BACKEND=self.redis.database_url(1),
+                                REDIS_URL=self.redis.database_url(0))
+        else:
+            self.exports["TEST_BROKER_URL"] = self.redis.database_url(0)
+        return f"Redis: started a local server on 127.0.0.1:{self.redis.port} ({self.redis.binary}), data in " \
+               f"{self.redis.data_dir}"
+
+    def stop(self) -> None:
+        """Stop what was started, cleanly, so the data is there next time."""
+        for server in (self.redis, self.postgres):
+            if server is not None:
+                server.stop("fast")
+
+
+def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
+    """Run `command` in our process group with `exports` added; wait for it even through Ctrl-C."""
+    child = subprocess.Popen(list(command), env={**os.environ, **exports})
+    # Ctrl-C reaches the child directly (same process group); a SIGTERM sent to us is passed on.
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def main(argv: Sequence[str]) -> int:
+    """Start what is missing for `argv[0]` (run or test), run the command after `--`, then stop it all."""
+    if len(argv) < 3 or argv[0] not in SETTINGS or argv[1] != "--":
+        print("usage: python -m kasparro.embedded run|test -- COMMAND...", file=sys.stderr)
+        return 2
+    from kasparro.config import PROJECT_ROOT, read_environment
+
+    purpose, command = argv[0], argv[2:]
+    services = LocalServices(purpose, PROJECT_ROOT / "var" / ("local" if purpose == "run" else "test"))
+    try:
+        for line in services.start(read_environment()):
+            print(f"kasparro: {line}", flush=True)
+        if services.exports and purpose == "run":
+            print("kasparro: other terminals reach them with: "
+                  + " ".join(f"{k}={v}" for k, v in services.exports.items()), flush=True)
+        return run_with(command, services.exports)
+    finally:
+        services.stop()

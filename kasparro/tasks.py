@@ -164,7 +164,11 @@ def _faults() -> tuple[faults.Fault, ...]:
 def _stage(source_run: SourceRun, stage: str | None, work: Callable[[leases.Terms], None]) -> None:
     """Take the source's lease, mark the stage, and do the work while a thread keeps the lease alive."""
     lease = _lease()
+    previous = leases.held_by(db.session, source_run.source, source_run.run_id)
     lease.take(db.session, source_run.source, source_run.run_id)
+    if recovery.note_takeover(db.session, source_run, previous, lease.holder,
+                              lambda ids: liveness.alive(redis_store.client(), ids)):
+        db.session.commit()
     if stage is not None:
         runs.set_stage(db.session, source_run, stage)
         db.session.commit()

@@ -50,6 +50,13 @@ def holder(session: Session, source: str) -> int | None:
     ).scalar()
 
 
+def held_by(session: Session, source: str, run_id: int) -> str | None:
+    """Return the worker named on `run_id`'s lease on `source`, live or lapsed (None if no such lease)."""
+    return session.execute(
+        text("SELECT holder FROM source_leases WHERE source = :s AND run_id = :r"), {"s": source, "r": run_id}
+    ).scalar()
+
+
 def seconds_left(session: Session, source: str) -> float:
     """Return how long the live lease on `source` has left (0 if none)."""
     left = session.execute(

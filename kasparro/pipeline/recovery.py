@@ -89,3 +89,17 @@ def resume_or_fail(session: Session, stalled: Stalled, limit: int, reserve_secon
     if stalled.interrupted:
         leases.acquire(session, source_run.source, source_run.run_id, reserve_seconds, REAPER)
     return True
+
+
+def note_takeover(session: Session, source_run: SourceRun, previous: str | None, current: str | None,
+                  alive: Callable[[list[str]], set[str]]) -> bool:
+    """Record that a worker took over a source run whose previous worker is gone; True if it did.
+
+    The reaper is not the only way back after a crash: a chain's next message, still queued when its
+    worker died, is picked up by another worker. The history shows that too.
+    """
+    if previous in (None, current, REAPER) or previous in alive([previous]):
+        return False
+    events.record(session, source_run, "interrupted", f"worker {previous} is gone", source_run.stage)
+    events.record(session, source_run, "resumed", f"taken over by worker {current}", source_run.stage)
+    return True

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from kasparro import catalog
 from kasparro.db import db
 from kasparro.errors import SourceBusy, SourceRunClosed
-from kasparro.models import MarketQuote, RawBatch, RawRecord, SourceRun
+from kasparro.models import MarketQuote, RawBatch, RawRecord, RunEvent, SourceRun
 from kasparro.pipeline import leases, recovery, runs
 from kasparro.pipeline.extract import extract
 from kasparro.pipeline.load import load_batch, load_pending
@@ -165,3 +165,17 @@ def test_a_stage_still_working_after_its_source_run_failed_cannot_take_the_lease
 
     assert leases.holder(db.session, "daily") is None
     assert runs.create_run(db.session, "api", catalog.select_sources(current_app.config, None)).created
+
+
+def test_a_worker_taking_over_from_a_dead_one_records_the_interruption(started) -> None:
+    source_run, _ = started
+    db.session.commit()
+
+    took_over = recovery.note_takeover(db.session, source_run, "this-worker/1", "fresh-worker/2", alive=lambda _: set())
+    alive_peer = recovery.note_takeover(db.session, source_run, "this-worker/1", "fresh-worker/2",
+                                        alive=lambda ids: set(ids))
+    db.session.commit()
+
+    assert (took_over, alive_peer) == (True, False)
+    assert [e.kind for e in db.session.execute(select(RunEvent).order_by(RunEvent.id)).scalars()] == [
+        "interrupted", "resumed"]

@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from bench import data  # noqa: E402
 from bench.database import build_app, discard  # noqa: E402
 from bench.procs import ProcSampler, start_worker, stop_worker  # noqa: E402
+from kasparro.config import ConfigError, normalise_database_url  # noqa: E402
 
 SOURCE = "bench_csv"
 COLUMNS = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close",
@@ -70,6 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch_size < 1:
         parser.error("--rows and --batch-size must be positive")
+    try:
+        # The baseline COPY opens its own engine, so it needs the driver named as the app does.
+        args.db_server = normalise_database_url(args.db_server)
+    except ConfigError as exc:
+        parser.error(f"--db-server: {exc}")
     return args
 
 

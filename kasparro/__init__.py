@@ -1,6 +1,7 @@
 """Kasparro ETL: crypto market data from many sources, unified in PostgreSQL, served over HTTP."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ from flask import Flask
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: settings, database, logging, Celery, API and CLI."""
     from kasparro import api, celery_app, cli, logs, metrics, redis_store
-    from kasparro.config import load_config, read_environment
+    from kasparro.config import describe_connections, load_config, normalise_database_url, read_environment
     from kasparro.db import db
     from kasparro.migrate import migrate
 
@@ -18,7 +19,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(load_config(read_environment()))
     if overrides:
         app.config.from_mapping(overrides)
+    # Overrides (tests, the bench) may name the database as a platform does, too.
+    app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(str(app.config["SQLALCHEMY_DATABASE_URI"]))
     logs.init_app(app)
+    # Every process that builds the app (API, worker, beat, CLI) says where it connects, passwords masked.
+    logging.getLogger(__name__).info("connecting to %s", describe_connections(app.config))
     db.init_app(app)
     redis_store.init_app(app)
     migrate.init_app(app, db, directory=str(app.config.get("MIGRATIONS_DIR", _migrations_dir())))

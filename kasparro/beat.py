@@ -24,6 +24,10 @@ MIN_WRITE_INTERVAL_SECONDS = 5.0
 KEY_TTL_SECONDS = 24 * 3600
 
 
+# Where celery_app puts REDIS_URL in the Celery configuration: Celery masks names holding "secret".
+REDIS_URL_SETTING = "kasparro_secret_redis_url"
+
+
 class HeartbeatScheduler(PersistentScheduler):
     """Celery's persistent scheduler plus a `kasparro:beat:last_seen` unix time in Redis on each tick."""
 
@@ -36,7 +40,7 @@ class HeartbeatScheduler(PersistentScheduler):
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            url = self.app.conf.get("kasparro_redis_url") or load_config(read_environment())["REDIS_URL"]
+            url = self.app.conf.get(REDIS_URL_SETTING) or load_config(read_environment())["REDIS_URL"]
             self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         return self._redis
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import Celery, Task
 from flask import Flask
 
+from kasparro.beat import REDIS_URL_SETTING
 from kasparro.config import HARD_LIMIT_MARGIN_SECONDS, check_timing
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ def init_app(app: Flask) -> Celery:
         broker_transport_options={"visibility_timeout": app.config["BROKER_VISIBILITY_TIMEOUT_SECONDS"]},
         # Beat leaves a heartbeat in Redis so /health can tell scheduling is alive.
         beat_scheduler="kasparro.beat:HeartbeatScheduler",
-        kasparro_redis_url=app.config["REDIS_URL"],
         beat_schedule={
             "etl-run": {
                 "task": "kasparro.tasks.scheduled_run",
@@ -51,6 +51,9 @@ def init_app(app: Flask) -> Celery:
             },
         },
     )
+    # Beat's heartbeat goes to this Redis; the setting's name is one Celery masks wherever it shows its
+    # configuration (Flower, `inspect conf`), as it masks broker_url and result_backend.
+    celery.conf[REDIS_URL_SETTING] = app.config["REDIS_URL"]
     celery.conf.update(app.config.get("CELERY", {}))
     celery.set_default()
     app.extensions["celery"] = celery

@@ -13,6 +13,7 @@ from kasparro.db import db
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
 from kasparro.models import Run, RunEvent
+from kasparro.redact import redact_url
 from kasparro.pipeline.runs import TERMINAL
 
 etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
@@ -27,7 +28,8 @@ def init_db_command() -> None:
 
 @etl.command("sources")
 def sources_command() -> None:
-    """List the enabled sources and their kinds."""
+    """Show the database in use (password masked), then list the enabled sources and their kinds."""
+    click.echo(f"database: {redact_url(current_app.config['SQLALCHEMY_DATABASE_URI'])}")
     for name, spec in catalog.declared_sources(current_app.config).items():
         click.echo(f"{name:24} {spec['kind']:12} {spec.get('path') or spec.get('base_url', '')}")
 

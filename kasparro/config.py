@@ -1,12 +1,15 @@
 """Read the service's settings from the environment (and an optional `.env`)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+
+from kasparro.redact import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where beat leaves its heartbeat (unix time) for /health to read.
@@ -47,6 +50,31 @@ def parse_float(name: str, value: str, minimum: float = 0.0) -> float:
     return _parse_number(name, value, float, minimum)
 
 
+# The drivers a PostgreSQL URL may name; psycopg2 is the one requirements.txt installs.
+DEFAULT_DRIVER = "psycopg2"
+POSTGRES_DRIVERS = ("psycopg2", "psycopg")
+
+
+def normalise_database_url(url: str) -> str:
+    """Rewrite a PostgreSQL URL's scheme to name an installed driver, leaving the rest byte for byte."""
+    scheme, separator, rest = url.strip().partition("://")
+    dialect, _, driver = scheme.lower().partition("+")
+    if not separator or dialect not in ("postgres", "postgresql") or driver not in ("", *POSTGRES_DRIVERS):
+        # Name the scheme only: the rest may hold a password.
+        shown = f"{scheme}://..." if separator else "no scheme"
+        raise ConfigError(f"DATABASE_URL must be postgres://, postgresql:// or postgresql+psycopg2://..., got {shown}")
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, and knows no postgres:// at all (Heroku, Render).
+    if driver != "psycopg" or importlib.util.find_spec("psycopg") is None:
+        driver = DEFAULT_DRIVER
+    return f"postgresql+{driver}://{rest}"
+
+
+def describe_connections(config: Mapping[str, Any]) -> str:
+    """Say which database, broker and Redis the settings point at, with passwords masked."""
+    return (f"database {redact_url(str(config['SQLALCHEMY_DATABASE_URI']))}, "
+            f"broker {redact_url(config['BROKER_URL'])}, redis {redact_url(config['REDIS_URL'])}")
+
+
 def read_environment(env_file: str | None = None) -> dict[str, str]:
     """Merge `.env` under the process environment: variables already set win."""
     path = env_file if env_file is not None else os.environ.get("ENV_FILE", str(PROJECT_ROOT / ".env"))
@@ -63,7 +91,7 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         # Compose passes unset optional settings as empty strings: treat them as unset.
         return env.get(name) or default
 
-    database_url = get("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/kasparro")
+    database_url = normalise_database_url(get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/kasparro"))
     broker_url = get("BROKER_URL", "redis://127.0.0.1:6379/0")
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,

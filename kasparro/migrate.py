@@ -6,12 +6,14 @@ from flask_migrate import Migrate, upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from kasparro.config import normalise_database_url
+
 migrate = Migrate()
 
 
 def ensure_database(url: str) -> bool:
     """Create the database named in `url` if it is missing; True if it was created."""
-    target = make_url(url)
+    target = make_url(normalise_database_url(url))
     admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -26,7 +28,7 @@ def ensure_database(url: str) -> bool:
 
 def drop_database(url: str) -> None:
     """Drop the database named in `url`, closing its connections first (throwaway test and bench databases)."""
-    target = make_url(url)
+    target = make_url(normalise_database_url(url))
     admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

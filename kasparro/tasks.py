@@ -37,6 +37,7 @@ from kasparro.pipeline import events, faults, identity, leases, recovery, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending
 from kasparro.pipeline.transform import transform_pending
+from kasparro.redact import redact_text
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import RequestStats, Source
 from kasparro.sources.ratelimit import RedisBudgets
@@ -113,7 +114,8 @@ def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stat
 
 
 def _retry(task: Task, stage: str, source_run_id: int, exc: Exception, delay: float, extra: dict[str, Any]) -> None:
-    logger.warning("%s of source run %s failed, retrying in %.1fs: %s", stage, source_run_id, delay, exc)
+    logger.warning("%s of source run %s failed, retrying in %.1fs: %s", stage, source_run_id, delay,
+                   redact_text(str(exc)))
     retry = {"after": f"retry {task.request.retries + 1} after {type(exc).__name__}: {exc}"[:500], **extra}
     raise task.retry(exc=exc, countdown=delay, kwargs={**task.request.kwargs, "retry": retry}) from None
 
@@ -142,7 +144,7 @@ def _fail(source_run_id: int, error: str, stage: str, stats: RequestStats | None
     failed = runs.fail_source(db.session, source_run_id, error, stage)
     db.session.commit()
     if failed is not None:
-        logger.error("source %s of run %s failed: %s", failed.source, failed.run_id, error)
+        logger.error("source %s of run %s failed: %s", failed.source, failed.run_id, failed.error)
 
 
 def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:

@@ -11,9 +11,11 @@ from typing import Any
 import flask_smorest
 from flask import Flask, Response, send_from_directory
 
+from kasparro import catalog
 from kasparro.api import envelope, errors
 from kasparro.api.auth import API_KEY_HEADER, SECURITY_SCHEME
 from kasparro.api.schemas import ErrorSchema
+from kasparro.errors import SourceConfigError
 
 CDN_SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 LOCAL_SWAGGER_UI = "/docs/assets/"
@@ -76,6 +78,18 @@ def _document_metrics(app: Flask, api: Api) -> None:
     }})
 
 
+def _document_declared_sources(app: Flask, api: Api) -> None:
+    # The names POST /run-etl and /runs accept come from SOURCES_FILE, so the schema learns them here;
+    # a client generated from the document then cannot send a name the server refuses.
+    try:
+        names = sorted(catalog.declared_sources(app.config))
+    except SourceConfigError:
+        return  # a broken sources file fails every run anyway, and says why
+    request_schema = api.spec.components.schemas.get("RunRequest")
+    if names and isinstance(request_schema, dict):
+        request_schema["properties"]["sources"]["items"]["enum"] = names
+
+
 def init_app(app: Flask) -> None:
     """Register the API, its OpenAPI document and docs, error handlers and request hooks."""
     from kasparro.api import data, health, rejects, runs, stats
@@ -93,4 +107,5 @@ def init_app(app: Flask) -> None:
     for module in (data, runs, rejects, stats, health):
         api.register_blueprint(module.blp)
     _document_metrics(app, api)
+    _document_declared_sources(app, api)
     app.extensions["kasparro_api"] = api

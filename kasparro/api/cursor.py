@@ -17,11 +17,16 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+FINGERPRINT_CHARS = 16
+# Every cursor is base64url, unpadded, of '{"k":[' and the rest: "eyJrIjpb" is those six bytes encoded.
+PATTERN = r"^eyJrIjpb[A-Za-z0-9_-]+$"
+MAX_LENGTH = 2000
+
 
 def fingerprint(scope: str, params: Mapping[str, Any]) -> str:
     """Hash what a page depends on (endpoint scope, filters, sort) into a short tag."""
     canonical = json.dumps({"scope": scope, **params}, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
 def encode(key: Sequence[Any], tag: str) -> str:
@@ -29,6 +34,10 @@ def encode(key: Sequence[Any], tag: str) -> str:
     values = [v.isoformat() if isinstance(v, datetime) else v for v in key]
     raw = json.dumps({"k": values, "f": tag}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# The shortest cursor there can be: a one-value key and a fingerprint.
+MIN_LENGTH = len(encode([0], "0" * FINGERPRINT_CHARS))
 
 
 def decode(token: str, tag: str, types: Sequence[type]) -> tuple[Any, ...]:

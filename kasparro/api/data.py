@@ -5,14 +5,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select, true, tuple_
+from sqlalchemy import Row, Select, func, or_, select, true, tuple_
 from sqlalchemy.orm import aliased
 
 from kasparro.api.auth import read_access
 from kasparro.api.base import Blueprint, keyset_page
 from kasparro.api.envelope import single
 from kasparro.api.errors import ApiError
-from kasparro.api.params import LatestParams, NoParams, PageParams, QuoteParams
+from kasparro.api.params import AssetParams, LatestParams, NoParams, QuoteParams
 from kasparro.api.schemas import AssetDetailSchema, AssetSchema, QuoteSchema, envelope
 from kasparro.db import db
 from kasparro.models import Asset, MarketQuote
@@ -111,17 +111,30 @@ def latest_quotes(params: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/assets")
 @read_access
-@blp.arguments(PageParams, location="query")
+@blp.arguments(AssetParams, location="query")
 @blp.response(200, envelope(AssetSchema, "AssetPage", many=True))
 @blp.errors(400, 401)
 def list_assets(params: dict[str, Any]) -> dict[str, Any]:
-    """List canonical assets by slug."""
-    query = select(Asset).order_by(Asset.slug).limit(params["limit"] + 1)
+    """List canonical assets by slug, optionally those with one symbol or matching a search term."""
+    filters = {"symbol": (params.get("symbol") or "").upper() or None, "q": (params.get("q") or "").lower() or None}
+    query = build_assets_query(filters).limit(params["limit"] + 1)
 
     def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
         return db.session.execute(query if after is None else query.where(Asset.slug > after[0])).scalars().all()
 
-    return keyset_page("assets", {}, params, (str,), fetch, lambda a: (a.slug,))
+    return keyset_page("assets", filters, params, (str,), fetch, lambda a: (a.slug,))
+
+
+def build_assets_query(filters: Mapping[str, Any]) -> Select:
+    """Build the /assets query in slug order, filtered by symbol and by a name or slug substring."""
+    query = select(Asset).order_by(Asset.slug)
+    if filters.get("symbol"):
+        query = query.where(func.upper(Asset.symbol) == filters["symbol"])
+    if filters.get("q"):
+        # The term is text to find, not a LIKE pattern: its % and _ match only themselves.
+        pattern = "%" + filters["q"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(Asset.name.ilike(pattern, escape="\\"), Asset.slug.ilike(pattern, escape="\\")))
+    return query
 
 
 @blp.route("/assets/<string:slug>")

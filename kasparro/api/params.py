@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from kasparro.api import cursor
 from kasparro.models import RUN_STATUSES, TRIGGERS
 
 MAX_LIMIT = 1000
@@ -31,8 +32,11 @@ def limit_field(default: int = DEFAULT_LIMIT) -> fields.Integer:
 
 
 def cursor_field() -> fields.String:
-    """Return the opaque cursor parameter."""
-    return text("next_cursor from the previous page; only valid with the same filters and sort.", 2000)
+    """Return the opaque cursor parameter, with the alphabet and length every issued cursor has."""
+    return fields.String(validate=[validate.Length(min=cursor.MIN_LENGTH, max=cursor.MAX_LENGTH),
+                                   validate.Regexp(cursor.PATTERN, error="is not a valid cursor")],
+                         metadata={"description": "next_cursor from the previous page; only valid with the same "
+                                                  "filters and sort."})
 
 
 class Instant(fields.AwareDateTime):
@@ -68,7 +72,7 @@ class QuoteParams(StrictSchema):
     symbol = text("Ticker symbol, case-insensitive, e.g. BTC.", 40)
     source = text("Source name, e.g. coingecko.", 100)
     since = instant("Only quotes observed at or after this instant (ISO-8601).")
-    until = instant("Only quotes observed before this instant (ISO-8601).")
+    until = instant("Only quotes observed before this instant (ISO-8601); must be later than since.")
     sort = fields.String(load_default="-observed_at", validate=validate.OneOf(["observed_at", "-observed_at"]),
                          metadata={"description": "observed_at (oldest first) or -observed_at (newest first)."})
     limit = limit_field()
@@ -86,7 +90,9 @@ class LatestParams(StrictSchema):
     cursor = cursor_field()
 
 
-class PageParams(StrictSchema):
+class AssetParams(StrictSchema):
+    symbol = text("Ticker symbol, case-insensitive exact match, e.g. BTC.", 40)
+    q = text("Case-insensitive substring of the asset's name or slug, e.g. bit.", 100)
     limit = limit_field()
     cursor = cursor_field()
 

@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kasparro.models import RunEvent, SourceRun
+from kasparro.redact import redact_text
 
 MAX_DETAIL = 2000
 
@@ -12,7 +13,7 @@ MAX_DETAIL = 2000
 def record(session: Session, source_run: SourceRun, kind: str, detail: str, stage: str | None = None) -> None:
     """Add an event to the source run's history (the caller commits)."""
     session.add(RunEvent(run_id=source_run.run_id, run_source_id=source_run.id, source=source_run.source,
-                         kind=kind, stage=stage, detail=detail[:MAX_DETAIL]))
+                         kind=kind, stage=stage, detail=redact_text(detail)[:MAX_DETAIL]))
 
 
 def count(session: Session, source_run_id: int, kind: str) -> int:

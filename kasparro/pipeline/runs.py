@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import IdempotencyKey, RawBatch, Run, SourceRun
 from kasparro.pipeline import events, leases
+from kasparro.redact import redact_text
 
 TERMINAL = ("success", "partial", "failed")
 ACTIVE = ("queued", "running")
@@ -119,7 +120,8 @@ def finish_source(session: Session, source_run: SourceRun, error: str | None = N
         return
     if error is not None:
         source_run.status = "failed"
-        source_run.error = error[:4000]
+        # /runs and /stats serve this text: a URL it quotes may carry a password or a key.
+        source_run.error = redact_text(error)[:4000]
     else:
         source_run.status = "partial" if source_run.rejected else "success"
     source_run.stage = None

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from kasparro.errors import PayloadError, SourceConfigError
 from kasparro.sources import SourceContext, register
 from kasparro.sources.base import Page, RawItem
-from kasparro.sources.http import client_from_spec, number_setting, secret_setting
+from kasparro.sources.http import client_from_spec, display_url, number_setting, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class CoinGeckoSource:
         params = {"vs_currency": "usd", "order": "market_cap_desc", "per_page": self.per_page, "page": number}
         coins = self.client.get_json(url, params)
         if not isinstance(coins, list):
-            raise PayloadError(f"GET {url} page {number} returned a JSON {type(coins).__name__}, "
+            raise PayloadError(f"GET {display_url(url)} page {number} returned a JSON {type(coins).__name__}, "
                                "expected an array", source=self.name)
         logger.info("coingecko page source=%s page=%d listed=%d", self.name, number, len(coins),
                     extra={"source": self.name, "page": number, "listed": len(coins)})

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext, register
 from kasparro.sources.base import Page, RawItem
-from kasparro.sources.http import client_from_spec, secret_setting
+from kasparro.sources.http import client_from_spec, display_url, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class CoinPaprikaSource:
         url = f"{self.base_url}/tickers"
         coins = self.client.get_json(url, {"quotes": "USD"})
         if not isinstance(coins, list):
-            raise PayloadError(f"GET {url} returned a JSON {type(coins).__name__}, expected an array",
+            raise PayloadError(f"GET {display_url(url)} returned a JSON {type(coins).__name__}, expected an array",
                                source=self.name)
         marks = Watermarks(cursor)
         fresh = [RawItem(coin, f"tickers#{index}") for index, coin in enumerate(as_objects(coins))

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 
 from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
+from kasparro.redact import redact_text
 from kasparro.sources import SourceContext
 from kasparro.sources.base import RequestStats
 from kasparro.sources.ratelimit import Budget
@@ -172,10 +173,11 @@ class HttpClient:
         return self.redact(flat[:SNIPPET_CHARS]) or "(empty body)"
 
     def redact(self, text: str) -> str:
-        """Replace every secret this client sends with a placeholder."""
+        """Replace every secret this client sends, and any URL password or key quoted, with a placeholder."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        # requests quotes the whole URL when it cannot parse it, user:password@ included.
+        return redact_text(text)
 
 
 def describe_json_error(exc: ValueError, body: bytes) -> str:

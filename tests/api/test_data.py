@@ -137,6 +137,34 @@ def test_assets_are_paged_by_slug(client: FlaskClient, session: Any) -> None:
     assert rest["meta"]["next_cursor"] is None
 
 
+def test_assets_are_found_by_symbol_and_by_name_or_slug(client: FlaskClient, session: Any) -> None:
+    for slug, symbol, name in [("bitcoin", "BTC", "Bitcoin"), ("bitcoin-cash", "BCH", "Bitcoin Cash"),
+                               ("wrapped-bitcoin", "WBTC", "Wrapped BTC"), ("ethereum", "ETH", "Ethereum"),
+                               ("usd-coin", "USDC", "USD Coin"), ("usd1", "usd1", "USD1 100% backed")]:
+        f.asset(slug, symbol, name)
+    session.commit()
+
+    def slugs(query: str) -> list[str]:
+        response = client.get(f"/assets?{query}")
+        assert response.status_code == 200, response.get_json()
+        return [a["slug"] for a in response.get_json()["data"]]
+
+    assert slugs("symbol=btc") == ["bitcoin"]
+    assert slugs("symbol=USD1") == ["usd1"]
+    assert slugs("q=BITCOIN") == ["bitcoin", "bitcoin-cash", "wrapped-bitcoin"]
+    assert slugs("q=btc") == ["wrapped-bitcoin"]  # a name match; symbols are symbol=
+    assert slugs("q=d-c") == ["usd-coin"]  # a slug match
+    assert slugs("q=100%25") == ["usd1"] and slugs("q=_") == []  # LIKE wildcards match only themselves
+    assert slugs("q=coin&symbol=BCH") == ["bitcoin-cash"]
+    first = client.get("/assets?q=coin&limit=2").get_json()
+    rest = client.get(f"/assets?q=coin&limit=2&cursor={first['meta']['next_cursor']}").get_json()
+    assert [a["slug"] for a in first["data"] + rest["data"]] == [
+        "bitcoin", "bitcoin-cash", "usd-coin", "wrapped-bitcoin"]
+    assert client.get(f"/assets?q=eth&cursor={first['meta']['next_cursor']}").status_code == 400
+    assert client.get("/assets?q=" + "x" * 101).status_code == 400
+    assert client.get("/assets?q=").status_code == 400
+
+
 def test_asset_detail_lists_aliases_and_sources_with_quotes(client: FlaskClient, session: Any) -> None:
     _seed()
 

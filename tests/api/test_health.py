@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kasparro.beat import HeartbeatScheduler
+from kasparro.beat import REDIS_URL_SETTING, HeartbeatScheduler
 from kasparro.db import db
 from tests.api import factories as f
 from tests.conftest import BROKER_URL
@@ -110,7 +110,7 @@ def test_database_down_is_503_naming_it(make_app: Callable[..., Flask]) -> None:
 def test_heartbeat_scheduler_writes_last_seen_and_caps_its_sleep(app: Flask, tmp_path: Path, beat_key: str,
                                                                  client: FlaskClient) -> None:
     celery = app.extensions["celery"]
-    celery.conf.kasparro_redis_url = BROKER_URL
+    celery.conf[REDIS_URL_SETTING] = BROKER_URL
     scheduler_class = type("TestScheduler", (HeartbeatScheduler,), {"heartbeat_key": beat_key})
     scheduler = scheduler_class(app=celery, schedule_filename=str(tmp_path / "beat-schedule"))
     scheduler.schedule.clear()  # nothing due: the tick must not send the ETL task

@@ -29,7 +29,8 @@ init-db: venv env ## create the database if missing and apply the migrations
 run: init-db ## run API, worker, beat, Flower and the fake upstream together (Ctrl-C stops all)
 	@mkdir -p var
 	@echo "API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
 
 test: venv ## run the test suite against the local PostgreSQL, Redis and a real Celery worker
 	$(BIN)/python -m pytest

@@ -16,7 +16,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HOME=/home/app
+    HOME=/home/app \
+    LOG_FORMAT=json
 
 # Fixed, non-zero uid/gid so volume permissions are predictable across rebuilds.
 RUN groupadd --system --gid "${APP_GID}" app \

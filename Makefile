@@ -32,7 +32,8 @@ run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABAS
 serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
 	@echo "API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
 
 test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABASE_SERVER/TEST_BROKER_URL are set
 	$(BIN)/python -m kasparro.embedded test -- $(BIN)/python -m pytest

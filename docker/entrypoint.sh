@@ -4,14 +4,11 @@
 # so the process runs as PID 1 and receives SIGTERM from `docker stop`.
 set -eu
 
-# Compose passes optional settings as empty strings when .env leaves them out;
-# drop those so the application falls back to its own defaults.
-for name in COINPAPRIKA_BASE_URL COINGECKO_BASE_URL COINGECKO_API_KEY \
-            COINPAPRIKA_API_KEY ETL_INTERVAL_SECONDS FLOWER_BASIC_AUTH; do
-    eval "value=\${${name}:-}"
-    if [ -z "${value}" ]; then
-        unset "${name}"
-    fi
+# Compose passes every setting docker-compose.yml lists, as an empty string
+# when neither the shell nor .env sets it; drop every empty variable so each
+# program falls back to its own default (gunicorn.conf.py would int("")).
+for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=$/\1/p'); do
+    unset "${name}"
 done
 
 exec "$@"

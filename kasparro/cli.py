@@ -7,6 +7,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from kasparro import catalog
 from kasparro.db import db
@@ -22,7 +24,13 @@ etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
 @etl.command("init-db")
 def init_db_command() -> None:
     """Create the database if missing and apply every migration."""
-    created = init_db(current_app._get_current_object())  # type: ignore[attr-defined]
+    try:
+        created = init_db(current_app._get_current_object())  # type: ignore[attr-defined]
+    except OperationalError as exc:
+        # The driver's first line names the cause (refused, unknown host, bad password); the rest is noise.
+        url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise click.ClickException(f"cannot reach the database {url}: {reason}") from None
     click.echo(("created database; " if created else "") + "schema is up to date")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,26 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "COINPAPRIKA_BASE_URL": get("COINPAPRIKA_BASE_URL") or None,
         "COINGECKO_BASE_URL": get("COINGECKO_BASE_URL") or None,
         # Secrets for upstream APIs, by the name a source spec refers to them.
-        "SECRETS": {k: v for k, v in env.items() if k.endswith("_API_KEY") and k != "API_KEY" and v},
+        "SECRETS": _source_secrets(env, get("SOURCES_FILE", str(PROJECT_ROOT / "sources.toml"))),
     }
+
+
+def declared_key_names(sources_file: str) -> set[str]:
+    """Return the variable names the sources in `sources_file` give as `api_key_env`."""
+    try:
+        with open(sources_file, "rb") as handle:
+            sources = tomllib.load(handle).get("sources", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        # The catalog reports a missing or broken file where sources are used; settings still load.
+        return set()
+    return {spec["api_key_env"] for spec in sources.values()
+            if isinstance(spec, dict) and isinstance(spec.get("api_key_env"), str)}
+
+
+def _source_secrets(env: Mapping[str, str], sources_file: str) -> dict[str, str]:
+    names = declared_key_names(sources_file) | {k for k in env if k.endswith("_API_KEY")}
+    # Our own key guards our API; no source may send it upstream, whatever sources.toml says.
+    return {k: env[k] for k in sorted(names - {"API_KEY"}) if env.get(k)}
 
 
 # The hard time limit leaves the soft one this long to record a failure before the process is killed.

@@ -12,6 +12,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 # Per task (and per thread, should a thread pool run tasks): which task, run and source a line is about.
 _task_context: ContextVar[dict[str, Any] | None] = ContextVar("kasparro_task_context", default=None)
+# What a line is about, in the order the console prints it; JSON lines carry the same fields as keys.
+CONTEXT_FIELDS = ("run_id", "source_run_id", "source", "stage", "task_id", "request_id")
 
 
 def bind(**fields: Any) -> None:
@@ -28,6 +30,17 @@ class ContextFilter(logging.Filter):
         for key, value in (_task_context.get() or {}).items():
             setattr(record, key, value)
         return True
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Format a line for people: the message, then the context it is about as key=value pairs."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        # Appended to the message, not the record, so a traceback still follows the whole line.
+        context = " ".join(f"{key}={getattr(record, key)}" for key in CONTEXT_FIELDS
+                           if getattr(record, key, None) is not None)
+        return f"{line} [{context}]" if context else line
 
 
 @task_prerun.connect
@@ -48,7 +61,7 @@ def init_app(app: Flask) -> None:
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
                                            rename_fields={"asctime": "time", "levelname": "level"}))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if not getattr(h, "_kasparro", False)]

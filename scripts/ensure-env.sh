@@ -1,8 +1,10 @@
 #!/bin/sh
-# Create ./.env for docker compose if it does not exist yet (from .env.example
-# when present) and fill in the two secrets that have no default anywhere:
-# API_KEY and FLOWER_BASIC_AUTH. Existing non-empty values are never changed.
-# Usage: sh docker/ensure-env.sh [ENV_FILE]
+# Create ./.env if it does not exist yet (from .env.example when present) and
+# fill in the secrets that have no default anywhere: API_KEY, FLOWER_BASIC_AUTH
+# and POSTGRES_PASSWORD (compose's database). Existing non-empty values are
+# never changed, and a secret already set in the environment is left alone:
+# the environment wins over .env, so a generated value would never be used.
+# Usage: sh scripts/ensure-env.sh [ENV_FILE]
 set -eu
 
 env_file="${1:-.env}"
@@ -26,6 +28,10 @@ fi
 set_if_empty() {
     name="$1"
     value="$2"
+    eval "from_environment=\${${name}:-}"
+    if [ -n "${from_environment}" ]; then
+        return 0
+    fi
     if grep -Eq "^${name}=.+" "$env_file"; then
         return 0
     fi
@@ -45,3 +51,5 @@ set_if_empty() {
 
 set_if_empty API_KEY "$(random_hex 24)"
 set_if_empty FLOWER_BASIC_AUTH "admin:$(random_hex 12)"
+# Hex only: it goes into DATABASE_URL unescaped.
+set_if_empty POSTGRES_PASSWORD "$(random_hex 16)"

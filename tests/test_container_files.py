@@ -61,10 +61,15 @@ EXPECTED_HEALTH_PROBES = {
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
 # Secrets that must come from .env with no default at all.
-REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH")
-# The local, unpublished Postgres keeps the contract's postgres/postgres login
-# as an overridable default; every other secret has an empty default or none.
-ALLOWED_SECRET_DEFAULTS = {"POSTGRES_PASSWORD": "postgres"}
+REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
+# Every other secret has an empty default or none.
+ALLOWED_SECRET_DEFAULTS: dict[str, str] = {}
+ENV_EXAMPLE = ROOT / ".env.example"
+# What a container needs whatever .env (shared with `make run`, so full of 127.0.0.1) says.
+CONTAINER_SPECIFIC = {"DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREAM_URL",
+                      "GUNICORN_BIND", "APP_ENV"}
+# Read by compose, not by every service: the password goes into DATABASE_URL, the login to flower only.
+NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
 
 
 # --------------------------------------------------------------------------
@@ -109,6 +114,17 @@ def environment(service: dict) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
     return {k: ("" if v is None else str(v)) for k, v in env.items()}
+
+
+def env_files(service: dict) -> list[str]:
+    value = service.get("env_file", [])
+    items = [value] if isinstance(value, (str, dict)) else value
+    return [item if isinstance(item, str) else item["path"] for item in items]
+
+
+def example_variables() -> set[str]:
+    """Every variable .env.example documents, commented out or not."""
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M))
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
@@ -323,6 +339,35 @@ def test_no_secret_has_a_literal_value_in_compose(compose):
                     f"{name}: {key} has the default {rest!r}")
 
 
+def test_every_app_service_gets_the_whole_env_file(compose):
+    for name in APP_SERVICES:
+        service = services(compose)[name]
+        # the whole .env, so a setting (or a source's api_key_env) not named in the compose file still arrives
+        assert env_files(service) == [".env"], name
+
+
+def test_every_documented_variable_reaches_every_app_service_and_the_shell_wins(compose):
+    variables = example_variables()
+    assert {"READS_REQUIRE_KEY", "API_KEY", "LOG_FORMAT"} <= variables
+    for name in APP_SERVICES:
+        env = environment(services(compose)[name])
+        for var in sorted(variables - CONTAINER_SPECIFIC - NOT_FOR_EVERY_SERVICE):
+            # ${VAR...} is interpolated from the shell first and .env second: the shell wins, as under make run.
+            assert re.match(rf"\$\{{{var}(\}}|:?[-?])", env.get(var, "")), f"{name}: {var}={env.get(var)!r}"
+        for var in CONTAINER_SPECIFIC:
+            assert var in env and "127.0.0.1" not in env[var], f"{name}: {var}"
+    assert "${POSTGRES_PASSWORD:?" in environment(services(compose)["api"])["DATABASE_URL"]
+
+
+def test_containers_log_json_unless_told_otherwise(compose, dockerfile):
+    for name in APP_SERVICES:
+        assert environment(services(compose)[name])["LOG_FORMAT"] == "${LOG_FORMAT:-json}", name
+    # .env feeds the interpolation, so a LOG_FORMAT set in the example would win over json in containers
+    assert not re.search(r"^LOG_FORMAT=", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M)
+    env = " ".join(args for ins, args in dockerfile if ins == "ENV")
+    assert re.search(r"\bLOG_FORMAT=json\b", env)
+
+
 def test_required_secrets_fail_clearly_in_plain_text():
     # Independent of PyYAML: the :? form with a message, and no literal value.
     text = compose_text()
@@ -480,6 +525,12 @@ def _entrypoint_env(**env: str) -> dict[str, str]:
                          timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env})
     assert out.returncode == 0, out.stderr
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def test_entrypoint_drops_every_empty_setting_so_defaults_apply():
+    env = _entrypoint_env(WEB_CONCURRENCY="", READS_REQUIRE_KEY="", LOG_LEVEL="DEBUG")
+    assert "WEB_CONCURRENCY" not in env and "READS_REQUIRE_KEY" not in env
+    assert env["LOG_LEVEL"] == "DEBUG"
 
 
 def test_entrypoint_keeps_configured_urls_and_drops_empty_ones():

@@ -27,6 +27,8 @@ from kasparro.db import db
 
 RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
 SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
+# A source run in one of these finished and loaded what it read.
+SUCCEEDED = ("success", "partial")
 TRIGGERS = ("schedule", "api", "cli")
 BATCH_STATES = ("extracted", "transformed", "loaded")
 # What can happen to a source's part of a run besides its counters moving (see RunEvent).
@@ -88,6 +90,8 @@ class SourceRun(db.Model):
         # which runs hold a source without scanning history.
         Index("ix_run_sources_active_source", "source", unique=True,
               postgresql_where=text("status IN ('queued', 'running')")),
+        # A source's recent runs, newest first (the quality rules' history).
+        Index("ix_run_sources_source_id", "source", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -204,7 +208,7 @@ class MarketQuote(db.Model):
         Index("ix_market_quotes_observed_id", "observed_at", "id"),
         Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
         # The quality rules look at the quotes one run wrote.
-        Index("ix_market_quotes_run_id", "run_id"),
+        Index("ix_market_quotes_run_id_id", "run_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

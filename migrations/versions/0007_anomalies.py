@@ -41,7 +41,8 @@ def upgrade():
     )
     op.create_index('ix_anomalies_run_id_id', 'anomalies', ['run_id', 'id'], unique=False)
     op.create_index('ix_anomalies_source_rule_id', 'anomalies', ['source', 'rule', 'id'], unique=False)
-    op.create_index('ix_market_quotes_run_id', 'market_quotes', ['run_id'], unique=False)
+    op.create_index('ix_market_quotes_run_id_id', 'market_quotes', ['run_id', 'id'], unique=False)
+    op.create_index('ix_run_sources_source_id', 'run_sources', ['source', 'id'], unique=False)
     op.add_column('asset_aliases', sa.Column('active', sa.Boolean(), server_default=sa.text('true'), nullable=False))
     op.add_column('asset_aliases', sa.Column('inactive_since', sa.DateTime(timezone=True), nullable=True))
 
@@ -49,7 +50,8 @@ def upgrade():
 def downgrade():
     op.drop_column('asset_aliases', 'inactive_since')
     op.drop_column('asset_aliases', 'active')
-    op.drop_index('ix_market_quotes_run_id', table_name='market_quotes')
+    op.drop_index('ix_run_sources_source_id', table_name='run_sources')
+    op.drop_index('ix_market_quotes_run_id_id', table_name='market_quotes')
     op.drop_index('ix_anomalies_source_rule_id', table_name='anomalies')
     op.drop_index('ix_anomalies_run_id_id', table_name='anomalies')
     op.drop_table('anomalies')

@@ -142,6 +142,7 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "HEALTH_WORKER_TIMEOUT_SECONDS": parse_float("HEALTH_WORKER_TIMEOUT_SECONDS",
                                                      get("HEALTH_WORKER_TIMEOUT_SECONDS", "1")),
         "HEALTH_TIMEOUT_SECONDS": parse_float("HEALTH_TIMEOUT_SECONDS", get("HEALTH_TIMEOUT_SECONDS", "1")),
+        **_quality_settings(get),
         "LOG_FORMAT": get("LOG_FORMAT", "console"),
         "LOG_LEVEL": get("LOG_LEVEL", "INFO"),
         "ASSET_OVERRIDES_FILE": get("ASSET_OVERRIDES_FILE", str(PROJECT_ROOT / "data" / "asset_overrides.csv")),
@@ -151,6 +152,30 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "COINGECKO_BASE_URL": get("COINGECKO_BASE_URL") or None,
         # Secrets for upstream APIs, by the name a source spec refers to them.
         "SECRETS": _source_secrets(env, get("SOURCES_FILE", str(PROJECT_ROOT / "sources.toml"))),
+    }
+
+
+def _quality_settings(get: Any) -> dict[str, Any]:
+    """Thresholds of the data-quality rules (README, "Data quality")."""
+    bucket = get("QUALITY_DISAGREEMENT_BUCKET", "day")
+    if bucket not in ("hour", "day"):
+        raise ConfigError(f"QUALITY_DISAGREEMENT_BUCKET must be hour or day, got {bucket!r}")
+    return {
+        # volume and slow_run compare a source run with the median of its last N finished runs,
+        # once at least QUALITY_MIN_HISTORY of them exist.
+        "QUALITY_HISTORY_RUNS": parse_int("QUALITY_HISTORY_RUNS", get("QUALITY_HISTORY_RUNS", "5"), 1),
+        "QUALITY_MIN_HISTORY": parse_int("QUALITY_MIN_HISTORY", get("QUALITY_MIN_HISTORY", "3"), 1),
+        "QUALITY_VOLUME_FACTOR": parse_float("QUALITY_VOLUME_FACTOR", get("QUALITY_VOLUME_FACTOR", "4"), 1),
+        "QUALITY_SLOW_FACTOR": parse_float("QUALITY_SLOW_FACTOR", get("QUALITY_SLOW_FACTOR", "3"), 1),
+        "QUALITY_SLOW_MIN_SECONDS": parse_float("QUALITY_SLOW_MIN_SECONDS", get("QUALITY_SLOW_MIN_SECONDS", "60")),
+        # price_jump: relative move between consecutive observations of one asset from one source.
+        "QUALITY_PRICE_JUMP": parse_float("QUALITY_PRICE_JUMP", get("QUALITY_PRICE_JUMP", "0.5"), 0.0001),
+        # source_disagreement: relative distance from the cross-source median within one time bucket.
+        "QUALITY_DISAGREEMENT": parse_float("QUALITY_DISAGREEMENT", get("QUALITY_DISAGREEMENT", "0.1"), 0.0001),
+        "QUALITY_DISAGREEMENT_BUCKET": bucket,
+        # At most this many findings per rule and source run; the rules stop after this many seconds.
+        "QUALITY_MAX_FINDINGS": parse_int("QUALITY_MAX_FINDINGS", get("QUALITY_MAX_FINDINGS", "100"), 1),
+        "QUALITY_TIMEOUT_SECONDS": parse_float("QUALITY_TIMEOUT_SECONDS", get("QUALITY_TIMEOUT_SECONDS", "30"), 0.1),
     }
 
 

@@ -47,6 +47,7 @@ _PER_SOURCE = text("""
     FROM run_sources GROUP BY source ORDER BY source
 """)
 _RUNS_BY_STATUS = text("SELECT status, count(*) FROM runs GROUP BY status")
+_ANOMALIES = text("SELECT source, rule, count(*) AS found FROM anomalies GROUP BY source, rule ORDER BY source, rule")
 
 # (metric suffix, column, help) for the per-source counters summed over all runs.
 _SOURCE_COUNTERS = (
@@ -72,13 +73,14 @@ class EtlCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Yield run, row, reject, request and freshness figures; database_up 0 when Postgres fails."""
+        """Yield run, row, reject, request, freshness and anomaly figures; database_up 0 when Postgres fails."""
         up = GaugeMetricFamily("kasparro_database_up", "Whether the ETL figures could be read from Postgres.")
         try:
             with self.app.app_context():
                 with db.engine.connect() as conn:
                     sources = conn.execute(_PER_SOURCE).all()
                     statuses = conn.execute(_RUNS_BY_STATUS).all()
+                    anomalies = conn.execute(_ANOMALIES).all()
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
             up.add_metric([], 0)
@@ -88,6 +90,15 @@ class EtlCollector(Collector):
         yield up
         yield from _run_metrics(statuses)
         yield from _source_metrics(sources)
+        yield _anomaly_metric(anomalies)
+
+
+def _anomaly_metric(anomalies: Sequence[Any]) -> Metric:
+    found = CounterMetricFamily("kasparro_anomalies", "Data-quality findings recorded, by source and rule.",
+                                labels=["source", "rule"])
+    for row in anomalies:
+        found.add_metric([row.source, row.rule], float(row.found))
+    return found
 
 
 def _run_metrics(statuses: Sequence[Any]) -> Iterator[Metric]:

@@ -27,10 +27,15 @@ from kasparro.db import db
 
 RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
 SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
+# A source run in one of these finished and loaded what it read.
+SUCCEEDED = ("success", "partial")
 TRIGGERS = ("schedule", "api", "cli")
 BATCH_STATES = ("extracted", "transformed", "loaded")
 # What can happen to a source's part of a run besides its counters moving (see RunEvent).
 EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault")
+# The data-quality rules a finding can come from (see kasparro.pipeline.quality), and how bad a finding is.
+QUALITY_RULES = ("volume", "slow_run", "price_jump", "source_disagreement", "asset_disappeared", "asset_reappeared")
+SEVERITIES = ("info", "warning", "critical")
 
 
 def _now() -> Any:
@@ -85,6 +90,8 @@ class SourceRun(db.Model):
         # which runs hold a source without scanning history.
         Index("ix_run_sources_active_source", "source", unique=True,
               postgresql_where=text("status IN ('queued', 'running')")),
+        # A source's recent runs, newest first (the quality rules' history).
+        Index("ix_run_sources_source_id", "source", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -183,6 +190,9 @@ class AssetAlias(db.Model):
     name: Mapped[str | None] = mapped_column(Text)
     match_method: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = _now()
+    # False while the asset is missing from the source's full listing; history is never deleted.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    inactive_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     asset: Mapped[Asset] = relationship(back_populates="aliases")
 
@@ -197,6 +207,8 @@ class MarketQuote(db.Model):
         # Keyset pagination walks these in both directions.
         Index("ix_market_quotes_observed_id", "observed_at", "id"),
         Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
+        # The quality rules look at the quotes one run wrote.
+        Index("ix_market_quotes_run_id_id", "run_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -288,3 +300,27 @@ class StagedQuote(db.Model):
     market_cap_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     percent_change_24h: Mapped[Decimal | None] = mapped_column(Numeric)
+
+
+class Anomaly(db.Model):
+    """A data-quality finding: which rule fired on which source's run, what it saw and what it expected."""
+
+    __tablename__ = "anomalies"
+    __table_args__ = (
+        CheckConstraint(f"rule IN {QUALITY_RULES}", name="rule"),
+        CheckConstraint(f"severity IN {SEVERITIES}", name="severity"),
+        Index("ix_anomalies_run_id_id", "run_id", "id"),
+        Index("ix_anomalies_source_rule_id", "source", "rule", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_source_id: Mapped[int] = mapped_column(ForeignKey("run_sources.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(String(32))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"))
+    severity: Mapped[str] = mapped_column(String(16))
+    observed: Mapped[Decimal | None] = mapped_column(Numeric)
+    expected: Mapped[Decimal | None] = mapped_column(Numeric)
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()

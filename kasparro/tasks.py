@@ -33,7 +33,7 @@ from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceRunClosed
 from kasparro.models import Run, SourceRun
-from kasparro.pipeline import events, faults, identity, leases, recovery, runs
+from kasparro.pipeline import events, faults, identity, leases, quality, recovery, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending
 from kasparro.pipeline.transform import transform_pending
@@ -235,7 +235,8 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
     def work(source_run: SourceRun, stats: RequestStats) -> None:
         _stage(source_run, None if overlap else "load", lambda lease: load_pending(db.session, source_run, lease,
                                                                                   _faults()))
-        runs.close_if_loaded(db.session, source_run)
+        if runs.close_if_loaded(db.session, source_run):
+            quality.check_source_run(db.session, source_run, quality.Thresholds.from_config(current_app.config))
         db.session.commit()
         if overlap:
             redis_store.client().delete(_overlap_key(source_run_id))

@@ -34,6 +34,8 @@ def test_empty_settings_fall_back_to_their_defaults() -> None:
     ("ETL_INTERVAL_SECONDS", "1", "must be >= 5"),
     ("READS_REQUIRE_KEY", "maybe", "must be a boolean"),
     ("TASK_BACKOFF_BASE_SECONDS", "x", "must be a number"),
+    ("QUALITY_VOLUME_FACTOR", "0.5", "must be >= 1"),
+    ("QUALITY_DISAGREEMENT_BUCKET", "week", "must be hour or day"),
 ])
 def test_a_malformed_setting_is_refused_with_its_name(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"{name} {message}"):
@@ -101,3 +103,14 @@ def test_fault_injection_is_refused_in_production() -> None:
     with pytest.raises(ConfigError, match="refused"):
         check_timing(load_config({"APP_ENV": "production", "FAULT_INJECTION": "daily:load:10:exit"}))
     assert check_timing(load_config({"FAULT_INJECTION": "daily:load:10:exit"})) == []
+
+
+def test_the_quality_thresholds_have_the_documented_defaults() -> None:
+    from kasparro.pipeline.quality import Thresholds
+
+    limits = Thresholds.from_config(load_config({"QUALITY_PRICE_JUMP": "0.25"}))
+
+    assert limits == Thresholds(price_jump=0.25)
+    assert (limits.history_runs, limits.min_history, limits.volume_factor, limits.slow_factor,
+            limits.slow_min_seconds, limits.disagreement, limits.disagreement_bucket, limits.max_findings) == \
+        (5, 3, 4, 3, 60, 0.1, "day", 100)

@@ -1,10 +1,14 @@
-"""Compare two runs source by source, and point out what looks wrong in the second."""
+"""Compare two runs source by source, and point out what looks wrong in the second.
+
+`anomalies` compares the two runs with each other; `recorded_anomalies` are what the data-quality rules
+(kasparro.pipeline.quality) stored for each run when it ran, against the source's own history.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from kasparro.api.schemas import COUNTERS
-from kasparro.api.summaries import counts, duration, run_summary
+from kasparro.api.summaries import counts, duration, run_anomalies, run_summary
 from kasparro.models import Run, SourceRun
 
 # A source whose loaded rows fall below this share of the baseline is flagged.
@@ -59,4 +63,5 @@ def compare_runs(a: Run, b: Run) -> dict[str, Any]:
         sources.append({"source": name, "a": side_a, "b": side_b, "delta": _delta(side_a, side_b),
                         "status_changed": changed})
         anomalies += _anomalies(name, side_a, side_b)
-    return {"a": run_summary(a), "b": run_summary(b), "sources": sources, "anomalies": anomalies}
+    return {"a": run_summary(a), "b": run_summary(b), "sources": sources, "anomalies": anomalies,
+            "recorded_anomalies": {"a": run_anomalies(a.id), "b": run_anomalies(b.id)}}

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from kasparro.api import cursor
-from kasparro.models import RUN_STATUSES, TRIGGERS
+from kasparro.models import QUALITY_RULES, RUN_STATUSES, TRIGGERS
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -114,6 +114,15 @@ class CompareParams(StrictSchema):
 class RejectParams(StrictSchema):
     run_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
     source = text("Source name.", 100)
+    limit = limit_field()
+    cursor = cursor_field()
+
+
+class AnomalyParams(StrictSchema):
+    source = text("Source name.", 100)
+    rule = fields.String(validate=validate.OneOf(QUALITY_RULES), metadata={"description": "The rule that fired."})
+    run_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    since = instant("Only findings recorded at or after this instant (ISO-8601).")
     limit = limit_field()
     cursor = cursor_field()
 

@@ -140,11 +140,31 @@ class RunEventSchema(Schema):
     at = fields.DateTime(required=True)
 
 
+class QualityFindingSchema(Schema):
+    id = fields.Integer(required=True)
+    run_id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    rule = fields.String(required=True, metadata={"description": "The rule that fired: volume, slow_run, "
+                                                  "price_jump, source_disagreement, asset_disappeared or "
+                                                  "asset_reappeared."})
+    asset = fields.String(allow_none=True, required=True, metadata={"description": "Canonical asset slug, for "
+                                                                    "rules about one asset."})
+    severity = fields.String(required=True, metadata={"description": "info, warning or critical."})
+    observed = fields.Float(allow_none=True, required=True, metadata={"description": "What the rule saw."})
+    expected = fields.Float(allow_none=True, required=True, metadata={"description": "What it compared with: "
+                                                                      "a median or the previous price."})
+    detail = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+
+
 class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
     events = fields.List(fields.Nested(RunEventSchema), required=True,
                          metadata={"description": "The run's history besides its counters, oldest first (at most "
                                                   "200): retries, lost workers, resumes, failures."})
+    anomalies = fields.List(fields.Nested(QualityFindingSchema), required=True,
+                            metadata={"description": "What the data-quality rules found in this run, newest "
+                                                     "first (at most 200; all of them in /anomalies?run_id=)."})
 
 
 class BusySourceSchema(Schema):
@@ -187,11 +207,20 @@ class AnomalySchema(Schema):
     message = fields.String(required=True)
 
 
+class RecordedAnomaliesSchema(Schema):
+    a = fields.List(fields.Nested(QualityFindingSchema), required=True)
+    b = fields.List(fields.Nested(QualityFindingSchema), required=True)
+
+
 class ComparisonSchema(Schema):
     a = fields.Nested(RunSchema, required=True)
     b = fields.Nested(RunSchema, required=True)
     sources = fields.List(fields.Nested(SourceComparisonSchema), required=True)
-    anomalies = fields.List(fields.Nested(AnomalySchema), required=True)
+    anomalies = fields.List(fields.Nested(AnomalySchema), required=True,
+                            metadata={"description": "What looks wrong in b compared with a."})
+    recorded_anomalies = fields.Nested(RecordedAnomaliesSchema, required=True,
+                                       metadata={"description": "What the data-quality rules stored for each run "
+                                                                "(at most 200 each)."})
 
 
 class RejectSchema(Schema):

@@ -13,11 +13,9 @@ from kasparro.api.params import NoParams
 from kasparro.api.schemas import StatsSchema, envelope
 from kasparro.api.summaries import counts, run_summary
 from kasparro.db import db
-from kasparro.models import RUN_STATUSES, RejectedRecord, Run, SourceRun
+from kasparro.models import RUN_STATUSES, SUCCEEDED, RejectedRecord, Run, SourceRun
 
 blp = Blueprint("stats", __name__, description="ETL figures per source and per run status.")
-
-SUCCEEDED = ("success", "partial")
 
 
 def _per_source() -> dict[str, dict[str, Any]]:

@@ -5,12 +5,12 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 
 from kasparro.api.errors import ApiError
 from kasparro.api.schemas import CALLS, COUNTERS
 from kasparro.db import db
-from kasparro.models import RawBatch, Run, RunEvent, SourceRun
+from kasparro.models import Anomaly, Asset, RawBatch, Run, RunEvent, SourceRun
 
 MAX_ID = 2**63 - 1
 
@@ -81,11 +81,31 @@ def run_events(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
             for e in found]
 
 
+def anomaly_query() -> Select[Any]:
+    """Select stored quality findings with their asset's slug, newest first."""
+    return (select(Anomaly.id, Anomaly.run_id, Anomaly.source, Anomaly.rule, Asset.slug.label("asset"),
+                   Anomaly.severity, Anomaly.observed, Anomaly.expected, Anomaly.detail, Anomaly.created_at)
+            .outerjoin(Asset, Asset.id == Anomaly.asset_id).order_by(Anomaly.id.desc()))
+
+
+def anomaly(row: Any) -> dict[str, Any]:
+    """Shape one stored finding for the API."""
+    found = dict(row._mapping)
+    for name in ("observed", "expected"):
+        found[name] = None if found[name] is None else float(found[name])
+    return found
+
+
+def run_anomalies(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """Return a run's quality findings, newest first (at most `limit`)."""
+    return [anomaly(row) for row in db.session.execute(anomaly_query().where(Anomaly.run_id == run_id).limit(limit))]
+
+
 def run_detail(run: Run) -> dict[str, Any]:
-    """Return a run with every source's counters, timings, errors, batch progress and events."""
+    """Return a run with every source's counters, timings, errors, batch progress, events and quality findings."""
     progress = batch_progress([sr.id for sr in run.source_runs])
     return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
-            "events": run_events(run.id)}
+            "events": run_events(run.id), "anomalies": run_anomalies(run.id)}
 
 
 def get_run(run_id: int) -> Run:

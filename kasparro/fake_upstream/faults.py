@@ -7,10 +7,10 @@ from typing import Any
 
 PROVIDERS = ("coinpaprika", "coingecko")
 FAULT_KINDS = (
-    "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "reset",
+    "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "reset",
 )
 # Parameters each kind needs; anything missing is a caller error, caught at inject time.
-_REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",)}
+_REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",), "drop_item": ("id",)}
 _DEFAULTS: dict[str, dict[str, Any]] = {"429": {"retry_after": 1}, "slow": {"delay": 1.0}}
 
 
@@ -97,6 +97,13 @@ def drop_field(payload: Any, name: str) -> Any:
     if isinstance(payload, list):
         return [{k: v for k, v in obj.items() if k != name}
                 if isinstance(obj, dict) else obj for obj in payload]
+    return payload
+
+
+def drop_item(payload: Any, item_id: str) -> Any:
+    """Remove the object whose `id` is `item_id` from a JSON array payload: the coin left the listing."""
+    if isinstance(payload, list):
+        return [obj for obj in payload if not (isinstance(obj, dict) and obj.get("id") == item_id)]
     return payload
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from kasparro.db import db
 from kasparro.models import (
+    Anomaly,
     Asset,
     AssetAlias,
     MarketQuote,
@@ -112,3 +113,16 @@ def bulk_quotes(count: int, assets: int = 20, source: str = "bulk") -> None:
         " JOIN assets a ON a.slug = 'coin-' || (1 + r.i % :assets)"),
         {"source": source, "run": run_row.id, "batch": batch_row.id, "t0": T0, "assets": assets})
     db.session.execute(text("ANALYZE market_quotes"))
+
+
+def finding(source_run: SourceRun, rule: str = "volume", asset_row: Asset | None = None, severity: str = "warning",
+            observed: float | None = 1, expected: float | None = 4, at: datetime | None = None) -> Anomaly:
+    """Record a quality finding on a source run."""
+    row = Anomaly(run_id=source_run.run_id, run_source_id=source_run.id, source=source_run.source, rule=rule,
+                  asset_id=asset_row.id if asset_row else None, severity=severity, observed=observed,
+                  expected=expected, detail=f"{rule} on {source_run.source}")
+    if at is not None:
+        row.created_at = at
+    db.session.add(row)
+    db.session.flush()
+    return row

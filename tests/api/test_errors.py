@@ -36,6 +36,8 @@ def _error(response) -> dict:  # type: ignore[no-untyped-def]
     ("/runs/1?expand=all", "expand"),
     ("/health?deep=1", "deep"),
     ("/rejects?run_id=-1", "run_id"),
+    ("/anomalies?rule=weather", "rule"),
+    ("/anomalies?since=soon", "since"),
 ])
 def test_bad_parameters_are_400s_naming_the_field(client: FlaskClient, url: str, field: str) -> None:
     response = client.get(url)
@@ -90,7 +92,8 @@ def test_a_client_request_id_is_echoed_only_when_sane(client: FlaskClient) -> No
 def test_reads_need_the_key_when_the_deployment_says_so(make_app: Callable[..., Flask]) -> None:
     guarded = make_app(READS_REQUIRE_KEY=True).test_client()
 
-    for path in ("/data", "/data/latest", "/assets", "/runs", "/rejects", "/stats", "/assets/x", "/runs/1"):
+    for path in ("/data", "/data/latest", "/assets", "/runs", "/rejects", "/anomalies", "/stats", "/assets/x",
+                 "/runs/1"):
         response = guarded.get(path)
         assert (response.status_code, _error(response)["code"]) == (401, "unauthorized"), path
         assert guarded.get(path, headers=AUTH).status_code in (200, 404), path

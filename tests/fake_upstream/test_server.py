@@ -230,6 +230,13 @@ def test_drop_field_removes_it_from_every_object(upstream: FakeUpstream) -> None
     assert len(coins) == 300 and all("last_updated" not in c for c in coins)
 
 
+def test_drop_item_leaves_one_coin_out_of_the_listing(upstream: FakeUpstream) -> None:
+    upstream.inject("coinpaprika", "drop_item", id="btc-bitcoin")
+    coins = paprika(upstream).json()
+    assert len(coins) == 299 and "btc-bitcoin" not in {c["id"] for c in coins}
+    assert "btc-bitcoin" in {c["id"] for c in paprika(upstream).json()}  # one request only
+
+
 def test_reset_fault_closes_the_connection_without_an_answer(upstream: FakeUpstream) -> None:
     upstream.inject("coingecko", "reset")
     with pytest.raises(requests.ConnectionError):

@@ -1,0 +1,89 @@
+"""Data-quality rules, run once when a source's part of a run closes, each finding stored with its rule.
+
+| rule | looks at | fires when (defaults) |
+|---|---|---|
+| volume | rows read by this source run vs its last 5 successful runs | below median/4 or above median*4, with >= 3 runs |
+| slow_run | this source run's duration vs the same history | over 3x the median, and at least 60 s |
+| price_jump | quotes this run wrote vs each asset's previous observation from the source | price moved > 50% |
+| source_disagreement | quotes this run wrote vs other sources in the same day (or hour) | > 10% from the cross-source median |
+| asset_disappeared / asset_reappeared | a full listing (CoinPaprika, CoinGecko) vs the source's aliases | an asset left / came back |
+
+A rule that fails (a bug, a timeout) is logged and records nothing; it never fails the load, and the
+other rules still run: each works inside its own savepoint, under a statement timeout.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
+
+from kasparro.models import SUCCEEDED, Anomaly, SourceRun
+from kasparro.pipeline.quality import history, listing, prices
+from kasparro.pipeline.quality.base import Finding, Thresholds
+
+__all__ = ["Finding", "Thresholds", "check_source_run", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+Rule = Callable[[Session, SourceRun, Thresholds], list[Finding]]
+
+_DURATION = text("SELECT extract(epoch FROM finished_at - started_at) FROM run_sources WHERE id = :id")
+
+
+def _history_rules(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    past = history.recent_runs(session, source_run, limits.history_runs)
+    seconds = session.execute(_DURATION, {"id": source_run.id}).scalar()
+    found = [history.volume(source_run.source, source_run.extracted or 0, past.rows, limits),
+             history.slow_run(source_run.source, None if seconds is None else float(seconds), past.seconds, limits)]
+    return [finding for finding in found if finding is not None]
+
+
+def _listing_rule(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    kind = (source_run.run.config.get(source_run.source) or {}).get("kind")
+    return listing.asset_listing(session, source_run, kind, limits)
+
+
+RULES: tuple[Rule, ...] = (_history_rules, prices.price_jump, prices.source_disagreement, _listing_rule)
+
+
+def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    """Run every rule on a closed source run and store what they find; a failing rule is logged and skipped.
+
+    The caller commits. Runs under a statement timeout of `limits.timeout_seconds`, restored afterwards.
+    """
+    previous = session.execute(text("SELECT current_setting('statement_timeout')")).scalar()
+    session.execute(text("SELECT set_config('statement_timeout', :v, true)"),
+                    {"v": f"{int(limits.timeout_seconds * 1000)}ms"})
+    found: list[Finding] = []
+    for rule in RULES:
+        try:
+            with session.begin_nested():
+                findings = rule(session, source_run, limits)
+                _store(session, source_run, findings)
+            found += findings
+        except Exception:  # noqa: BLE001 - a quality rule must never fail the load
+            logger.warning("quality rule %s failed on source run %s", getattr(rule, "__name__", rule),
+                           source_run.id, exc_info=True)
+    session.execute(text("SELECT set_config('statement_timeout', :v, true)"), {"v": previous})
+    return found
+
+
+def check_source_run(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    """Evaluate the rules on a source run that just closed successfully; never raises (the caller commits)."""
+    if source_run.status not in SUCCEEDED:
+        return []
+    try:
+        return evaluate(session, source_run, limits)
+    except Exception:  # noqa: BLE001 - e.g. the timeout could not be set; the load stands regardless
+        logger.warning("quality rules skipped on source run %s", source_run.id, exc_info=True)
+        return []
+
+
+def _store(session: Session, source_run: SourceRun, findings: list[Finding]) -> None:
+    if findings:
+        session.execute(insert(Anomaly), [
+            {"run_id": source_run.run_id, "run_source_id": source_run.id, "source": f.source, "rule": f.rule,
+             "asset_id": f.asset_id, "severity": f.severity, "observed": f.observed, "expected": f.expected,
+             "detail": f.detail[:2000]} for f in findings])

@@ -1,0 +1,95 @@
+"""Rules over the quotes one source run wrote: price_jump (one source, over time) and source_disagreement
+(one time bucket, across sources).
+
+Both are one set-based statement each. Their cost is bounded: they start from the run's own quotes
+(index market_quotes (run_id, id)), at most `max_rows` of them, newest first, and reach other quotes only
+through the (source, asset_id, observed_at) and (asset_id, observed_at) indexes.
+"""
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from kasparro.models import SourceRun
+from kasparro.pipeline.quality.base import Finding, Thresholds
+
+# The newest quotes a run inserted or updated that the price rules look at.
+MAX_ROWS = 50_000
+
+# For each asset the run touched, the series starts at the observation just before the run's earliest
+# one, so LAG gives every touched quote its predecessor, whichever run wrote it.
+_PRICE_JUMP = text(
+    """
+    WITH touched AS (
+        SELECT asset_id, min(observed_at) AS first_at
+        FROM (SELECT asset_id, observed_at FROM market_quotes
+              WHERE run_id = :run_id AND source = :source ORDER BY id DESC LIMIT :max_rows) AS newest
+        GROUP BY asset_id
+    ), series AS (
+        SELECT q.asset_id, q.observed_at, q.price_usd, q.run_id,
+               lag(q.price_usd) OVER w AS previous_price, lag(q.observed_at) OVER w AS previous_at
+        FROM touched t
+        JOIN market_quotes q ON q.source = :source AND q.asset_id = t.asset_id
+         AND q.observed_at >= coalesce((SELECT max(p.observed_at) FROM market_quotes p
+                                        WHERE p.source = :source AND p.asset_id = t.asset_id
+                                          AND p.observed_at < t.first_at), t.first_at)
+        WINDOW w AS (PARTITION BY q.asset_id ORDER BY q.observed_at)
+    )
+    SELECT s.asset_id, a.slug, s.observed_at, s.price_usd, s.previous_price, s.previous_at,
+           abs(s.price_usd - s.previous_price) / s.previous_price AS move
+    FROM series s JOIN assets a ON a.id = s.asset_id
+    WHERE s.run_id = :run_id AND s.previous_price > 0
+      AND abs(s.price_usd - s.previous_price) / s.previous_price > :limit
+    ORDER BY move DESC, s.asset_id, s.observed_at LIMIT :max_findings
+    """
+)
+
+# One price per source and bucket (its last there), the median of those across sources, and this
+# source's prices that stand further than the limit from it. Needs at least two sources in the bucket.
+_DISAGREEMENT = text(
+    """
+    WITH touched AS (
+        SELECT DISTINCT asset_id, date_trunc(:bucket, observed_at) AS bucket
+        FROM (SELECT asset_id, observed_at FROM market_quotes
+              WHERE run_id = :run_id AND source = :source ORDER BY id DESC LIMIT :max_rows) AS newest
+    ), latest AS (
+        SELECT DISTINCT ON (t.asset_id, t.bucket, q.source) t.asset_id, t.bucket, q.source, q.price_usd
+        FROM touched t
+        JOIN market_quotes q ON q.asset_id = t.asset_id
+         AND q.observed_at >= t.bucket AND q.observed_at < t.bucket + CAST('1 ' || :bucket AS interval)
+        ORDER BY t.asset_id, t.bucket, q.source, q.observed_at DESC
+    ), medians AS (
+        SELECT asset_id, bucket, percentile_cont(0.5) WITHIN GROUP (ORDER BY price_usd) AS median,
+               count(*) AS sources
+        FROM latest GROUP BY asset_id, bucket HAVING count(*) >= 2
+    )
+    SELECT l.asset_id, a.slug, l.bucket, l.price_usd, m.median, m.sources,
+           abs(l.price_usd - m.median) / m.median AS distance
+    FROM latest l JOIN medians m USING (asset_id, bucket) JOIN assets a ON a.id = l.asset_id
+    WHERE l.source = :source AND m.median > 0 AND abs(l.price_usd - m.median) / m.median > :limit
+    ORDER BY distance DESC, l.asset_id, l.bucket LIMIT :max_findings
+    """
+)
+
+
+def price_jump(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    """Flag quotes of this run whose price moved more than `price_jump` from the asset's previous observation."""
+    rows = session.execute(_PRICE_JUMP, {"run_id": source_run.run_id, "source": source_run.source,
+                                         "limit": limits.price_jump, "max_rows": MAX_ROWS,
+                                         "max_findings": limits.max_findings}).all()
+    return [Finding("price_jump", source_run.source, "warning",
+                    f"{row.slug} moved {float(row.move):.0%} from {float(row.previous_price):g} at "
+                    f"{row.previous_at.isoformat()} to {float(row.price_usd):g} at {row.observed_at.isoformat()}",
+                    float(row.price_usd), float(row.previous_price), row.asset_id) for row in rows]
+
+
+def source_disagreement(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    """Flag this run's prices that stand more than `disagreement` from the cross-source median of their bucket."""
+    rows = session.execute(_DISAGREEMENT, {"run_id": source_run.run_id, "source": source_run.source,
+                                           "bucket": limits.disagreement_bucket, "limit": limits.disagreement,
+                                           "max_rows": MAX_ROWS, "max_findings": limits.max_findings}).all()
+    return [Finding("source_disagreement", source_run.source, "warning",
+                    f"{row.slug} at {float(row.price_usd):g} is {float(row.distance):.0%} from the median "
+                    f"{float(row.median):g} of {row.sources} sources in the {limits.disagreement_bucket} from "
+                    f"{row.bucket.isoformat()}", float(row.price_usd), float(row.median), row.asset_id)
+            for row in rows]

@@ -1,0 +1,176 @@
+"""Each data-quality rule on real tables: rows inserted into the migrated schema, the rule run, findings read back."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kasparro.db import db
+from kasparro.models import Anomaly, AssetAlias, SourceRun
+from kasparro.pipeline import quality
+from kasparro.pipeline.quality import history
+from tests.api import factories as f
+
+LIMITS = quality.Thresholds()
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    with app.app_context():
+        yield db.session
+        db.session.rollback()
+
+
+def stored(session: Session, rule: str | None = None) -> list[Anomaly]:
+    query = select(Anomaly).order_by(Anomaly.id)
+    return list(session.execute(query if rule is None else query.where(Anomaly.rule == rule)).scalars())
+
+
+def history_of(session: Session, extracted: list[int], seconds: list[float]) -> SourceRun:
+    """Runs of source `csv`, oldest first; returns the last one's source run."""
+    runs = [f.run(sources=("csv",), extracted=rows, seconds=took) for rows, took in zip(extracted, seconds)]
+    return runs[-1].source_runs[0]
+
+
+@pytest.mark.parametrize(("rows", "past", "severity"), [
+    (10, [100, 90, 120, 100], "critical"),
+    (500, [100, 90, 120], "warning"),
+    (30, [100, 90, 120], None),       # a quarter of the median is the edge, not past it
+    (10, [100, 90], None),            # too little history
+    (10, [0, 0, 0, 100], None),       # an incremental source that usually reads nothing: no baseline
+])
+def test_volume_compares_rows_read_with_the_median_of_recent_runs(rows: int, past: list[int],
+                                                                  severity: str | None) -> None:
+    finding = history.volume("csv", rows, past, LIMITS)
+
+    assert (finding.severity if finding else None) == severity
+    if finding:
+        assert (finding.rule, finding.observed, finding.expected) == ("volume", rows, 100)
+
+
+@pytest.mark.parametrize(("seconds", "past", "fires"), [
+    (400, [100, 100, 120], True),
+    (250, [100, 100, 120], False),
+    (50, [5, 5, 5], False),           # 10x slower, but under the 60 s floor
+    (400, [100, 100], False),
+])
+def test_slow_run_needs_k_times_the_median_and_the_absolute_floor(seconds: float, past: list[float],
+                                                                  fires: bool) -> None:
+    assert (history.slow_run("csv", seconds, past, LIMITS) is not None) == fires
+
+
+def test_volume_and_slow_run_read_the_sources_successful_history(session: Session) -> None:
+    f.run(sources=("csv",), status="failed", extracted=5, seconds=1)  # failed runs are no baseline
+    last = history_of(session, [100, 110, 90, 100, 12], [10, 12, 11, 10, 200])
+
+    found = quality.evaluate(session, last, LIMITS)
+
+    assert sorted(x.rule for x in found) == ["slow_run", "volume"]
+    volume, = stored(session, "volume")
+    assert (volume.source, volume.run_source_id, float(volume.observed), float(volume.expected)) == \
+        ("csv", last.id, 12, 100)
+    slow, = stored(session, "slow_run")
+    assert (float(slow.observed), float(slow.expected)) == (200, 10.5)
+
+
+def test_price_jump_flags_only_this_runs_quotes_that_moved_past_the_threshold(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    earlier = f.run(sources=("csv",)).source_runs[0]
+    f.quote(coin, f.batch(earlier), f.T0, 100)
+    f.quote(coin, f.batch(earlier, seq=1), f.T0 + DAY, 300)  # an old jump: not this run's
+    this = f.run(sources=("csv",)).source_runs[0]
+    batch = f.batch(this)
+    f.quote(coin, batch, f.T0 + 2 * DAY, 320)   # +7% on the previous (earlier run's) observation
+    f.quote(coin, batch, f.T0 + 3 * DAY, 100)   # -69%
+
+    found = quality.evaluate(session, this, LIMITS)
+
+    jump, = stored(session, "price_jump")
+    assert [x.rule for x in found] == ["price_jump"]
+    assert (jump.asset_id, float(jump.observed), float(jump.expected)) == (coin.id, 100, 320)
+    assert "bitcoin moved 69%" in jump.detail
+
+
+def test_source_disagreement_flags_a_price_far_from_the_cross_source_median(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    run = f.run(sources=("a", "b", "c"))
+    parts = {sr.source: sr for sr in run.source_runs}
+    for source, price, hours in (("a", 100, 1), ("b", 103, 5), ("c", 150, 9)):
+        f.quote(coin, f.batch(parts[source]), f.T0 + timedelta(hours=hours), price)
+    f.quote(coin, f.batch(parts["c"], seq=1), f.T0 + DAY, 100)  # next day: alone, nothing to compare
+
+    assert quality.evaluate(session, parts["a"], LIMITS) == []
+    found = quality.evaluate(session, parts["c"], LIMITS)
+
+    assert [(x.rule, x.source, x.observed, x.expected) for x in found] == [("source_disagreement", "c", 150, 103)]
+    assert "of 3 sources" in stored(session)[0].detail
+
+
+def test_an_hour_bucket_keeps_quotes_of_different_hours_apart(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    run = f.run(sources=("a", "b"))
+    for part, price, hours in zip(run.source_runs, (100, 150), (1, 5)):
+        f.quote(coin, f.batch(part), f.T0 + timedelta(hours=hours), price)
+
+    hourly = quality.Thresholds(disagreement_bucket="hour")
+
+    assert quality.evaluate(session, run.source_runs[1], hourly) == []
+    assert [x.rule for x in quality.evaluate(session, run.source_runs[1], LIMITS)] == ["source_disagreement"]
+
+
+def listing_run(session: Session, kind: str, listed: list[str]) -> SourceRun:
+    run = f.run(sources=("paprika",))
+    run.config = {"paprika": {"kind": kind}}
+    part = run.source_runs[0]
+    f.batch(part, seq=0).cursor_after = {"seen": {"ignored-early-page": "x"}}
+    f.batch(part, seq=1).cursor_after = {"seen": {coin: "2024-01-01T00:00:00Z" for coin in listed}}
+    session.flush()
+    return part
+
+
+def aliases(session: Session) -> dict[str, tuple[bool, bool]]:
+    rows = session.execute(select(AssetAlias).where(AssetAlias.source == "paprika")).scalars()
+    return {a.source_asset_id: (a.active, a.inactive_since is not None) for a in rows}
+
+
+def test_an_asset_missing_from_a_full_listing_goes_inactive_and_comes_back(session: Session) -> None:
+    btc, eth = f.asset("bitcoin", paprika="btc-bitcoin"), f.asset("ethereum", paprika="eth-ethereum")
+
+    gone = quality.evaluate(session, listing_run(session, "coinpaprika", ["btc-bitcoin"]), LIMITS)
+    assert [(x.rule, x.asset_id) for x in gone] == [("asset_disappeared", eth.id)]
+    assert aliases(session) == {"btc-bitcoin": (True, False), "eth-ethereum": (False, True)}
+
+    again = quality.evaluate(session, listing_run(session, "coinpaprika", ["btc-bitcoin"]), LIMITS)
+    assert again == []  # already inactive: no second finding
+
+    back = quality.evaluate(session, listing_run(session, "coinpaprika", ["btc-bitcoin", "eth-ethereum"]), LIMITS)
+    assert [(x.rule, x.asset_id) for x in back] == [("asset_reappeared", eth.id)]
+    assert "missing since" in back[0].detail and "unknown" not in back[0].detail
+    assert aliases(session) == {"btc-bitcoin": (True, False), "eth-ethereum": (True, False)}
+    assert [a.rule for a in stored(session)] == ["asset_disappeared", "asset_reappeared"]
+    assert btc.id != eth.id
+
+
+def test_a_source_that_does_not_read_a_full_listing_never_marks_assets_inactive(session: Session) -> None:
+    f.asset("ethereum", paprika="eth-ethereum")
+
+    assert quality.evaluate(session, listing_run(session, "csv", ["btc-bitcoin"]), LIMITS) == []
+    assert aliases(session) == {"eth-ethereum": (True, False)}
+
+
+def test_a_failing_rule_records_nothing_and_the_others_still_run(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    last = history_of(session, [100, 100, 100, 1], [1, 1, 1, 1])
+    f.quote(coin, f.batch(last), f.T0, 100)
+    broken = quality.Thresholds(disagreement_bucket="fortnight")  # date_trunc refuses it
+
+    found = quality.check_source_run(session, last, broken)
+    session.commit()
+
+    assert [x.rule for x in found] == ["volume"]
+    assert [a.rule for a in stored(session)] == ["volume"]

@@ -148,10 +148,10 @@ def _fail(source_run_id: int, error: str, stage: str, stats: RequestStats | None
 
 
 def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
-    spec = source_run.run.config[source_run.source]
-    context = SourceContext(secrets=current_app.config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats,
-                            budget=RedisBudgets(redis_store.client(), key_prefix=current_app.config["RATE_LIMIT_PREFIX"],
-                                                window_seconds=current_app.config["RATE_LIMIT_WINDOW_SECONDS"]))
+    spec, config = source_run.run.config[source_run.source], current_app.config
+    budgets = RedisBudgets(redis_store.client(), key_prefix=config["RATE_LIMIT_PREFIX"],
+                           window_seconds=config["RATE_LIMIT_WINDOW_SECONDS"])
+    context = SourceContext(secrets=config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats, budget=budgets)
     return build_source(source_run.source, spec, context), spec["kind"]
 
 

@@ -1,0 +1,124 @@
+"""Schema drift through the whole pipeline: a real worker, the fake upstream's faults, each policy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from kasparro.db import db
+from kasparro.fake_upstream.server import FakeUpstream
+from kasparro.models import DriftEvent, MarketQuote, RawRecord, RejectedRecord
+from tests.pipeline.helpers import csv_spec, declare, quote_count, run_now
+from tests.pipeline.test_api_sources import gecko, upstream  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def drift_events(app: Flask) -> list[tuple]:
+    with app.app_context():
+        return [tuple(row) for row in db.session.execute(
+            select(DriftEvent.kind, DriftEvent.field, DriftEvent.old, DriftEvent.new, DriftEvent.confidence,
+                   DriftEvent.action, DriftEvent.records).order_by(DriftEvent.id))]
+
+
+def count(app: Flask, model: type) -> int:
+    with app.app_context():
+        return db.session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def test_under_evolve_a_confident_rename_is_mapped_back_and_loads(app: Flask, sources_file: Path,
+                                                                  upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1, drift_policy="evolve")})
+    upstream.inject("coingecko", "rename_field", field="current_price", to="currentPrice")
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.status, source_run.inserted, source_run.rejected) == ("partial", "partial", 50, 0)
+    ((kind, field, old, new, confidence, action, records),) = drift_events(app)
+    assert (kind, field, old, new, action, records) == ("renamed", "current_price", "current_price", "currentPrice",
+                                                        "mapped", 50)
+    assert 0.8 <= confidence <= 1
+    assert "renamed current_price -> currentPrice" in source_run.error
+    with app.app_context():  # the raw layer keeps what was received, not what was mapped
+        payload = db.session.execute(select(RawRecord.payload).limit(1)).scalar_one()
+        price = db.session.execute(select(MarketQuote.price_usd).limit(1)).scalar_one()
+    assert "currentPrice" in payload and "current_price" not in payload and price > 0
+
+
+def test_under_warn_the_drifted_records_are_rejected_and_the_run_is_partial(app: Flask, sources_file: Path,
+                                                                           upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1)})
+    upstream.inject("coingecko", "rename_field", field="current_price", to="currentPrice")
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.inserted, source_run.rejected) == ("partial", 0, 50)
+    ((kind, _, _, new, confidence, action, records),) = drift_events(app)
+    assert (kind, new, action, records) == ("renamed", "currentPrice", "rejected", 50)
+    assert confidence >= 0.8
+    assert count(app, RejectedRecord) == 50
+
+
+def test_under_freeze_the_source_fails_and_nothing_of_the_batch_loads(app: Flask, sources_file: Path,
+                                                                     upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1, drift_policy="freeze")})
+    upstream.inject("coingecko", "rename_field", field="current_price", to="currentPrice")
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.status) == ("failed", "failed")
+    assert "drift_policy=freeze" in source_run.error and "currentPrice" in source_run.error
+    assert quote_count(app) == 0 and count(app, RejectedRecord) == 0
+    assert count(app, RawRecord) == 50  # the raw payloads stay whatever the policy
+    assert [(e[0], e[5]) for e in drift_events(app)] == [("renamed", "failed")]
+
+
+def test_a_clean_listing_is_no_drift_and_a_plain_success(app: Flask, sources_file: Path,
+                                                         upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, drift_policy="freeze")})
+
+    run = run_now(app)
+
+    assert (run.status, run.source_runs[0].inserted, drift_events(app)) == ("success", 100, [])
+
+
+def test_a_number_sent_as_a_string_is_a_type_change_that_still_loads(app: Flask, sources_file: Path,
+                                                                     upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1)})
+    upstream.inject("coingecko", "type_change", field="current_price", to="string")
+
+    run = run_now(app)
+
+    assert (run.status, run.source_runs[0].inserted) == ("partial", 50)
+    assert [(e[0], e[1], e[2], e[3], e[5]) for e in drift_events(app)] == [
+        ("type_changed", "current_price", "number", "string", "noted")]
+
+
+def test_null_where_a_price_was_is_a_type_change_and_rejects(app: Flask, sources_file: Path,
+                                                            upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1)})
+    upstream.inject("coingecko", "type_change", field="current_price", to="null")
+
+    run = run_now(app)
+
+    assert (run.status, run.source_runs[0].rejected) == ("partial", 50)
+    assert [(e[0], e[3], e[5]) for e in drift_events(app)] == [("type_changed", "null", "rejected")]
+
+
+def test_a_csv_whose_header_changed_is_drift(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_text("currency,date,Close Price,volume,market_cap\nbitcoin,2024-01-01,42000.5,1,2\n"
+                    "ethereum,2024-01-01,2300.1,1,2\n")
+    declare(sources_file, {"vendor": csv_spec(path)})
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (run.status, source_run.rejected, source_run.inserted) == ("partial", 2, 0)
+    assert [(e[0], e[1], e[5]) for e in drift_events(app)] == [("missing", "close", "rejected"),
+                                                                ("added", "Close Price", "rejected")]

@@ -47,6 +47,7 @@ _PER_SOURCE = text("""
     FROM run_sources GROUP BY source ORDER BY source
 """)
 _RUNS_BY_STATUS = text("SELECT status, count(*) FROM runs GROUP BY status")
+_DRIFT = text("SELECT source, kind, count(*) FROM drift_events GROUP BY source, kind ORDER BY source, kind")
 
 # (metric suffix, column, help) for the per-source counters summed over all runs.
 _SOURCE_COUNTERS = (
@@ -79,6 +80,7 @@ class EtlCollector(Collector):
                 with db.engine.connect() as conn:
                     sources = conn.execute(_PER_SOURCE).all()
                     statuses = conn.execute(_RUNS_BY_STATUS).all()
+                    drift = conn.execute(_DRIFT).all()
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
             up.add_metric([], 0)
@@ -88,6 +90,15 @@ class EtlCollector(Collector):
         yield up
         yield from _run_metrics(statuses)
         yield from _source_metrics(sources)
+        yield _drift_metric(drift)
+
+
+def _drift_metric(rows: Sequence[Any]) -> Metric:
+    family = CounterMetricFamily("kasparro_drift_events", "Schema drift events per source and kind.",
+                                 labels=["source", "kind"])
+    for source, kind, number in rows:
+        family.add_metric([source, kind], number)
+    return family
 
 
 def _run_metrics(statuses: Sequence[Any]) -> Iterator[Metric]:

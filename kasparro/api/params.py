@@ -118,6 +118,13 @@ class RejectParams(StrictSchema):
     cursor = cursor_field()
 
 
+class DriftParams(StrictSchema):
+    source = text("Source name.", 100)
+    since = instant("Only drift events recorded at or after this instant (ISO-8601).")
+    limit = limit_field()
+    cursor = cursor_field()
+
+
 class RunRequest(StrictSchema):
     sources = fields.List(text("A declared source name.", 100), validate=validate.Length(min=1, max=50),
                           metadata={"description": "Sources to run; all enabled sources when omitted."})

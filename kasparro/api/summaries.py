@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from kasparro.api.errors import ApiError
 from kasparro.api.schemas import CALLS, COUNTERS
 from kasparro.db import db
-from kasparro.models import RawBatch, Run, RunEvent, SourceRun
+from kasparro.models import DriftEvent, RawBatch, Run, RunEvent, SourceRun
 
 MAX_ID = 2**63 - 1
 
@@ -81,11 +81,23 @@ def run_events(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
             for e in found]
 
 
+def run_drift(run_id: int) -> list[dict[str, Any]]:
+    """Return the schema drift a run met, one line per source and finding."""
+    keys = (DriftEvent.source, DriftEvent.field, DriftEvent.kind, DriftEvent.old, DriftEvent.new, DriftEvent.action)
+    rows = db.session.execute(
+        select(*keys, func.max(DriftEvent.confidence).label("confidence"), func.count().label("events"),
+               func.sum(DriftEvent.records).label("records"))
+        .where(DriftEvent.run_id == run_id).group_by(*keys).order_by(DriftEvent.source, DriftEvent.field)
+    ).all()
+    return [{**row._asdict(), "confidence": None if row.confidence is None else float(row.confidence),
+             "records": int(row.records)} for row in rows]
+
+
 def run_detail(run: Run) -> dict[str, Any]:
-    """Return a run with every source's counters, timings, errors, batch progress and events."""
+    """Return a run with every source's counters, timings, errors, batch progress, events and drift."""
     progress = batch_progress([sr.id for sr in run.source_runs])
     return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
-            "events": run_events(run.id)}
+            "events": run_events(run.id), "drift": run_drift(run.id)}
 
 
 def get_run(run_id: int) -> Run:

@@ -122,3 +122,32 @@ def test_a_csv_whose_header_changed_is_drift(app: Flask, sources_file: Path, tmp
     assert (run.status, source_run.rejected, source_run.inserted) == ("partial", 2, 0)
     assert [(e[0], e[1], e[5]) for e in drift_events(app)] == [("missing", "close", "rejected"),
                                                                 ("added", "Close Price", "rejected")]
+
+
+def test_drift_is_listed_paged_summarised_and_counted(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_text("currency,date,Close Price,volume,market_cap\nbitcoin,2024-01-01,42000.5,1,2\n")
+    declare(sources_file, {"vendor": csv_spec(path)})
+    run = run_now(app)
+    client = app.test_client()
+
+    first = client.get("/drift?source=vendor&limit=1").get_json()
+    second = client.get(f"/drift?source=vendor&limit=1&cursor={first['meta']['next_cursor']}").get_json()
+    other = client.get("/drift?source=elsewhere").get_json()
+    later = client.get("/drift?since=2999-01-01T00:00:00Z").get_json()
+    detail = client.get(f"/runs/{run.id}").get_json()["data"]
+    (stats,) = client.get("/stats").get_json()["data"]["sources"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+
+    (newest,), (oldest,) = first["data"], second["data"]
+    assert (newest["kind"], newest["field"], newest["new"], newest["run_id"]) == ("added", "Close Price",
+                                                                                 "Close Price", run.id)
+    assert (oldest["kind"], oldest["field"], oldest["action"], oldest["records"]) == ("missing", "close",
+                                                                                      "rejected", 1)
+    assert first["meta"]["has_more"] and not second["meta"]["has_more"]
+    assert other["data"] == [] and later["data"] == []
+    assert [(d["source"], d["kind"], d["field"]) for d in detail["drift"]] == [
+        ("vendor", "added", "Close Price"), ("vendor", "missing", "close")]
+    assert "schema drift (2 event(s))" in detail["source_runs"][0]["error"]
+    assert stats["drift_events_last_run"] == 2
+    assert 'kasparro_drift_events_total{kind="missing",source="vendor"} 1.0' in metrics

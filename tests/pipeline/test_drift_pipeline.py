@@ -151,3 +151,43 @@ def test_drift_is_listed_paged_summarised_and_counted(app: Flask, sources_file: 
     assert "schema drift (2 event(s))" in detail["source_runs"][0]["error"]
     assert stats["drift_events_last_run"] == 2
     assert 'kasparro_drift_events_total{kind="missing",source="vendor"} 1.0' in metrics
+
+
+def test_reprocess_after_a_mapping_fix_loads_exactly_the_records_that_were_rejected(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1)})
+    clean = run_now(app)
+    upstream.advance("coingecko")
+    upstream.inject("coingecko", "rename_field", field="current_price", to="currentPrice")
+    drifted = run_now(app)
+    with app.app_context():
+        rejected = set(db.session.execute(select(RejectedRecord.raw_record_id)).scalars())
+        payloads = dict(db.session.execute(select(RawRecord.id, RawRecord.payload)).all())
+        # A coin CoinGecko did not update between the two days is the same quote: valid now, but nothing new.
+        seen = {(p["id"], p["last_updated"]) for rid, p in payloads.items() if rid not in rejected}
+        new = {rid for rid in rejected if (payloads[rid]["id"], payloads[rid]["last_updated"]) not in seen}
+        before = {(q.raw_record_id, q.price_usd, q.updated_at) for q in db.session.execute(select(MarketQuote))
+                  .scalars()}
+    declare(sources_file, {"coingecko": gecko(upstream, max_pages=1, drift_policy="evolve")})  # the fix
+
+    result = app.test_cli_runner().invoke(args=["etl", "reprocess", "--source", "coingecko", "--wait"])
+
+    assert result.exit_code == 0, result.output
+    assert (clean.source_runs[0].inserted, drifted.source_runs[0].rejected) == (50, len(rejected))
+    with app.app_context():
+        from kasparro.models import Checkpoint, Run
+        run = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one()
+        (source_run,) = run.source_runs
+        loaded = set(db.session.execute(select(MarketQuote.raw_record_id)
+                                        .where(MarketQuote.run_id == run.id)).scalars())
+        after = {(q.raw_record_id, q.price_usd, q.updated_at) for q in db.session.execute(select(MarketQuote))
+                 .scalars() if q.run_id != run.id}
+        checkpoint = db.session.get(Checkpoint, "coingecko")
+        left = db.session.execute(select(func.count()).select_from(RejectedRecord)).scalar_one()
+    stored = len(payloads)
+    assert run.trigger == "reprocess" and f"reprocess coingecko, {stored} stored record(s)" in result.output
+    counts = (source_run.extracted, source_run.inserted, source_run.updated, source_run.skipped, source_run.rejected)
+    assert counts == (stored, len(new), 0, stored - len(new), 0) and len(new) >= 45
+    assert loaded == new and after == before and left == 0
+    assert checkpoint.run_id == drifted.id  # no source was read: the checkpoint stays
+    assert [e[0:2] + e[5:6] for e in drift_events(app)][-1] == ("renamed", "current_price", "mapped")

@@ -14,16 +14,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kasparro.errors import KasparroError
+from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import DriftEvent, RawBatch, SchemaSnapshot, SourceRun
 from kasparro.pipeline import drift
 from kasparro.sources.base import UNREADABLE, Source
 
 logger = logging.getLogger(__name__)
-
-
-class DriftFrozen(KasparroError):
-    """A batch drifted under the `freeze` policy: the source fails and nothing of the batch loads."""
 
 
 @dataclass
@@ -80,10 +76,10 @@ def record(session: Session, batch: RawBatch, source_run: SourceRun, outcome: Ch
                               "action": action})
 
 
-def frozen_error(outcome: Check) -> DriftFrozen:
+def frozen_error(outcome: Check) -> SchemaDriftFrozen:
     """Say why a frozen source stops: each finding, plainly."""
     listed = "; ".join(describe(d.kind, d.field, d.old, d.new, d.confidence) for d in outcome.found)
-    return DriftFrozen(f"schema drift under drift_policy=freeze, nothing of the batch loaded: {listed}")
+    return SchemaDriftFrozen(f"schema drift under drift_policy=freeze, nothing of the batch loaded: {listed}")
 
 
 def describe(kind: str, name: str, old: str | None, new: str | None, confidence: Any) -> str:

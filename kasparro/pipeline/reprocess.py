@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kasparro.errors import KasparroError
+from kasparro.errors import ReprocessRefused
 from kasparro.models import RawBatch, RawRecord, SourceRun
 from kasparro.pipeline import runs
 
@@ -40,10 +40,10 @@ def stage(session: Session, source: str, spec: Mapping[str, Any], batch_size: in
     batches = stored_batches(session, source, run_id, batch_size)
     if not batches:
         where = f" received by run {run_id}" if run_id is not None else ""
-        raise KasparroError(f"no stored raw records{where} to reprocess", source=source)
+        raise ReprocessRefused(f"no stored raw records{where} to reprocess", source=source)
     start = runs.create_run(session, "reprocess", {source: spec})
     if not start.created:
-        raise KasparroError(f"run {start.busy[source]} is working on it; reprocess once it ends", source=source)
+        raise ReprocessRefused(f"run {start.busy[source]} is working on it; reprocess once it ends", source=source)
     (source_run,) = start.run.source_runs
     for seq, ids in enumerate(batches, 1):
         session.add(RawBatch(run_source_id=source_run.id, source=source, seq=seq, cursor_after={},

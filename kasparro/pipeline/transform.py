@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
 from kasparro.pipeline import drift, drift_log, identity, leases, runs
 from kasparro.pipeline.faults import Fault
@@ -69,7 +70,7 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     """Stage a batch's valid quotes and keep its rejects; False if it was already transformed.
 
     The batch's shape is checked for schema drift first (see `drift_log`); under `freeze` a drifted
-    batch raises DriftFrozen with its events recorded and nothing staged.
+    batch raises SchemaDriftFrozen with its events recorded and nothing staged.
     """
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
@@ -84,12 +85,7 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
             for _, q in outcome.quotes}
     assets = identity.resolve(session, source_run.source, kind, refs, overrides)
-    # A re-received record may still be staged from a run that never loaded it.
-    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id = ANY(:ids)"), {"ids": [r for r, _ in records]})
-    if batch.record_ids is not None:
-        # Reprocessing: a record that validates now is no longer a reject.
-        session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),
-                        {"ids": [rid for rid, _ in outcome.quotes]})
+    _unstage(session, batch, records, outcome)
     copy_rows(session, "quote_stage", STAGE_COLUMNS, (
         (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]], q["observed_at"].isoformat(),
          q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"], q["percent_change_24h"])
@@ -110,7 +106,7 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
         lease.take(session, source_run.source, source_run.run_id)
         try:
             transformed = transform_batch(session, batch, source_run, source, kind, overrides)
-        except drift_log.DriftFrozen:
+        except SchemaDriftFrozen:
             session.commit()  # keep the drift events: the source fails, the batch stays unloaded
             raise
         if transformed:
@@ -118,6 +114,16 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
         session.commit()
         check_fault(faults, source_run.source, "transform", records)
     return records
+
+
+def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping[str, Any]]],
+             outcome: Validated) -> None:
+    # A re-received record may still be staged from a run that never loaded it.
+    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id = ANY(:ids)"), {"ids": [r for r, _ in records]})
+    if batch.record_ids is not None:
+        # Reprocessing: a record that validates now is no longer a reject.
+        session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),
+                        {"ids": [rid for rid, _ in outcome.quotes]})
 
 
 def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]]) -> None:

@@ -191,3 +191,35 @@ def test_reprocess_after_a_mapping_fix_loads_exactly_the_records_that_were_rejec
     assert loaded == new and after == before and left == 0
     assert checkpoint.run_id == drifted.id  # no source was read: the checkpoint stays
     assert [e[0:2] + e[5:6] for e in drift_events(app)][-1] == ("renamed", "current_price", "mapped")
+
+
+def test_reprocess_of_one_run_after_a_csv_column_fix_loads_what_its_new_header_hid(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    rows = "bitcoin,2024-01-01,42000.5,1,2\nethereum,2024-01-01,2300.1,1,2\n"
+    path.write_text("currency,date,close,volume,market_cap\n" + rows)
+    declare(sources_file, {"vendor": csv_spec(path)})
+    run_now(app)
+    path.write_text("currency,date,Close Price,volume,market_cap\n" + rows + "solana,2024-01-01,101.2,1,2\n")
+    drifted = run_now(app)
+    fixed = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "Close Price",
+             "volume_24h_usd": "volume", "market_cap_usd": "market_cap"}
+    declare(sources_file, {"vendor": csv_spec(path, columns=fixed)})
+
+    result = app.test_cli_runner().invoke(
+        args=["etl", "reprocess", "--source", "vendor", "--run", str(drifted.id), "--wait"])
+
+    assert result.exit_code == 0, result.output
+    assert (drifted.status, drifted.source_runs[0].rejected) == ("partial", 3)
+    assert "reprocess vendor, 3 stored record(s)" in result.output
+    assert "success: vendor success extracted=3 loaded=1 rejected=0" in result.output
+    assert quote_count(app) == 3 and count(app, RejectedRecord) == 0
+
+
+def test_reprocess_with_nothing_stored_is_refused(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    declare(sources_file, {"vendor": csv_spec(tmp_path / "quotes.csv")})
+
+    result = app.test_cli_runner().invoke(args=["etl", "reprocess", "--source", "vendor", "--run", "7"])
+
+    assert result.exit_code != 0
+    assert "vendor: no stored raw records received by run 7 to reprocess" in result.output

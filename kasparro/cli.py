@@ -1,4 +1,4 @@
-"""Terminal commands: `flask --app wsgi etl init-db | run | sources`."""
+"""Terminal commands: `flask --app wsgi etl init-db | run | reprocess | sources | reap`."""
 from __future__ import annotations
 
 import time
@@ -60,6 +60,25 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
         click.echo(f"  {source}: busy, held by run {holder}")
     if wait:
         _follow(run.id, timeout)
+
+
+@etl.command("reprocess")
+@click.option("--source", required=True, help="The source whose stored raw records to transform and load again.")
+@click.option("--run", "run_id", type=int, help="Only the records this run received.")
+@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+@click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
+def reprocess_command(source: str, run_id: int | None, wait: bool, timeout: int) -> None:
+    """Transform and load a source's stored raw records again (no refetch), as a new run with trigger reprocess."""
+    from kasparro.tasks import enqueue_reprocess
+
+    try:
+        start = enqueue_reprocess(source, run_id)
+    except KasparroError as exc:
+        raise click.ClickException(str(exc)) from None
+    (source_run,) = start.run.source_runs
+    click.echo(f"run {start.run.id} queued: reprocess {source}, {source_run.extracted} stored record(s)")
+    if wait:
+        _follow(start.run.id, timeout)
 
 
 @etl.command("reap")

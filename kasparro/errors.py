@@ -6,6 +6,8 @@
     │   ├── SourceAuthError         (terminal) the provider refused our credentials
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
+    ├── SchemaDriftFrozen           (terminal) a batch drifted under drift_policy=freeze
+    ├── ReprocessRefused            (terminal) nothing stored to reprocess, or another run holds the source
     ├── SourceBusy                  (transient) another run holds the source's lease
     ├── SourceRunClosed             (neither) this run's part for the source ended meanwhile: stand down
     ├── BrokerUnavailable           (terminal) a run could not be handed to the broker
@@ -56,6 +58,14 @@ class SourceConfigError(SourceError):
 
 class PayloadError(KasparroError):
     """A whole payload could not be understood."""
+
+
+class SchemaDriftFrozen(KasparroError):
+    """A batch's shape drifted under the `freeze` policy: the source fails and nothing of the batch loads."""
+
+
+class ReprocessRefused(KasparroError):
+    """A reprocess cannot start: no stored records match, or another run holds the source."""
 
 
 class SourceBusy(KasparroError):

@@ -48,6 +48,7 @@ _PER_SOURCE = text("""
 """)
 _RUNS_BY_STATUS = text("SELECT status, count(*) FROM runs GROUP BY status")
 _ANOMALIES = text("SELECT source, rule, count(*) AS found FROM anomalies GROUP BY source, rule ORDER BY source, rule")
+_DRIFT = text("SELECT source, kind, count(*) FROM drift_events GROUP BY source, kind ORDER BY source, kind")
 
 # (metric suffix, column, help) for the per-source counters summed over all runs.
 _SOURCE_COUNTERS = (
@@ -81,6 +82,7 @@ class EtlCollector(Collector):
                     sources = conn.execute(_PER_SOURCE).all()
                     statuses = conn.execute(_RUNS_BY_STATUS).all()
                     anomalies = conn.execute(_ANOMALIES).all()
+                    drift = conn.execute(_DRIFT).all()
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
             up.add_metric([], 0)
@@ -91,6 +93,8 @@ class EtlCollector(Collector):
         yield from _run_metrics(statuses)
         yield from _source_metrics(sources)
         yield _anomaly_metric(anomalies)
+        yield _drift_metric(drift)
+
 
 
 def _anomaly_metric(anomalies: Sequence[Any]) -> Metric:
@@ -99,6 +103,15 @@ def _anomaly_metric(anomalies: Sequence[Any]) -> Metric:
     for row in anomalies:
         found.add_metric([row.source, row.rule], float(row.found))
     return found
+
+
+
+def _drift_metric(rows: Sequence[Any]) -> Metric:
+    family = CounterMetricFamily("kasparro_drift_events", "Schema drift events per source and kind.",
+                                 labels=["source", "kind"])
+    for source, kind, number in rows:
+        family.add_metric([source, kind], number)
+    return family
 
 
 def _run_metrics(statuses: Sequence[Any]) -> Iterator[Metric]:

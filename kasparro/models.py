@@ -29,13 +29,16 @@ RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
 SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
 # A source run in one of these finished and loaded what it read.
 SUCCEEDED = ("success", "partial")
-TRIGGERS = ("schedule", "api", "cli")
+TRIGGERS = ("schedule", "api", "cli", "reprocess")
 BATCH_STATES = ("extracted", "transformed", "loaded")
 # What can happen to a source's part of a run besides its counters moving (see RunEvent).
 EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault")
 # The data-quality rules a finding can come from (see kasparro.pipeline.quality), and how bad a finding is.
 QUALITY_RULES = ("volume", "slow_run", "price_jump", "source_disagreement", "asset_disappeared", "asset_reappeared")
 SEVERITIES = ("info", "warning", "critical")
+# How a batch's shape differed from what its source expects, and what the pipeline did about it (see DriftEvent).
+DRIFT_KINDS = ("added", "missing", "renamed", "type_changed")
+DRIFT_ACTIONS = ("mapped", "rejected", "failed", "noted")
 
 
 def _now() -> Any:
@@ -140,6 +143,8 @@ class RawBatch(db.Model):
     cursor_after: Mapped[dict[str, Any]] = mapped_column(JSONB)
     received: Mapped[int] = mapped_column(Integer, default=0)
     new_records: Mapped[int] = mapped_column(Integer, default=0)
+    # A reprocess batch re-stages these stored raw records (which stay in their own batches) and moves no checkpoint.
+    record_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     created_at: Mapped[datetime] = _now()
 
 
@@ -323,4 +328,47 @@ class Anomaly(db.Model):
     observed: Mapped[Decimal | None] = mapped_column(Numeric)
     expected: Mapped[Decimal | None] = mapped_column(Numeric)
     detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class SchemaSnapshot(db.Model):
+    """The shape one batch actually had: per field, records per JSON type and the numeric range."""
+
+    __tablename__ = "schema_snapshots"
+    __table_args__ = (Index("ix_schema_snapshots_source_id", "source", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"), unique=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    records: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+
+
+class DriftEvent(db.Model):
+    """A field of a batch that differed from its source's expected schema or previous snapshot, and what was done."""
+
+    __tablename__ = "drift_events"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {DRIFT_KINDS}", name="kind"),
+        CheckConstraint(f"action IN {DRIFT_ACTIONS}", name="action"),
+        CheckConstraint("confidence BETWEEN 0 AND 1", name="confidence"),
+        Index("ix_drift_events_source_id", "source", "id"),
+        Index("ix_drift_events_run_source_id", "run_source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_source_id: Mapped[int] = mapped_column(ForeignKey("run_sources.id", ondelete="CASCADE"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("raw_batches.id", ondelete="SET NULL"))
+    field: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Numeric(4, 3))
+    action: Mapped[str] = mapped_column(String(16))
+    # Records of the batch that showed it.
+    records: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = _now()

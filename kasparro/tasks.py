@@ -33,7 +33,7 @@ from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceRunClosed
 from kasparro.models import Run, SourceRun
-from kasparro.pipeline import events, faults, identity, leases, quality, recovery, runs
+from kasparro.pipeline import events, faults, identity, leases, quality, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending
 from kasparro.pipeline.transform import transform_pending
@@ -291,6 +291,15 @@ def enqueue_run(trigger: str, sources: Iterable[str] | None = None,
     db.session.commit()
     if start.created:
         _dispatch(start.run)
+    return start
+
+
+def enqueue_reprocess(source: str, run_id: int | None = None) -> runs.RunStart:
+    """Record a reprocess run over a source's stored raw records and hand its chain to the broker."""
+    specs = catalog.select_sources(current_app.config, [source])
+    start = reprocess.stage(db.session, source, specs[source], current_app.config["BATCH_SIZE"], run_id)
+    db.session.commit()
+    _dispatch(start.run)
     return start
 
 

@@ -157,8 +157,39 @@ class QualityFindingSchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
+class DriftEventSchema(Schema):
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    run_id = fields.Integer(required=True)
+    batch_id = fields.Integer(allow_none=True)
+    field = fields.String(required=True, metadata={"description": "The expected field (the new one when added)."})
+    kind = fields.String(required=True, metadata={"description": "added, missing, renamed or type_changed."})
+    old = fields.String(allow_none=True, metadata={"description": "Expected name, or the expected type(s)."})
+    new = fields.String(allow_none=True, metadata={"description": "Name or type found in the batch."})
+    confidence = fields.Float(allow_none=True, metadata={"description": "A rename's confidence, 0 to 1."})
+    action = fields.String(required=True, metadata={"description": "mapped (evolve applied the rename), rejected "
+                                                    "(its records failed validation), failed (freeze), noted."})
+    records = fields.Integer(required=True, metadata={"description": "Records of the batch that showed it."})
+    created_at = fields.DateTime(required=True)
+
+
+class DriftSummarySchema(Schema):
+    source = fields.String(required=True)
+    field = fields.String(required=True)
+    kind = fields.String(required=True)
+    old = fields.String(allow_none=True)
+    new = fields.String(allow_none=True)
+    confidence = fields.Float(allow_none=True, metadata={"description": "The highest confidence seen."})
+    action = fields.String(required=True)
+    events = fields.Integer(required=True, metadata={"description": "Batches that showed it."})
+    records = fields.Integer(required=True)
+
+
 class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
+    drift = fields.List(fields.Nested(DriftSummarySchema), required=True,
+                        metadata={"description": "Schema drift met by the run, per source and finding; a source "
+                                                 "with drift ends partial at best."})
     events = fields.List(fields.Nested(RunEventSchema), required=True,
                          metadata={"description": "The run's history besides its counters, oldest first (at most "
                                                   "200): retries, lost workers, resumes, failures."})
@@ -250,6 +281,8 @@ class SourceStatsSchema(Schema):
     wait_seconds_last_run = fields.Float(allow_none=True)
     waits_last_run = fields.Integer(allow_none=True)
     longest_wait_seconds_last_run = fields.Float(allow_none=True)
+    drift_events_last_run = fields.Integer(required=True, metadata={"description": "Schema drift events in its "
+                                                                                   "last run."})
 
 
 class StatsSchema(Schema):

@@ -13,7 +13,7 @@ from kasparro.api.params import NoParams
 from kasparro.api.schemas import StatsSchema, envelope
 from kasparro.api.summaries import counts, run_summary
 from kasparro.db import db
-from kasparro.models import RUN_STATUSES, SUCCEEDED, RejectedRecord, Run, SourceRun
+from kasparro.models import RUN_STATUSES, SUCCEEDED, DriftEvent, RejectedRecord, Run, SourceRun
 
 blp = Blueprint("stats", __name__, description="ETL figures per source and per run status.")
 
@@ -29,7 +29,7 @@ def _per_source() -> dict[str, dict[str, Any]]:
     ).all()
     return {row.source: {"source": row.source, "rows_total": int(row.rows_total),
                          "last_success_at": row.last_success_at, "last_failure_at": row.last_failure_at,
-                         "rejected_total": 0, "last_error": None} for row in rows}
+                         "rejected_total": 0, "last_error": None, "drift_events_last_run": 0} for row in rows}
 
 
 def _latest_source_runs(*conditions: Any) -> list[SourceRun]:
@@ -38,16 +38,25 @@ def _latest_source_runs(*conditions: Any) -> list[SourceRun]:
     return list(db.session.execute(query).scalars())
 
 
+def _drift_counts(source_run_ids: list[int]) -> dict[int, int]:
+    return dict(db.session.execute(
+        select(DriftEvent.run_source_id, func.count()).where(DriftEvent.run_source_id.in_(source_run_ids))
+        .group_by(DriftEvent.run_source_id)).all())
+
+
 def source_stats() -> list[dict[str, Any]]:
-    """Return every source's totals, its last run's figures, and its last success and failure."""
+    """Return every source's totals, its last run's figures (drift included), and its last success and failure."""
     stats = _per_source()
-    for source_run in _latest_source_runs():
+    latest = _latest_source_runs()
+    drifted = _drift_counts([sr.id for sr in latest])
+    for source_run in latest:
         stats[source_run.source].update(
             last_run_id=source_run.run_id, last_run_status=source_run.status, last_run=counts(source_run),
             requests_last_run=source_run.requests, retries_last_run=source_run.retries,
             throttled_last_run=source_run.throttled, wait_seconds_last_run=float(source_run.wait_seconds or 0),
             waits_last_run=source_run.waits or 0,
-            longest_wait_seconds_last_run=float(source_run.longest_wait_seconds or 0))
+            longest_wait_seconds_last_run=float(source_run.longest_wait_seconds or 0),
+            drift_events_last_run=drifted.get(source_run.id, 0))
     for source_run in _latest_source_runs(SourceRun.status == "failed"):
         stats[source_run.source]["last_error"] = source_run.error
     rejected = db.session.execute(

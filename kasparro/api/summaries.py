@@ -10,7 +10,7 @@ from sqlalchemy import Select, case, func, select
 from kasparro.api.errors import ApiError
 from kasparro.api.schemas import CALLS, COUNTERS
 from kasparro.db import db
-from kasparro.models import Anomaly, Asset, RawBatch, Run, RunEvent, SourceRun
+from kasparro.models import Anomaly, Asset, DriftEvent, RawBatch, Run, RunEvent, SourceRun
 
 MAX_ID = 2**63 - 1
 
@@ -101,11 +101,23 @@ def run_anomalies(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
     return [anomaly(row) for row in db.session.execute(anomaly_query().where(Anomaly.run_id == run_id).limit(limit))]
 
 
+def run_drift(run_id: int) -> list[dict[str, Any]]:
+    """Return the schema drift a run met, one line per source and finding."""
+    keys = (DriftEvent.source, DriftEvent.field, DriftEvent.kind, DriftEvent.old, DriftEvent.new, DriftEvent.action)
+    rows = db.session.execute(
+        select(*keys, func.max(DriftEvent.confidence).label("confidence"), func.count().label("events"),
+               func.sum(DriftEvent.records).label("records"))
+        .where(DriftEvent.run_id == run_id).group_by(*keys).order_by(DriftEvent.source, DriftEvent.field)
+    ).all()
+    return [{**row._asdict(), "confidence": None if row.confidence is None else float(row.confidence),
+             "records": int(row.records)} for row in rows]
+
+
 def run_detail(run: Run) -> dict[str, Any]:
-    """Return a run with every source's counters, timings, errors, batch progress, events and quality findings."""
+    """Return a run with every source's counters, timings, errors, batch progress, events, drift and findings."""
     progress = batch_progress([sr.id for sr in run.source_runs])
     return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
-            "events": run_events(run.id), "anomalies": run_anomalies(run.id)}
+            "events": run_events(run.id), "drift": run_drift(run.id), "anomalies": run_anomalies(run.id)}
 
 
 def get_run(run_id: int) -> Run:

@@ -7,11 +7,16 @@ from typing import Any
 
 PROVIDERS = ("coinpaprika", "coingecko")
 FAULT_KINDS = (
-    "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "reset",
+    "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "type_change",
+    "reset",
 )
 # Parameters each kind needs; anything missing is a caller error, caught at inject time.
-_REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",), "drop_item": ("id",)}
-_DEFAULTS: dict[str, dict[str, Any]] = {"429": {"retry_after": 1}, "slow": {"delay": 1.0}}
+_REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",), "drop_item": ("id",),
+             "type_change": ("field",)}
+_DEFAULTS: dict[str, dict[str, Any]] = {"429": {"retry_after": 1}, "slow": {"delay": 1.0},
+                                        "type_change": {"to": "string"}}
+# What `type_change` turns a field's value into.
+TYPE_CHANGES = ("string", "null")
 
 
 @dataclass
@@ -47,6 +52,8 @@ def make_fault(provider: str, kind: str | int, times: int = 1, **params: Any) ->
     if missing:
         raise ValueError(f"fault {kind!r} needs parameter(s) {missing}")
     merged = {**_DEFAULTS.get(kind, {}), **params}
+    if kind == "type_change" and merged["to"] not in TYPE_CHANGES:
+        raise ValueError(f"type_change 'to' must be one of {TYPE_CHANGES}, not {merged['to']!r}")
     return Fault(provider, kind, int(times), merged)
 
 
@@ -104,6 +111,17 @@ def drop_item(payload: Any, item_id: str) -> Any:
     """Remove the object whose `id` is `item_id` from a JSON array payload: the coin left the listing."""
     if isinstance(payload, list):
         return [obj for obj in payload if not (isinstance(obj, dict) and obj.get("id") == item_id)]
+    return payload
+
+
+def type_change(payload: Any, name: str, to: str) -> Any:
+    """Send `name` as a string (`"64000.5"`) or as null in every object of a JSON array payload."""
+    def changed(value: Any) -> Any:
+        return None if to == "null" else str(value)
+
+    if isinstance(payload, list):
+        return [{k: (changed(v) if k == name else v) for k, v in obj.items()}
+                if isinstance(obj, dict) else obj for obj in payload]
     return payload
 
 

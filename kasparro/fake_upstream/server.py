@@ -11,7 +11,16 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .faults import HTML_ERROR_PAGE, PROVIDERS, FaultQueue, drop_field, drop_item, make_fault, rename_field
+from .faults import (
+    HTML_ERROR_PAGE,
+    PROVIDERS,
+    FaultQueue,
+    drop_field,
+    drop_item,
+    make_fault,
+    rename_field,
+    type_change,
+)
 from .providers import (PREFIXES, SECRET_PARAMS, check_gecko_auth, check_paprika_auth,
                         error_body, gecko_route, paprika_route, split_provider)
 from .snapshots import SnapshotSeries, load_coingecko, load_coinpaprika
@@ -290,6 +299,8 @@ class FakeUpstream:
             body = drop_field(body, fault.params["field"])
         elif kind == "drop_item":
             body = drop_item(body, fault.params["id"])
+        elif kind == "type_change":
+            body = type_change(body, fault.params["field"], fault.params["to"])
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         if kind == "truncated":
             payload = payload[: max(1, len(payload) // 2)]

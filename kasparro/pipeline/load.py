@@ -71,8 +71,9 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     if batch.state != "transformed" or not _predecessor_loaded(session, batch):
         return None
     inserted, updated, staged = session.execute(_UPSERT, {"batch_id": batch.id}).one()
-    session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
-                                  "run_id": source_run.run_id, "batch_id": batch.id})
+    if batch.record_ids is None:  # a reprocess batch read nothing new: the checkpoint stays
+        session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
+                                      "run_id": source_run.run_id, "batch_id": batch.id})
     session.execute(text("DELETE FROM quote_stage WHERE batch_id = :b"), {"b": batch.id})
     batch.state = "loaded"
     result = LoadResult(inserted, updated, staged - inserted - updated)

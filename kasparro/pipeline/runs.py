@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from kasparro.models import IdempotencyKey, RawBatch, Run, SourceRun
-from kasparro.pipeline import events, leases
+from kasparro.pipeline import drift_log, events, leases
 from kasparro.redact import redact_text
 
 TERMINAL = ("success", "partial", "failed")
@@ -123,7 +123,10 @@ def finish_source(session: Session, source_run: SourceRun, error: str | None = N
         # /runs and /stats serve this text: a URL it quotes may carry a password or a key.
         source_run.error = redact_text(error)[:4000]
     else:
-        source_run.status = "partial" if source_run.rejected else "success"
+        # Drift is never a plain success: the source run is partial, and its error says what drifted.
+        drifted = drift_log.summary(session, source_run.id)
+        source_run.status = "partial" if source_run.rejected or drifted else "success"
+        source_run.error = drifted[:4000] if drifted else None
     source_run.stage = None
     source_run.finished_at = func.now()
     leases.release(session, source_run.source, source_run.run_id)

@@ -10,8 +10,9 @@ from marshmallow import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import identity, leases, runs
+from kasparro.pipeline import drift, drift_log, identity, leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
@@ -43,34 +44,48 @@ def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any
     return load_quote(fields)
 
 
-def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]]) -> Validated:
-    """Validate every record of a batch, keeping each failure's reasons."""
+def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]],
+                   renames: Mapping[str, str] | None = None) -> Validated:
+    """Validate every record of a batch, keeping each failure's reasons; `renames` maps drifted names back first."""
     outcome = Validated()
     for record_id, payload in records:
         try:
-            outcome.quotes.append((record_id, validate_record(source, payload)))
+            mapped = drift.remap(payload, renames) if renames else payload
+            outcome.quotes.append((record_id, validate_record(source, mapped)))
         except ValidationError as exc:
             messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
             outcome.rejects.append((record_id, messages))
     return outcome
 
 
+def batch_records(session: Session, batch: RawBatch) -> list[tuple[int, Mapping[str, Any]]]:
+    """Return a batch's raw records: its own, or for a reprocess batch the stored ones it re-stages."""
+    where = RawRecord.id.in_(batch.record_ids) if batch.record_ids is not None else RawRecord.batch_id == batch.id
+    return [(rid, payload) for rid, payload in
+            session.execute(select(RawRecord.id, RawRecord.payload).where(where).order_by(RawRecord.id))]
+
+
 def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
                     overrides: Mapping[tuple[str, str], str]) -> bool:
-    """Stage a batch's valid quotes and keep its rejects; False if it was already transformed."""
+    """Stage a batch's valid quotes and keep its rejects; False if it was already transformed.
+
+    The batch's shape is checked for schema drift first (see `drift_log`); under `freeze` a drifted
+    batch raises SchemaDriftFrozen with its events recorded and nothing staged.
+    """
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False
-    records = session.execute(
-        select(RawRecord.id, RawRecord.payload).where(RawRecord.batch_id == batch.id).order_by(RawRecord.id)
-    ).all()
-    outcome = validate_batch(source, records)
+    records = batch_records(session, batch)
+    shape = drift_log.check(session, batch, source_run, source, records)
+    if shape.found and shape.policy.mode == "freeze":
+        drift_log.record(session, batch, source_run, shape, set())
+        raise drift_log.frozen_error(shape)
+    outcome = validate_batch(source, records, shape.renames)
+    drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
     refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
             for _, q in outcome.quotes}
     assets = identity.resolve(session, source_run.source, kind, refs, overrides)
-    # A re-received record may still be staged from a run that never loaded it.
-    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id IN"
-                         " (SELECT id FROM raw_records WHERE batch_id = :b)"), {"b": batch.id})
+    _unstage(session, batch, records, outcome)
     copy_rows(session, "quote_stage", STAGE_COLUMNS, (
         (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]], q["observed_at"].isoformat(),
          q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"], q["percent_change_24h"])
@@ -89,11 +104,26 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
     records = 0
     for batch in runs.pending_batches(session, source_run, "extracted"):
         lease.take(session, source_run.source, source_run.run_id)
-        if transform_batch(session, batch, source_run, source, kind, overrides):
+        try:
+            transformed = transform_batch(session, batch, source_run, source, kind, overrides)
+        except SchemaDriftFrozen:
+            session.commit()  # keep the drift events: the source fails, the batch stays unloaded
+            raise
+        if transformed:
             records += batch.new_records
         session.commit()
         check_fault(faults, source_run.source, "transform", records)
     return records
+
+
+def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping[str, Any]]],
+             outcome: Validated) -> None:
+    # A re-received record may still be staged from a run that never loaded it.
+    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id = ANY(:ids)"), {"ids": [r for r, _ in records]})
+    if batch.record_ids is not None:
+        # Reprocessing: a record that validates now is no longer a reject.
+        session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),
+                        {"ids": [rid for rid, _ in outcome.quotes]})
 
 
 def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]]) -> None:

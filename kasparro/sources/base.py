@@ -67,6 +67,26 @@ UNIFIED_FIELDS = (
 )
 
 
+# JSON value types a payload field may hold, as schema drift names them.
+JSON_TYPES = ("string", "number", "boolean", "null", "object", "array")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a source expects of one payload field: the JSON types it may hold, and whether it must be there.
+
+    Nested fields are named by dotted paths (`quotes.USD.price`).
+    """
+
+    types: tuple[str, ...]
+    required: bool = True
+
+
+def expect(types: str, required: bool = True) -> Expected:
+    """Spell an expectation compactly: `expect("number|null")`."""
+    return Expected(tuple(types.split("|")), required)
+
+
 class Source(Protocol):
     """A place quotes come from."""
 
@@ -79,4 +99,8 @@ class Source(Protocol):
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map one raw payload to the unified field names; raise KeyError for a missing field."""
+        ...
+
+    def expected_schema(self) -> Mapping[str, Expected]:
+        """Return the payload fields `to_unified` reads, by (dotted) name, with the types each may hold."""
         ...

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from kasparro.errors import PayloadError, SourceConfigError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Page, RawItem
+from kasparro.sources.base import Expected, Page, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
@@ -33,6 +33,13 @@ HOSTS = {"demo": "api.coingecko.com", "pro": "pro-api.coingecko.com"}
 MAX_PER_PAGE = 250
 # The demo plan allows 30 calls a minute.
 DEFAULT_REQUESTS_PER_MINUTE = 30
+# The fields of a `/coins/markets` entry that `to_unified` reads (see kasparro.pipeline.drift).
+EXPECTED_SCHEMA = {
+    "id": expect("string"), "symbol": expect("string"), "name": expect("string"),
+    "last_updated": expect("string"), "current_price": expect("number"),
+    "market_cap": expect("number|null"), "total_volume": expect("number|null"),
+    "price_change_percentage_24h": expect("number|null"),
+}
 # CoinGecko answers a key sent to the other plan's host with 400 and these codes.
 WRONG_PLAN_CODES = (10010, 10011)
 
@@ -109,6 +116,10 @@ class CoinGeckoSource:
         logger.info("coingecko page source=%s page=%d listed=%d", self.name, number, len(coins),
                     extra={"source": self.name, "page": number, "listed": len(coins)})
         return as_objects(coins)
+
+    def expected_schema(self) -> Mapping[str, Expected]:
+        """Return the market entry fields this mapping reads."""
+        return EXPECTED_SCHEMA
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a market entry to unified fields."""

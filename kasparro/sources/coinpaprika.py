@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Page, RawItem
+from kasparro.sources.base import Expected, Page, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
@@ -29,6 +29,13 @@ DEFAULT_BASE_URL = "https://api.coinpaprika.com/v1"
 PAID_HOST = "api-pro.coinpaprika.com"
 # The free plan allows about 25k calls a month; one extract is one call.
 DEFAULT_REQUESTS_PER_MINUTE = 10
+# The ticker fields `to_unified` reads (see kasparro.pipeline.drift).
+EXPECTED_SCHEMA = {
+    "id": expect("string"), "symbol": expect("string"), "name": expect("string"),
+    "last_updated": expect("string"), "quotes.USD.price": expect("number"),
+    "quotes.USD.market_cap": expect("number|null"), "quotes.USD.volume_24h": expect("number|null"),
+    "quotes.USD.percent_change_24h": expect("number|null"),
+}
 
 
 class CoinPaprikaSource:
@@ -62,6 +69,10 @@ class CoinPaprikaSource:
         for number, chunk in enumerate(chunks, 1):
             marks.advance(chunk)
             yield Page(chunk, marks.cursor(final=number == len(chunks)))
+
+    def expected_schema(self) -> Mapping[str, Expected]:
+        """Return the ticker fields this mapping reads."""
+        return EXPECTED_SCHEMA
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a ticker to unified fields; a ticker without a USD quote is refused."""

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import UNIFIED_FIELDS, Page, RawItem
+from kasparro.sources.base import UNIFIED_FIELDS, Expected, Page, RawItem
 from kasparro.sources.csv_scan import Record
 
 HEAD_BYTES = 64 * 1024
@@ -223,6 +223,10 @@ class CsvSource:
 
     def _cursor(self, handle: BinaryIO, offset: int, line_no: int) -> dict[str, Any]:
         return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset)}
+
+    def expected_schema(self) -> Mapping[str, Expected]:
+        """Return the configured columns: every one must be in the header, and a CSV cell is always text."""
+        return {column: Expected(("string",)) for column in self.columns.values()}
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a row to unified fields by the configured columns, parsing dates in the configured format."""

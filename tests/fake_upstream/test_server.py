@@ -237,6 +237,20 @@ def test_drop_item_leaves_one_coin_out_of_the_listing(upstream: FakeUpstream) ->
     assert "btc-bitcoin" in {c["id"] for c in paprika(upstream).json()}  # one request only
 
 
+def test_type_change_sends_a_number_as_a_string_or_as_null(upstream: FakeUpstream) -> None:
+    upstream.inject("coingecko", "type_change", field="current_price")
+    upstream.inject("coingecko", "type_change", field="market_cap", to="null")
+    as_text, as_null = gecko(upstream).json(), gecko(upstream).json()
+    assert all(isinstance(c["current_price"], str) and float(c["current_price"]) >= 0 for c in as_text)
+    assert all(c["market_cap"] is None for c in as_null)
+    assert all(isinstance(c["current_price"], (int, float)) for c in gecko(upstream).json())
+
+
+def test_type_change_refuses_a_type_it_cannot_send(upstream: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="type_change"):
+        upstream.inject("coingecko", "type_change", field="current_price", to="boolean")
+
+
 def test_reset_fault_closes_the_connection_without_an_answer(upstream: FakeUpstream) -> None:
     upstream.inject("coingecko", "reset")
     with pytest.raises(requests.ConnectionError):

@@ -46,6 +46,9 @@ class Hooked:
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self.source.to_unified(payload)
 
+    def expected_schema(self) -> Mapping[str, Any]:
+        return self.source.expected_schema()
+
 
 @pytest.fixture
 def started(app: Flask, sources_file: Path, tmp_path: Path) -> Iterator[tuple[SourceRun, Callable[..., Hooked]]]:

@@ -1,0 +1,106 @@
+"""Check each batch for schema drift and keep what was found: snapshots, drift events, the source's policy.
+
+`check` runs before validation (it says which renames `evolve` maps back);
+`record` runs after it (it knows which records were rejected), adds one
+`drift_events` row per finding and logs it as a warning. The caller commits.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kasparro.errors import SchemaDriftFrozen
+from kasparro.models import DriftEvent, RawBatch, SchemaSnapshot, SourceRun
+from kasparro.pipeline import drift
+from kasparro.sources.base import UNREADABLE, Source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Check:
+    """What a batch's shape showed, and the renames to apply before validation."""
+
+    policy: drift.Policy
+    found: list[drift.Drift]
+    snapshot: drift.Snapshot
+    flat: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """New field name -> expected one, for the renames this policy applies (only `evolve`)."""
+        if self.policy.mode != "evolve":
+            return {}
+        return {d.new: d.old for d in self.found if d.kind == "renamed" and d.new and d.old}
+
+
+def previous_snapshot(session: Session, source: str, batch_id: int) -> drift.Snapshot | None:
+    """Return the source's latest snapshot taken before this batch, if any."""
+    return session.execute(
+        select(SchemaSnapshot.fields).where(SchemaSnapshot.source == source, SchemaSnapshot.batch_id != batch_id)
+        .order_by(SchemaSnapshot.id.desc()).limit(1)
+    ).scalar()
+
+
+def check(session: Session, batch: RawBatch, source_run: SourceRun, source: Source,
+          records: Sequence[tuple[int, Mapping[str, Any]]]) -> Check:
+    """Snapshot a batch's shape and compare it with the expected schema and the previous snapshot."""
+    policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
+    expected = source.expected_schema()
+    flat = {rid: drift.flatten(payload, expected) for rid, payload in records if UNREADABLE not in payload}
+    snapshot = drift.observe(flat.values())
+    previous = previous_snapshot(session, source_run.source, batch.id)
+    found = drift.compare(expected, previous, snapshot, policy.threshold)
+    session.add(SchemaSnapshot(source=source_run.source, run_id=source_run.run_id, batch_id=batch.id,
+                               fields=snapshot, records=len(flat)))
+    return Check(policy, found, snapshot, flat)
+
+
+def record(session: Session, batch: RawBatch, source_run: SourceRun, outcome: Check, rejected: set[int]) -> None:
+    """Add a drift event per finding, with what was done about it, and log each as a warning."""
+    for found in outcome.found:
+        touched = [rid for rid, flat in outcome.flat.items() if found.touches(flat)]
+        action = drift.decide(found, outcome.policy, any(rid in rejected for rid in touched))
+        session.add(DriftEvent(source=source_run.source, run_id=source_run.run_id, run_source_id=source_run.id,
+                               batch_id=batch.id, field=found.field, kind=found.kind, old=found.old, new=found.new,
+                               confidence=found.confidence, action=action, records=len(touched)))
+        logger.warning("schema drift source=%s batch=%s %s %s (%s -> %s, confidence %s): %s, %d record(s)",
+                       source_run.source, batch.id, found.kind, found.field, found.old, found.new,
+                       found.confidence, action, len(touched),
+                       extra={"source": source_run.source, "drift_kind": found.kind, "field": found.field,
+                              "action": action})
+
+
+def frozen_error(outcome: Check) -> SchemaDriftFrozen:
+    """Say why a frozen source stops: each finding, plainly."""
+    listed = "; ".join(describe(d.kind, d.field, d.old, d.new, d.confidence) for d in outcome.found)
+    return SchemaDriftFrozen(f"schema drift under drift_policy=freeze, nothing of the batch loaded: {listed}")
+
+
+def describe(kind: str, name: str, old: str | None, new: str | None, confidence: Any) -> str:
+    """Put one finding in words: `renamed current_price -> currentPrice (0.925)`."""
+    if kind == "renamed":
+        return f"renamed {old} -> {new} ({float(confidence):.3f})"
+    if kind == "type_changed":
+        return f"type_changed {name}: {old} -> {new}"
+    return f"{kind} {name}"
+
+
+def summary(session: Session, source_run_id: int) -> str | None:
+    """Say what drift a source run met, for its error text; None if it met none."""
+    rows = session.execute(
+        select(DriftEvent.kind, DriftEvent.field, DriftEvent.old, DriftEvent.new, DriftEvent.action,
+               func.max(DriftEvent.confidence), func.count())
+        .where(DriftEvent.run_source_id == source_run_id)
+        .group_by(DriftEvent.kind, DriftEvent.field, DriftEvent.old, DriftEvent.new, DriftEvent.action)
+        .order_by(DriftEvent.field, DriftEvent.kind)
+    ).all()
+    if not rows:
+        return None
+    listed = "; ".join(f"{describe(k, f, o, n, c)}: {a}" for k, f, o, n, a, c, _ in rows)
+    return f"schema drift ({sum(r[-1] for r in rows)} event(s)): {listed}"

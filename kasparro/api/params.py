@@ -123,6 +123,8 @@ class AnomalyParams(StrictSchema):
     rule = fields.String(validate=validate.OneOf(QUALITY_RULES), metadata={"description": "The rule that fired."})
     run_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
     since = instant("Only findings recorded at or after this instant (ISO-8601).")
+    limit = limit_field()
+    cursor = cursor_field()
 
 
 class DriftParams(StrictSchema):

@@ -35,6 +35,8 @@ price_usd = "close"
 volume_24h_usd = "volume"
 market_cap_usd = "market_cap"
 """
+# Every worker this demo started, so none outlives it whatever happens.
+STARTED: list[subprocess.Popen] = []
 SETTINGS = {"TASK_QUEUE": QUEUE, "SOURCES_FILE": str(DEMO_DIR / "sources.toml"), "BATCH_SIZE": "25"}
 
 
@@ -54,7 +56,10 @@ def start_worker(app: Any, name: str, fault: str = "") -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "kasparro.worker", "worker", "-Q", queue, "-c", "2",
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"]
     print(f"   worker {name} started" + (f" with FAULT_INJECTION={fault}" if fault else ""), flush=True)
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    STARTED.append(worker)
+    return worker
 
 
 def stop_worker(worker: subprocess.Popen) -> None:
@@ -125,6 +130,16 @@ def reset(app: Any) -> None:
 
 
 def main() -> None:
+    """Run the demo, then stop every worker it started, even when a step fails."""
+    try:
+        demo()
+    finally:
+        for worker in STARTED:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+
+
+def demo() -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     (DEMO_DIR / "sources.toml").write_text(SOURCES)
     shutil.copyfile(ROOT / "data" / "csv" / "coins_daily_2019.csv", DEMO_DIR / "recovery.csv")

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import UNIFIED_FIELDS, Expected, Page, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, UNIFIED_FIELDS, Expected, Page, RawItem
 from kasparro.sources.csv_scan import Record
 
 HEAD_BYTES = 64 * 1024
@@ -222,7 +222,9 @@ class CsvSource:
         return payload
 
     def _cursor(self, handle: BinaryIO, offset: int, line_no: int) -> dict[str, Any]:
-        return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset)}
+        size = os.fstat(handle.fileno()).st_size
+        return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset),
+                CURSOR_SUMMARY: f"{self.path.name} read to line {line_no}, byte {offset:,} of {size:,}"}
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the configured columns: every one must be in the header, and a CSV cell is always text."""

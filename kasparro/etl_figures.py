@@ -36,7 +36,8 @@ _PER_SOURCE = text("""
     FROM run_sources GROUP BY source ORDER BY source
 """)
 # Per source, through the (source, id) index: the newest source run whatever its state, the newest finished
-# one, and the median rows extracted by its last :history successful runs ("usually returns many").
+# one, and the median rows extracted by its last :history successful runs ("usually returns many"), left
+# out until :min_history of them exist so an incremental source's second, empty run is not "unusual".
 _LATEST = text("""
     SELECT s.source, latest.status AS status, done.extracted, done.loaded, done.inserted, done.rejected,
            done.duration, usual.extracted AS usual_extracted
@@ -47,7 +48,8 @@ _LATEST = text("""
                               extract(epoch FROM finished_at - started_at) AS duration
                        FROM run_sources r WHERE r.source = s.source AND status IN ('success', 'partial', 'failed')
                        ORDER BY id DESC LIMIT 1) done ON true
-    LEFT JOIN LATERAL (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extracted) AS extracted
+    LEFT JOIN LATERAL (SELECT CASE WHEN count(*) >= :min_history
+                                   THEN percentile_cont(0.5) WITHIN GROUP (ORDER BY extracted) END AS extracted
                        FROM (SELECT extracted FROM run_sources r
                              WHERE r.source = s.source AND status IN ('success', 'partial')
                              ORDER BY id DESC LIMIT :history) recent) usual ON true
@@ -89,15 +91,15 @@ _LAST_RUN_GAUGES = (
     ("kasparro_last_run_rejected_records", "rejected", "Records the source's last finished run rejected."),
     ("kasparro_last_run_duration_seconds", "duration", "How long the source's last finished run took."),
     ("kasparro_usual_extracted_records", "usual_extracted",
-     "Median records received by the source's recent successful runs (QUALITY_HISTORY_RUNS of them)."),
+     "Median records received by the source's last QUALITY_HISTORY_RUNS successful runs."),
 )
 
 
-def read(conn: Connection, history: int) -> dict[str, Sequence[Any]]:
+def read(conn: Connection, history: int, min_history: int) -> dict[str, Sequence[Any]]:
     """Run every query once and return their rows by name."""
     return {
         "sources": conn.execute(_PER_SOURCE).all(),
-        "latest": conn.execute(_LATEST, {"history": history}).all(),
+        "latest": conn.execute(_LATEST, {"history": history, "min_history": min_history}).all(),
         "running": conn.execute(_RUNNING).all(),
         "runs": conn.execute(_RUNS_BY_STATUS).all(),
         "anomalies": conn.execute(_ANOMALIES).all(),

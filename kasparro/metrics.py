@@ -58,7 +58,8 @@ class EtlCollector(Collector):
         up = GaugeMetricFamily("kasparro_database_up", "Whether the ETL figures could be read from Postgres.")
         try:
             with self.app.app_context(), db.engine.connect() as conn:
-                rows = etl_figures.read(conn, self.app.config["QUALITY_HISTORY_RUNS"])
+                rows = etl_figures.read(conn, self.app.config["QUALITY_HISTORY_RUNS"],
+                                        self.app.config["QUALITY_MIN_HISTORY"])
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
             up.add_metric([], 0)

@@ -138,6 +138,7 @@ def test_metrics_expose_last_run_usual_rows_and_stuck_stages(app: Flask, client:
     api, csv = (("source", "api"),), (("source", "csv"),)
     assert samples[("kasparro_last_run_extracted_records", api)] == 0
     assert samples[("kasparro_usual_extracted_records", api)] == 95  # median of 100, 120, 90, 0
+    assert ("kasparro_usual_extracted_records", csv) not in samples  # one successful run is no habit yet
     assert samples[("kasparro_last_run_status", (("source", "csv"), ("status", "running")))] == 1
     assert samples[("kasparro_last_run_status", (("source", "csv"), ("status", "failed")))] == 0
     assert samples[("kasparro_source_runs_total", (("source", "csv"), ("status", "failed")))] == 1

@@ -5,8 +5,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -119,9 +120,9 @@ def seed_figures() -> None:
     f.run("success", ("api",), extracted=0, loaded=0, inserted=0)
     f.run("partial", ("csv",), seconds=42, extracted=200, loaded=190, inserted=150, rejected=10, throttled=3,
           waits=4, wait_seconds=2.5)
-    failed = f.run("failed", ("csv",), started=datetime.now(timezone.utc) - timedelta(minutes=9))
+    failed = f.run("failed", ("csv",), started=datetime.now(UTC) - timedelta(minutes=9))
     f.finding(failed.source_runs[0], rule="volume")
-    running = f.run("running", ("csv",), started=datetime.now(timezone.utc) - timedelta(minutes=10))
+    running = f.run("running", ("csv",), started=datetime.now(UTC) - timedelta(minutes=10))
     running.source_runs[0].stage = "transform"
     f.batch(running.source_runs[0])
     db.session.add(DriftEvent(source="csv", run_id=failed.id, run_source_id=failed.source_runs[0].id, field="price",
@@ -157,16 +158,23 @@ def test_metrics_expose_last_run_usual_rows_and_stuck_stages(app: Flask, client:
     assert 0 <= seconds < 60  # the batch it just wrote is its last progress, not the start ten minutes ago
 
 
-def test_metrics_count_live_workers_and_age_the_beat_heartbeat(make_app: Callable[..., Flask]) -> None:
+@contextmanager
+def liveness_in_redis(workers: int, beat_age: float) -> Iterator[str]:
+    """Leave `workers` worker keys and a beat heartbeat `beat_age` seconds old in METRICS_REDIS while open."""
     store = redis.Redis.from_url(METRICS_REDIS)
-    keys = [liveness.KEY_PREFIX + "metrics-test-a/1", liveness.KEY_PREFIX + "metrics-test-b/2"]
+    keys = [f"{liveness.KEY_PREFIX}metrics-test-{n}/{n}" for n in range(workers)]
     try:
         for key in keys:
             store.set(key, 1, ex=60)
-        store.set(HEARTBEAT_KEY, time.time() - 30, ex=60)
-        samples = _samples(make_app(REDIS_URL=METRICS_REDIS).test_client().get("/metrics").get_data(as_text=True))
+        store.set(HEARTBEAT_KEY, time.time() - beat_age, ex=60)
+        yield METRICS_REDIS
     finally:
         store.delete(*keys, HEARTBEAT_KEY)
+
+
+def test_metrics_count_live_workers_and_age_the_beat_heartbeat(make_app: Callable[..., Flask]) -> None:
+    with liveness_in_redis(workers=2, beat_age=30) as url:
+        samples = _samples(make_app(REDIS_URL=url).test_client().get("/metrics").get_data(as_text=True))
 
     assert samples[("kasparro_redis_up", ())] == 1
     assert samples[("kasparro_live_workers", ())] == 2

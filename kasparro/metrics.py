@@ -55,41 +55,40 @@ class EtlCollector(Collector):
         yield from self._redis()
 
     def _database(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("kasparro_database_up", "Whether the ETL figures could be read from Postgres.")
         try:
             with self.app.app_context(), db.engine.connect() as conn:
                 rows = etl_figures.read(conn, self.app.config["QUALITY_HISTORY_RUNS"],
                                         self.app.config["QUALITY_MIN_HISTORY"])
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
-            up.add_metric([], 0)
-            yield up
+            yield _up("kasparro_database_up", "Whether the ETL figures could be read from Postgres.", ok=False)
             return
-        up.add_metric([], 1)
-        yield up
+        yield _up("kasparro_database_up", "Whether the ETL figures could be read from Postgres.", ok=True)
         yield from etl_figures.families(rows, self.app.config)
 
     def _redis(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("kasparro_redis_up", "Whether worker and beat liveness could be read from Redis.")
         try:
             workers = sum(1 for _ in self.redis.scan_iter(match=liveness.KEY_PREFIX + "*", count=100))
             beat = self.redis.get(HEARTBEAT_KEY)
-        except redis.RedisError:
+            beat_age = None if beat is None else max(0.0, time.time() - float(beat))
+        except (redis.RedisError, ValueError):
             logger.warning("could not read worker and beat liveness from Redis", exc_info=True)
-            up.add_metric([], 0)
-            yield up
+            yield _up("kasparro_redis_up", "Whether worker and beat liveness could be read from Redis.", ok=False)
             return
-        up.add_metric([], 1)
-        yield up
+        yield _up("kasparro_redis_up", "Whether worker and beat liveness could be read from Redis.", ok=True)
         yield GaugeMetricFamily("kasparro_live_workers", "Workers whose liveness key in Redis has not expired.",
                                 value=float(workers))
         yield GaugeMetricFamily("kasparro_beat_stale_after_seconds",
                                 "Heartbeat age past which beat counts as silent (HEALTH_BEAT_STALE_SECONDS).",
                                 value=float(self.app.config["HEALTH_BEAT_STALE_SECONDS"]))
-        if beat is not None:
-            # Absent when beat never reported; the BeatSilent rule treats absence as silence.
+        if beat_age is not None:
+            # Absent when beat never reported; the EtlBeatSilent rule treats absence as silence.
             yield GaugeMetricFamily("kasparro_beat_heartbeat_age_seconds", "Seconds since beat last wrote its heartbeat.",
-                                    value=max(0.0, time.time() - float(beat)))
+                                    value=beat_age)
+
+
+def _up(name: str, help_text: str, ok: bool) -> Metric:
+    return GaugeMetricFamily(name, help_text, value=1.0 if ok else 0.0)
 
 
 def multiprocess_mode() -> bool:

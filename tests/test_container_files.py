@@ -603,3 +603,33 @@ def test_observability_ports_are_published(compose):
 
     assert targets("prometheus") == {"9090"}
     assert targets("grafana") == {"3000"}
+
+
+def compose_cli() -> list[str] | None:
+    """Return the Compose command this machine has (v2 plugin or Debian's docker-compose 1.29), or None."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        try:
+            if subprocess.run([*command, "version"], capture_output=True, timeout=30, check=False).returncode == 0:
+                return command
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", OBSERVABILITY_PROFILE]])
+def test_compose_config_validates_with_the_compose_cli(tmp_path, profile):
+    command = compose_cli()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)")
+    secrets = {"API_KEY": "key", "FLOWER_BASIC_AUTH": "user:password", "POSTGRES_PASSWORD": "password",
+               "GRAFANA_ADMIN_PASSWORD": "password"}
+    (tmp_path / ".env").write_text("".join(f"{key}={value}\n" for key, value in secrets.items()))
+    # Only the .env above: a variable set in this shell would win over it.
+    env = {k: v for k, v in os.environ.items() if k not in example_variables()}
+
+    result = subprocess.run([*command, "-f", str(COMPOSE_FILE), "--project-directory", str(tmp_path), "-p", "kasparro",
+                             *profile, "config"], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    assert result.returncode == 0, result.stderr
+    expected = INFRA_SERVICES | APP_SERVICES | (OBSERVABILITY_SERVICES if profile else set())
+    assert expected <= set(pytest.importorskip("yaml").safe_load(result.stdout)["services"])

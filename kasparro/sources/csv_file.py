@@ -24,16 +24,14 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import UNIFIED_FIELDS, Expected, Page, RawItem
+from kasparro.sources.base import Expected, Page, RawItem
 from kasparro.sources.csv_scan import Record
-from kasparro.sources.filedrop import byte_limit, fingerprint, parse_date
+from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 
-REQUIRED_COLUMNS = ("source_asset_id", "observed_at", "price_usd")
 MAX_FIELD_BYTES = 128 * 1024
 MAX_ROW_BYTES = 1024 * 1024
 # How much of an unreadable row the raw layer keeps, beside its hash and length.
@@ -60,14 +58,9 @@ class CsvSource:
 
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
-        path = Path(spec.get("path", ""))
         self.label = str(spec.get("path", ""))
-        self.path = path if path.is_absolute() else context.base_dir / path
-        self.columns: dict[str, str] = dict(spec.get("columns", {}))
-        missing = [f for f in REQUIRED_COLUMNS if f not in self.columns]
-        unknown = [f for f in self.columns if f not in UNIFIED_FIELDS]
-        if missing or unknown:
-            raise SourceConfigError(f"column mapping: missing {missing}, unknown {unknown}", source=name)
+        self.path = file_path(spec, context.base_dir)
+        self.columns = field_mapping(spec, "columns", name)
         self.date_format: str | None = spec.get("date_format")
         self.delimiter: str = spec.get("delimiter", ",")
         self.encoding: str = spec.get("encoding", "utf-8-sig")

@@ -10,9 +10,14 @@ import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
+from kasparro.sources.base import UNIFIED_FIELDS
+
+# The unified fields every file source must map: without them no quote can be built.
+REQUIRED_FIELDS = ("source_asset_id", "observed_at", "price_usd")
 
 HEAD_BYTES = 64 * 1024
 TAIL_BYTES = 4 * 1024
@@ -34,6 +39,22 @@ def fingerprint(handle: BinaryIO, offset: int) -> dict[str, Any]:
     found = {"head": _digest(handle, 0, head_end), "tail": _digest(handle, tail_start, offset)}
     handle.seek(position)
     return found
+
+
+def file_path(spec: Mapping[str, Any], base_dir: Path) -> Path:
+    """Return the declared `path`, taken relative to `base_dir` unless it is absolute."""
+    path = Path(spec.get("path", ""))
+    return path if path.is_absolute() else base_dir / path
+
+
+def field_mapping(spec: Mapping[str, Any], key: str, name: str) -> dict[str, str]:
+    """Read a mapping of unified fields to the file's own names; raise SourceConfigError if one is wrong."""
+    mapping = dict(spec.get(key, {}))
+    missing = [f for f in REQUIRED_FIELDS if f not in mapping]
+    unknown = [f for f in mapping if f not in UNIFIED_FIELDS]
+    if missing or unknown:
+        raise SourceConfigError(f"{key} mapping: missing {missing}, unknown {unknown}", source=name)
+    return mapping
 
 
 def byte_limit(spec: Mapping[str, Any], key: str, default: int, name: str) -> int:

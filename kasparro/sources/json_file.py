@@ -34,15 +34,13 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, json_scan, register
-from kasparro.sources.base import UNIFIED_FIELDS, Expected, Page, RawItem, expect
-from kasparro.sources.filedrop import byte_limit, fingerprint, parse_date
+from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 
-REQUIRED_FIELDS = ("source_asset_id", "observed_at", "price_usd")
 FORMATS = ("auto", "array", "ndjson")
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 TIME_UNITS = {"s": 1, "ms": 1000}
@@ -71,13 +69,8 @@ class JsonSource:
 
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
-        path = Path(spec.get("path", ""))
-        self.path = path if path.is_absolute() else context.base_dir / path
-        self.fields: dict[str, str] = dict(spec.get("fields", {}))
-        missing = [f for f in REQUIRED_FIELDS if f not in self.fields]
-        unknown = [f for f in self.fields if f not in UNIFIED_FIELDS]
-        if missing or unknown:
-            raise SourceConfigError(f"field mapping: missing {missing}, unknown {unknown}", source=name)
+        self.path = file_path(spec, context.base_dir)
+        self.fields = field_mapping(spec, "fields", name)
         self.format: str = self._choice(spec, "format", "auto", FORMATS)
         self.records_path: str = str(spec.get("records_path", ""))
         self.time_unit: str | None = spec.get("time_unit")

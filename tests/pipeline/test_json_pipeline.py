@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
 from kasparro.models import Asset, AssetAlias, MarketQuote, RawRecord, RejectedRecord
 from kasparro.sources import load_specs
-from tests.conftest import PROVIDER_KEYS, ROOT
+from tests.conftest import ROOT
 from tests.pipeline.helpers import declare, quote_count, run_now
 from tests.pipeline.test_api_sources import gecko, paprika
 
@@ -27,15 +26,6 @@ SHARED_COINS = ("bitcoin", "ethereum", "tether", "binancecoin", "ripple", "carda
 # so which source first creates the asset decides the split: a known race in identity, not in these sources.
 TICKER_RACE = {"the-open-network", "toncoin-the-open-network"}
 FIELDS = {"source_asset_id": "id", "observed_at": "t", "price_usd": "quote.USD.price"}
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(ROOT / "data" / "upstream", coinpaprika_key=PROVIDER_KEYS["COINPAPRIKA_API_KEY"],
-                          coingecko_key=PROVIDER_KEYS["COINGECKO_API_KEY"], coingecko_plan="demo")
-    with server:
-        server.start()
-        yield server
 
 
 def sources_by_asset(app: Flask) -> dict[str, set[str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -70,18 +71,40 @@ def is_wrong_plan(status: int, body: str) -> bool:
     return isinstance(error, dict) and error.get("error_code") in WRONG_PLAN_CODES
 
 
-def _series(chart: Mapping[str, Any], name: str) -> dict[Any, Any]:
-    return {point[0]: point[1] for point in chart.get(name) or [] if isinstance(point, list) and len(point) == 2}
+DAY_MS = 86_400_000
+# How far from exactly 24 h earlier a point may be to give a 24 h change (daily captures drift by minutes to hours).
+CHANGE_TOLERANCE_MS = 3 * 3_600_000
 
 
-def chart_points(coin: str, chart: Mapping[str, Any], listed: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Turn a market chart's `[ms, value]` series into one markets-shaped record per price point."""
-    caps, volumes = _series(chart, "market_caps"), _series(chart, "total_volumes")
+def _series(chart: Mapping[str, Any], name: str) -> dict[int, Any]:
+    return {int(point[0]): point[1] for point in chart.get(name) or []
+            if isinstance(point, list) and len(point) == 2 and isinstance(point[0], (int, float))}
+
+
+def _change_24h(prices: Mapping[int, Any], times: list[int], ms: int) -> float | None:
+    """Return the percent change from the point nearest 24 h before `ms`, if one is close enough."""
+    target = ms - DAY_MS
+    index = bisect_left(times, target)
+    near = [t for t in times[max(index - 1, 0):index + 1] if abs(t - target) <= CHANGE_TOLERANCE_MS]
+    before = prices.get(min(near, key=lambda t: abs(t - target))) if near else None
+    price = prices[ms]
+    if not isinstance(before, (int, float)) or not isinstance(price, (int, float)) or not before:
+        return None
+    return round((price / before - 1) * 100, 6)
+
+
+def chart_points(coin: str, chart: Mapping[str, Any], listed: Mapping[str, Any], since_ms: int) -> list[dict[str, Any]]:
+    """Turn a market chart's `[ms, value]` series into one markets-shaped record per price point from `since_ms`.
+
+    Points before `since_ms` (the day the request adds before the window) only give the 24 h change.
+    """
+    prices, caps, volumes = _series(chart, "prices"), _series(chart, "market_caps"), _series(chart, "total_volumes")
+    times = sorted(prices)
     return [{"id": coin, "symbol": listed.get("symbol"), "name": listed.get("name"),
              "last_updated": datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z"),
-             "current_price": price, "market_cap": caps.get(ms), "total_volume": volumes.get(ms),
-             "price_change_percentage_24h": None}
-            for ms, price in _series(chart, "prices").items() if isinstance(ms, (int, float))]
+             "current_price": prices[ms], "market_cap": caps.get(ms), "total_volume": volumes.get(ms),
+             "price_change_percentage_24h": _change_24h(prices, times, ms)}
+            for ms in times if ms >= since_ms]
 
 
 class CoinGeckoSource:
@@ -154,11 +177,14 @@ class CoinGeckoSource:
 
     def _chart(self, coin: str, window: Window, listed: Mapping[str, Any]) -> list[dict[str, Any]]:
         url = f"{self.base_url}/coins/{quote(coin, safe='')}/market_chart/range"
-        params = {"vs_currency": "usd", "from": int(window.start.timestamp()), "to": int(window.end.timestamp())}
+        since = int(window.start.timestamp() * 1000)
+        # A day more than the window, so its first points have a 24 h change too.
+        params = {"vs_currency": "usd", "from": (since - DAY_MS - CHANGE_TOLERANCE_MS) // 1000,
+                  "to": int(window.end.timestamp())}
         chart = self.client.get_json(url, params)
         if not isinstance(chart, dict) or not isinstance(chart.get("prices"), list):
             raise PayloadError(f"GET {display_url(url)} returned no `prices` array", source=self.name)
-        return chart_points(coin, chart, listed)
+        return chart_points(coin, chart, listed, since)
 
     def _fetch(self, number: int) -> list[dict[str, Any]]:
         url = f"{self.base_url}/coins/markets"

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kasparro.errors import SourceConfigError
-from kasparro.sources import load_specs
+from kasparro.sources import can_backfill, load_specs
 
 # Where the fake upstream server serves each API kind, for offline runs.
 OFFLINE_PATHS = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3"}
@@ -36,6 +36,11 @@ def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             spec["base_url"] = base_url
         resolved[name] = spec
     return resolved
+
+
+def backfill_sources(config: Mapping[str, Any]) -> list[str]:
+    """Return the enabled sources whose kind can read a past window, by name."""
+    return sorted(name for name, spec in declared_sources(config).items() if can_backfill(spec["kind"]))
 
 
 def select_sources(config: Mapping[str, Any], names: Iterable[str] | None) -> dict[str, dict[str, Any]]:

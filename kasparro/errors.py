@@ -7,8 +7,8 @@
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
     ├── SchemaDriftFrozen           (terminal) a batch drifted under drift_policy=freeze
-    ├── RepairRefused               (terminal) a backfill/reprocess/replay that cannot start (nothing matches,
-    │                               the source cannot backfill, a bad window)
+    ├── RepairRefused               (terminal) a backfill the source cannot do, or a window ending before it starts
+    │   └── NothingToRepair         (terminal) no stored record matches a reprocess or replay
     ├── SourceBusy                  (transient) another run holds the source's lease
     ├── SourceRunClosed             (neither) this run's part for the source ended meanwhile: stand down
     ├── BrokerUnavailable           (terminal) a run could not be handed to the broker
@@ -66,7 +66,11 @@ class SchemaDriftFrozen(KasparroError):
 
 
 class RepairRefused(KasparroError):
-    """A repair run (backfill, reprocess, replay) cannot start: nothing matches, or the source cannot do it."""
+    """A repair run (backfill, reprocess, replay) cannot be asked of this source or window."""
+
+
+class NothingToRepair(RepairRefused):
+    """A reprocess or replay found no stored record to work on."""
 
 
 class SourceBusy(KasparroError):

@@ -296,9 +296,10 @@ def enqueue_run(trigger: str, sources: Iterable[str] | None = None,
 
 def enqueue_backfill(source: str, start: datetime, end: datetime, coins: Iterable[str] = ()) -> RunStart:
     """Record a backfill run of a source over a past window and hand its chain to the broker."""
-    catalog.select_sources(current_app.config, [source])  # an unknown or disabled name is refused here
+    specs = catalog.select_sources(current_app.config, [source])
     window = Window(as_utc(start), as_utc(end), tuple(coins))
-    return _launch(backfill.stage_backfill(db.session, source, catalog.declared_sources(current_app.config), window))
+    return _launch(backfill.stage_backfill(db.session, source, specs[source], window,
+                                           catalog.backfill_sources(current_app.config)))
 
 
 def enqueue_reprocess(source: str, run_id: int | None = None, since: datetime | None = None) -> RunStart:

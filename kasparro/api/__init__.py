@@ -88,6 +88,11 @@ def _document_declared_sources(app: Flask, api: Api) -> None:
     request_schema = api.spec.components.schemas.get("RunRequest")
     if names and isinstance(request_schema, dict):
         request_schema["properties"]["sources"]["items"]["enum"] = names
+    able = catalog.backfill_sources(app.config)
+    for schema, allowed in (("BackfillRequest", able), ("ReprocessRequest", names), ("ReplayRequest", names)):
+        properties = (api.spec.components.schemas.get(schema) or {}).get("properties", {})
+        if allowed and "source" in properties:
+            properties["source"]["enum"] = allowed
 
 
 def init_app(app: Flask) -> None:

@@ -149,7 +149,10 @@ class BackfillRequest(StrictSchema):
                     metadata={"description": "Start of the window, included (ISO-8601)."})
     end = Instant(required=True, default_timezone=timezone.utc,
                   metadata={"description": "End of the window, included (ISO-8601)."})
-    coins = fields.List(text("An asset id of the source.", 100), validate=validate.Length(min=1, max=100),
+    coins = fields.List(fields.String(validate=[validate.Length(min=1, max=100),
+                                                validate.Regexp(r"^[^\x00-\x1f]+$", error="must be printable text")],
+                                      metadata={"description": "An asset id of the source."}),
+                        validate=validate.Length(min=1, max=100),
                         metadata={"description": "Only these assets; the source's whole listing when omitted."})
 
     @validates_schema

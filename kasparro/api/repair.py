@@ -2,8 +2,8 @@
 
 Each answers like POST /run-etl: 202 with the new run and `Location: /runs/<id>`,
 or 200 with `created: false` and `busy` when another run holds the source. A
-body that does not validate, or a repair that cannot start (a source that
-cannot backfill, nothing stored to reprocess), is 422 with the fields named.
+body that does not validate (a source that cannot backfill included) is 422
+with the fields named; a reprocess or replay with no stored record to work on is 409.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kasparro.api.errors import ApiError
 from kasparro.api.params import BackfillRequest, ReplayRequest, ReprocessRequest
 from kasparro.api.runs import CREATED, LOCATION, answer, json_only
 from kasparro.db import db
-from kasparro.errors import BrokerUnavailable, RepairRefused, SourceConfigError
+from kasparro.errors import BrokerUnavailable, NothingToRepair, RepairRefused, SourceConfigError
 from kasparro.tasks import RunStart, enqueue_backfill, enqueue_replay, enqueue_reprocess
 
 blp = Blueprint("repair", __name__, description="Repair runs: backfill a past window, reprocess stored records, "
@@ -32,9 +32,12 @@ def _repair(enqueue: Callable[[], RunStart]) -> Answer:
         db.session.rollback()
         raise ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, "
                        "try again later", headers={"Retry-After": "30"}) from None
+    except NothingToRepair as exc:
+        db.session.rollback()
+        raise ApiError(409, "nothing_to_repair", str(exc)) from None
     except (RepairRefused, SourceConfigError) as exc:
         db.session.rollback()
-        raise ApiError(422, "repair_refused", exc.message, {"source": [exc.message]} if exc.source else {}) from None
+        raise ApiError(422, "repair_refused", str(exc), {"source": [exc.message]}) from None
 
 
 def _docs(schema: type, summary: str, required: bool = True) -> Callable[[Any], Any]:
@@ -43,7 +46,7 @@ def _docs(schema: type, summary: str, required: bool = True) -> Callable[[Any], 
         view = blp.response(202, CREATED, headers=LOCATION, description=summary)(view)
         view = blp.alt_response(200, schema=CREATED, headers=LOCATION, success=True,
                                 description="Another run holds the source (`busy` names it); nothing was queued.")(view)
-        return key_required(json_only(blp.errors(401, 415, 422, 503)(blp.protected()(view))))
+        return key_required(json_only(blp.errors(401, 409, 415, 422, 503)(blp.protected()(view))))
 
     return wrap
 

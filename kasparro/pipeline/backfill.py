@@ -9,14 +9,13 @@ skipped, so a second backfill of the same window changes nothing.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from kasparro.errors import RepairRefused
 from kasparro.pipeline import runs
-from kasparro.sources import can_backfill
 from kasparro.sources.window import Window
 
 # Where a backfill run keeps its window in the source's stored settings.
@@ -29,18 +28,17 @@ def window_of(spec: Mapping[str, Any]) -> Window | None:
     return Window.from_settings(settings) if settings else None
 
 
-def check(source: str, declared: Mapping[str, Mapping[str, Any]], window: Window) -> None:
-    """Refuse a window that is empty, or a source whose kind cannot read a past window."""
+def check(source: str, spec: Mapping[str, Any], window: Window, able: Sequence[str]) -> None:
+    """Refuse a window that ends before it starts, or a source not among those that can backfill (`able`)."""
     if window.start > window.end:
         raise RepairRefused(f"start {window.start.isoformat()} is after end {window.end.isoformat()}", source=source)
-    if not can_backfill(declared[source]["kind"]):
-        able = sorted(name for name, spec in declared.items() if can_backfill(spec["kind"]))
-        raise RepairRefused(f"a {declared[source]['kind']} source cannot backfill; sources that can: "
-                            f"{', '.join(able) or 'none'}", source=source)
+    if source not in able:
+        raise RepairRefused(f"a {spec['kind']} source cannot backfill; sources that can: {', '.join(able) or 'none'}",
+                            source=source)
 
 
-def stage_backfill(session: Session, source: str, declared: Mapping[str, Mapping[str, Any]],
-                   window: Window) -> runs.RunStart:
+def stage_backfill(session: Session, source: str, spec: Mapping[str, Any], window: Window,
+                   able: Sequence[str]) -> runs.RunStart:
     """Record a backfill run of `source` over `window` (the caller commits and dispatches)."""
-    check(source, declared, window)
-    return runs.create_run(session, "backfill", {source: {**declared[source], WINDOW_KEY: window.settings()}})
+    check(source, spec, window, able)
+    return runs.create_run(session, "backfill", {source: {**spec, WINDOW_KEY: window.settings()}})

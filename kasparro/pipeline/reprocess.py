@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from kasparro.errors import RepairRefused
+from kasparro.errors import NothingToRepair
 from kasparro.models import RawBatch, RawRecord, RejectedRecord, SourceRun
 from kasparro.pipeline import runs
 
@@ -103,7 +103,7 @@ def stage_reprocess(session: Session, source: str, spec: Mapping[str, Any], sele
     batches = stored_batches(session, source, selection, batch_size)
     if not batches:
         where = f" {selection.describe()}" if selection.describe() else ""
-        raise RepairRefused(f"no stored raw records{where} to reprocess", source=source)
+        raise NothingToRepair(f"no stored raw records{where} to reprocess", source=source)
     return stage(session, "reprocess", {source: spec}, {source: batches})
 
 
@@ -117,6 +117,6 @@ def stage_replay(session: Session, specs: Mapping[str, Mapping[str, Any]], selec
     """
     wanted = list(specs) if named else sources_with_rejects(session, list(specs))
     if not wanted:
-        raise RepairRefused("no rejected records are waiting for a replay")
+        raise NothingToRepair("no rejected records are waiting for a replay")
     batches = {name: rejected_batches(session, name, selection, batch_size) for name in wanted}
     return stage(session, "replay", {name: specs[name] for name in wanted}, batches)

@@ -162,3 +162,6 @@ def test_replay_loads_what_a_fix_made_valid_and_marks_each_reject(app: Flask, so
     with app.app_context():
         still = db.session.execute(select(RejectedRecord).where(RejectedRecord.replay_outcome == "rejected")).scalar_one()
         assert still.replay_run_id == second.id and "price_usd" in json.dumps(still.reason)
+    served = app.test_client().get("/rejects?source=vendor").get_json()["data"]
+    assert sorted((r["replay_outcome"], r["replay_run_id"]) for r in served) == [
+        ("loaded", first.id), ("loaded", first.id), ("rejected", second.id)]

@@ -14,7 +14,7 @@ from kasparro.api.auth import key_required
 from kasparro.api.base import Blueprint
 from kasparro.api.errors import ApiError
 from kasparro.api.params import BackfillRequest, ReplayRequest, ReprocessRequest
-from kasparro.api.runs import CREATED, LOCATION, answer, json_only
+from kasparro.api.runs import CREATED, LOCATION, answer, broker_unavailable, json_only
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, NothingToRepair, RepairRefused, SourceConfigError
 from kasparro.tasks import RunStart, enqueue_backfill, enqueue_replay, enqueue_reprocess
@@ -29,9 +29,7 @@ def _repair(enqueue: Callable[[], RunStart]) -> Answer:
     try:
         return answer(enqueue())
     except BrokerUnavailable:
-        db.session.rollback()
-        raise ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, "
-                       "try again later", headers={"Retry-After": "30"}) from None
+        raise broker_unavailable() from None
     except NothingToRepair as exc:
         db.session.rollback()
         raise ApiError(409, "nothing_to_repair", str(exc)) from None

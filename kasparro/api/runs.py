@@ -32,15 +32,20 @@ def _start(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str, Any
     try:
         start = enqueue_run("api", sources, headers.get("idempotency_key"))
     except BrokerUnavailable:
-        db.session.rollback()
-        raise ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, "
-                       "try again later", headers={"Retry-After": "30"}) from None
+        raise broker_unavailable() from None
     except SourceConfigError as exc:
         db.session.rollback()
         if sources is None:
             raise
         raise ApiError(400, "validation_error", f"sources: {exc.message}", {"sources": [exc.message]}) from None
     return answer(start)
+
+
+def broker_unavailable() -> ApiError:
+    """Roll back and describe a broker that could not take the run: 503, nothing recorded."""
+    db.session.rollback()
+    return ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, try again later",
+                    headers={"Retry-After": "30"})
 
 
 def answer(start: RunStart) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -1,7 +1,10 @@
-"""Terminal commands: `flask --app wsgi etl init-db | run | reprocess | sources | reap`."""
+"""Terminal commands: `flask --app wsgi etl init-db | run | backfill | reprocess | replay-rejects | sources | reap`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -15,8 +18,9 @@ from kasparro.db import db
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
 from kasparro.models import Run, RunEvent
+from kasparro.pipeline.runs import TERMINAL, RunStart
 from kasparro.redact import redact_url
-from kasparro.pipeline.runs import TERMINAL
+from kasparro.sources.window import as_utc
 
 etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
 
@@ -62,23 +66,86 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
         _follow(run.id, timeout)
 
 
+class Instant(click.ParamType):
+    """An ISO-8601 date or time on the command line; without an offset it is UTC."""
+
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        """Parse the value, or fail naming the option."""
+        if isinstance(value, datetime):
+            return value
+        try:
+            return as_utc(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-01-01 or 2026-01-01T12:00:00Z)",
+                      param, ctx)
+
+
+def _repair(enqueue: Callable[[], RunStart], what: str, wait: bool, timeout: int) -> None:
+    """Start a repair run, say what it covers (or who holds its sources), and optionally follow it."""
+    try:
+        start = enqueue()
+    except KasparroError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not start.created:
+        held = "; ".join(f"{s}: busy, held by run {r}" for s, r in sorted(start.busy.items()))
+        raise click.ClickException(f"{held}; try again once it ends")
+    parts = ", ".join(f"{s.source}, {s.extracted} stored record(s)" if start.run.trigger != "backfill" else s.source
+                      for s in start.run.source_runs)
+    click.echo(f"run {start.run.id} queued: {what} {parts}")
+    for source, holder in sorted(start.busy.items()):
+        click.echo(f"  {source}: busy, held by run {holder}")
+    if wait:
+        _follow(start.run.id, timeout)
+
+
+WAIT = click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+TIMEOUT = click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
+SINCE = click.option("--since", type=Instant(), help="Only records received (or rejected) at or after this time.")
+
+
+@etl.command("backfill")
+@click.option("--source", required=True, help="The source to read a past window from (CSV or CoinGecko).")
+@click.option("--start", "start_at", required=True, type=Instant(), help="Start of the window (included).")
+@click.option("--end", "end_at", required=True, type=Instant(), help="End of the window (included).")
+@click.option("--coins", help="Comma-separated asset ids of the source to backfill (default: its whole listing).")
+@WAIT
+@TIMEOUT
+def backfill_command(source: str, start_at: datetime, end_at: datetime, coins: str | None, wait: bool,
+                     timeout: int) -> None:
+    """Load a past window from a source without moving its checkpoint, as a run with trigger backfill."""
+    from kasparro.tasks import enqueue_backfill
+
+    wanted = [c.strip() for c in (coins or "").split(",") if c.strip()]
+    _repair(lambda: enqueue_backfill(source, start_at, end_at, wanted),
+            f"backfill {start_at.isoformat()}..{end_at.isoformat()}", wait, timeout)
+
+
 @etl.command("reprocess")
 @click.option("--source", required=True, help="The source whose stored raw records to transform and load again.")
 @click.option("--run", "run_id", type=int, help="Only the records this run received.")
-@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
-@click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
-def reprocess_command(source: str, run_id: int | None, wait: bool, timeout: int) -> None:
+@SINCE
+@WAIT
+@TIMEOUT
+def reprocess_command(source: str, run_id: int | None, since: datetime | None, wait: bool, timeout: int) -> None:
     """Transform and load a source's stored raw records again (no refetch), as a new run with trigger reprocess."""
     from kasparro.tasks import enqueue_reprocess
 
-    try:
-        start = enqueue_reprocess(source, run_id)
-    except KasparroError as exc:
-        raise click.ClickException(str(exc)) from None
-    (source_run,) = start.run.source_runs
-    click.echo(f"run {start.run.id} queued: reprocess {source}, {source_run.extracted} stored record(s)")
-    if wait:
-        _follow(start.run.id, timeout)
+    _repair(lambda: enqueue_reprocess(source, run_id, since), "reprocess", wait, timeout)
+
+
+@etl.command("replay-rejects")
+@click.option("--source", help="Only this source's rejects (default: every source with some).")
+@click.option("--run", "run_id", type=int, help="Only the records this run rejected.")
+@SINCE
+@WAIT
+@TIMEOUT
+def replay_command(source: str | None, run_id: int | None, since: datetime | None, wait: bool, timeout: int) -> None:
+    """Retry rejected records after a fix, as a run with trigger replay; each reject records the outcome."""
+    from kasparro.tasks import enqueue_replay
+
+    _repair(lambda: enqueue_replay(source, run_id, since), "replay", wait, timeout)
 
 
 @etl.command("reap")

@@ -263,6 +263,9 @@ class RejectSchema(Schema):
     position = fields.String(required=True, metadata={"description": "Where in the source it was read."})
     payload = fields.Raw(required=True, metadata={"description": "The record exactly as received."})
     created_at = fields.DateTime(required=True)
+    replayed_at = fields.DateTime(allow_none=True, metadata={"description": "When a replay last retried it."})
+    replay_run_id = fields.Integer(allow_none=True, metadata={"description": "The replay run that last retried it."})
+    replay_outcome = fields.String(allow_none=True, metadata={"description": "`loaded` or `rejected` (again)."})
 
 
 class SourceStatsSchema(Schema):

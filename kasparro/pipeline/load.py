@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from kasparro.models import RawBatch, SourceRun
+from kasparro.models import REPAIR_TRIGGERS, RawBatch, SourceRun
 from kasparro.pipeline import leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
@@ -52,6 +52,15 @@ _CHECKPOINT = text(
 )
 
 
+# A replayed reject whose record loaded says so, in the transaction that loaded it.
+_REPLAYED = text(
+    """
+    UPDATE rejected_records SET replayed_at = now(), replay_run_id = :run_id, replay_outcome = 'loaded'
+    WHERE raw_record_id IN (SELECT raw_record_id FROM quote_stage WHERE batch_id = :batch_id)
+    """
+)
+
+
 @dataclass(frozen=True)
 class LoadResult:
     """What loading one batch changed."""
@@ -71,7 +80,10 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     if batch.state != "transformed" or not _predecessor_loaded(session, batch):
         return None
     inserted, updated, staged = session.execute(_UPSERT, {"batch_id": batch.id}).one()
-    if batch.record_ids is None:  # a reprocess batch read nothing new: the checkpoint stays
+    trigger = source_run.run.trigger
+    if trigger == "replay":
+        session.execute(_REPLAYED, {"batch_id": batch.id, "run_id": source_run.run_id})
+    if trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored records: the checkpoint stays
         session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
                                       "run_id": source_run.run_id, "batch_id": batch.id})
     session.execute(text("DELETE FROM quote_stage WHERE batch_id = :b"), {"b": batch.id})

@@ -62,6 +62,12 @@ def build_source(name: str, spec: Mapping[str, Any], context: SourceContext) -> 
     return KINDS[kind](name, spec, context)
 
 
+def can_backfill(kind: str) -> bool:
+    """Return whether sources of `kind` can read a past window (see `kasparro.sources.window`)."""
+    _import_kinds()
+    return hasattr(KINDS.get(kind), "window_pages")
+
+
 def load_specs(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read the declared sources from a TOML file: {name: settings}."""
     try:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from kasparro.errors import PayloadError, SourceConfigError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.base import Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
@@ -100,11 +100,12 @@ class CoinGeckoSource:
                 if pending is not None:
                     yield pending
                 marks.advance(chunk)
-                pending = Page(chunk, marks.cursor())
+                # Pages fetched of at most max_pages: the listing may end sooner, on a short page.
+                pending = Page(chunk, marks.cursor(), Progress(number, self.max_pages, "pages"))
             if len(coins) < self.per_page:
                 break
         if pending is not None:
-            yield Page(pending.items, marks.cursor(final=True))
+            yield Page(pending.items, marks.cursor(final=True), pending.progress)
 
     def _fetch(self, number: int) -> list[dict[str, Any]]:
         url = f"{self.base_url}/coins/markets"

@@ -297,12 +297,24 @@ class SourceStatsSchema(Schema):
     longest_wait_seconds_last_run = fields.Float(allow_none=True)
     drift_events_last_run = fields.Integer(required=True, metadata={"description": "Schema drift events in its "
                                                                                    "last run."})
+    freshness_seconds = fields.Float(allow_none=True, required=True, metadata={
+        "description": "Age of its last success; null if it never succeeded."})
+    stale = fields.Boolean(required=True, metadata={"description": "Never succeeded, or its last success is "
+                                                    "older than twice the schedule interval."})
+
+
+class ScheduleSchema(Schema):
+    interval_seconds = fields.Float(required=True, metadata={"description": "ETL_INTERVAL_SECONDS."})
+    last_at = _nullable_dt("When beat last started a run.")
+    next_at = _nullable_dt("When the next scheduled run is due; null before beat's first (which comes as "
+                           "beat starts).")
 
 
 class StatsSchema(Schema):
     sources = fields.List(fields.Nested(SourceStatsSchema), required=True)
     runs_by_status = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
     last_run = fields.Nested(RunSchema, allow_none=True, required=True)
+    schedule = fields.Nested(ScheduleSchema, required=True)
 
 
 class CheckSchema(Schema):

@@ -1,8 +1,10 @@
 """Summarise the ETL per source and per run status: GET /stats."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 
@@ -73,13 +75,35 @@ def runs_by_status() -> dict[str, int]:
     return {status: found.get(status, 0) for status in RUN_STATUSES}
 
 
+def freshness(stats: dict[str, Any], interval: float, now: datetime) -> dict[str, Any]:
+    """Return how old a source's last success is, and whether that is stale: over twice the schedule interval."""
+    last = stats.get("last_success_at")
+    age = None if last is None else round((now - last).total_seconds(), 1)
+    return {"freshness_seconds": age, "stale": age is None or age > 2 * interval}
+
+
+def schedule(interval: float) -> dict[str, Any]:
+    """Return the schedule's interval, the last run beat started and when the next is due."""
+    last = db.session.execute(select(func.max(Run.created_at)).where(Run.trigger == "schedule")).scalar()
+    return {"interval_seconds": interval, "last_at": last,
+            "next_at": None if last is None else last + timedelta(seconds=interval)}
+
+
+def stats_report() -> dict[str, Any]:
+    """Return /stats: every source's figures and freshness, runs by status, the last run and the schedule."""
+    interval = float(current_app.config["ETL_INTERVAL_SECONDS"])
+    now = datetime.now(timezone.utc)
+    last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
+    return {"sources": [{**row, **freshness(row, interval, now)} for row in source_stats()],
+            "runs_by_status": runs_by_status(), "last_run": run_summary(last) if last is not None else None,
+            "schedule": schedule(interval)}
+
+
 @blp.route("/stats")
 @read_access
 @blp.arguments(NoParams, location="query")
 @blp.response(200, envelope(StatsSchema, "StatsResponse"))
 @blp.errors(400, 401)
 def stats(_: dict[str, Any]) -> dict[str, Any]:
-    """Report rows, rejects, rate-limit evidence and last success and failure per source, and runs by status."""
-    last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
-    return single({"sources": source_stats(), "runs_by_status": runs_by_status(),
-                   "last_run": run_summary(last) if last is not None else None})
+    """Report per source rows, rejects, rate-limit evidence, freshness, last success and failure; runs; the schedule."""
+    return single(stats_report())

@@ -1,7 +1,7 @@
 """GET /stats: per source and per run status."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -15,7 +15,8 @@ def test_stats_are_empty_but_complete_before_any_run(client: FlaskClient) -> Non
     body = client.get("/stats").get_json()["data"]
 
     assert body == {"sources": [], "last_run": None,
-                    "runs_by_status": {"queued": 0, "running": 0, "success": 0, "partial": 0, "failed": 0}}
+                    "runs_by_status": {"queued": 0, "running": 0, "success": 0, "partial": 0, "failed": 0},
+                    "schedule": {"interval_seconds": 300.0, "last_at": None, "next_at": None}}
 
 
 def test_stats_report_rows_rejects_failures_and_rate_limit_evidence_per_source(app: Flask,
@@ -46,3 +47,23 @@ def test_stats_report_rows_rejects_failures_and_rate_limit_evidence_per_source(a
     assert csv["last_failure_at"].startswith("2024-01-01T02:00:10")
     assert body["runs_by_status"] == {"queued": 0, "running": 0, "success": 1, "partial": 1, "failed": 1}
     assert body["last_run"]["id"] == failed_id and body["last_run"]["error"] == "every source failed"
+    # Their last success was in 2024: far more than twice the 300 s schedule ago.
+    assert api["stale"] and api["freshness_seconds"] > 600 and csv["freshness_seconds"] > api["freshness_seconds"]
+
+
+def test_stats_say_when_the_next_scheduled_run_is_due_and_which_source_is_fresh(app: Flask,
+                                                                               client: FlaskClient) -> None:
+    with app.app_context():
+        recent = f.run("success", ("csv",), "schedule", started=datetime.now(timezone.utc) - timedelta(seconds=60))
+        db.session.commit()
+        created = recent.created_at
+
+    body = client.get("/stats").get_json()["data"]
+
+    (csv,) = body["sources"]
+    assert not csv["stale"] and 45 <= csv["freshness_seconds"] <= 120
+    schedule = body["schedule"]
+    assert schedule["interval_seconds"] == 300.0
+    assert datetime.fromisoformat(schedule["next_at"]) - datetime.fromisoformat(schedule["last_at"]) == timedelta(
+        seconds=300)
+    assert datetime.fromisoformat(schedule["last_at"]) == created

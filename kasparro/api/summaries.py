@@ -139,11 +139,16 @@ def run_drift(run_id: int) -> list[dict[str, Any]]:
              "records": int(row.records)} for row in rows]
 
 
+def run_progress(run: Run) -> dict[str, Any]:
+    """Return a run's headline with every source's counters, timings, errors and progress (what `etl run --wait` draws)."""
+    progress = batch_progress([sr.id for sr in run.source_runs])
+    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs]}
+
+
 def run_detail(run: Run) -> dict[str, Any]:
     """Return a run with every source's counters, timings, errors, batch progress, events, drift and findings."""
-    progress = batch_progress([sr.id for sr in run.source_runs])
-    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
-            "events": run_events(run.id), "drift": run_drift(run.id), "anomalies": run_anomalies(run.id)}
+    return {**run_progress(run), "events": run_events(run.id), "drift": run_drift(run.id),
+            "anomalies": run_anomalies(run.id)}
 
 
 def get_run(run_id: int) -> Run:

@@ -110,7 +110,9 @@ def lock(session: Session, source_run: SourceRun) -> None:
 
 def set_stage(session: Session, source_run: SourceRun, stage: str) -> None:
     """Record which stage a source run is in, for progress reports (the caller commits)."""
-    session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(stage=stage))
+    # A late delivery (the chain's own load after an overlapping one closed the source) must not reopen a stage.
+    session.execute(update(SourceRun).where(SourceRun.id == source_run.id, SourceRun.finished_at.is_(None))
+                    .values(stage=stage))
 
 
 def start_source(session: Session, source_run: SourceRun) -> None:

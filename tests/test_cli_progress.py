@@ -37,7 +37,7 @@ def test_run_wait_prints_a_line_per_source_and_exits_0(app: Flask, sources_file:
     assert alpha[-1] == f"  alpha: success/done batches=1/1 extracted=1 loaded=1 rejected=0 read=100% of {len(ROW)} bytes"
     assert beta[-1].startswith("  beta: partial/done ") and "extracted=2 loaded=1 rejected=1" in beta[-1]
     assert len(alpha) == len(set(alpha)) and len(beta) == len(set(beta))
-    assert re.search(r"^run \d+ partial: alpha success extracted=1 .*; beta partial extracted=2", result.output, re.M)
+    assert re.search(r"^run \d+ partial: alpha success extracted=1 .*; beta partial extracted=2", result.output, re.MULTILINE)
 
 
 @pytest.mark.usefixtures("worker")
@@ -61,7 +61,7 @@ def test_run_wait_exits_non_zero_when_every_source_fails(app: Flask, sources_fil
     result = _invoke(app, "run", "--wait", "--timeout", "60")
 
     assert result.exit_code == 1, result.output
-    assert re.search(r"^run \d+ failed: ghost failed", result.output, re.M)
+    assert re.search(r"^run \d+ failed: ghost failed", result.output, re.MULTILINE)
 
 
 def test_the_bars_draw_one_line_per_source_from_the_api_figures() -> None:
@@ -104,10 +104,10 @@ def test_status_shows_every_declared_source_and_the_health_with_the_figures_of_s
     assert f"#{alpha['last_run_id']}" in row and alpha["last_run_status"] in row
     assert f"read={last['extracted']} loaded={last['loaded']} rejected={last['rejected']}" in row
     assert re.search(rf"\s{alpha['rows_total']}\s+{alpha['rejected_total']}\s*$", row)
-    assert re.search(r"^idle\s+csv\s+-\s+never run", screen.output, re.M)
+    assert re.search(r"^idle\s+csv\s+-\s+never run", screen.output, re.MULTILINE)
     for check in ("database", "broker", "workers", "beat", "last_run"):
-        assert re.search(rf"^{check}\s+(ok|FAILING)", screen.output, re.M), check
-    assert re.search(r"^workers\s+ok\s+test-", screen.output, re.M)
+        assert re.search(rf"^{check}\s+(ok|FAILING)", screen.output, re.MULTILINE), check
+    assert re.search(r"^workers\s+ok\s+test-", screen.output, re.MULTILINE)
     assert "schedule: every 5m 00s" in screen.output
     document = json.loads(as_json.output)
     for found in (document["stats"], stats):

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.table import Column
 from sqlalchemy import select
 
 from kasparro.api.summaries import run_progress
@@ -93,8 +94,12 @@ class BarView:
     """Draw one progress bar per source, redrawn in place; events print above the bars."""
 
     def __init__(self, console: Console) -> None:
-        self.bars = Progress(TextColumn("{task.description:<20}"), BarColumn(), TaskProgressColumn(),
-                             TextColumn("{task.fields[figures]}"), console=console, auto_refresh=False)
+        # The bar keeps its width; on a narrow terminal the figures are cut short instead.
+        figures_column = Column(no_wrap=True, overflow="ellipsis", ratio=1)
+        self.bars = Progress(TextColumn("{task.description}", table_column=Column(no_wrap=True, max_width=24)),
+                             BarColumn(bar_width=24), TaskProgressColumn(),
+                             TextColumn("{task.fields[figures]}", table_column=figures_column),
+                             console=console, auto_refresh=False, expand=True)
         self.tasks: dict[str, TaskID] = {}
         self.bars.start()
 
@@ -108,9 +113,10 @@ class BarView:
             name, p = source_run["source"], source_run["progress"]
             if name not in self.tasks:
                 self.tasks[name] = self.bars.add_task(name, total=None, figures="")
-            done = p["stage"] == "done"
-            total = p["total"] if p["total"] is not None else (1 if done else None)
-            completed = p["done"] if p["done"] is not None else (1 if done else 0)
+            # Without a known total the bar pulses, and fills when the source ends well.
+            ended_well = p["stage"] == "done" and source_run["status"] != "failed"
+            total = p["total"] if p["total"] is not None else (1 if p["stage"] == "done" else None)
+            completed = p["done"] if p["done"] is not None else (1 if ended_well else 0)
             self.bars.update(self.tasks[name], total=total, completed=completed, figures=figures(source_run))
         self.bars.refresh()
 

@@ -115,3 +115,20 @@ def test_status_shows_every_declared_source_and_the_health_with_the_figures_of_s
             source.pop("freshness_seconds")
     assert document["stats"] == stats
     assert set(document["declared"]) == {"alpha", "idle"} and document["health"]["status"] in ("ok", "degraded")
+
+
+@pytest.mark.usefixtures("worker")
+def test_run_wait_in_a_terminal_draws_a_bar_per_source(app: Flask, sources_file: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.csv").write_text(HEADER + ROW)
+    declare(sources_file, {"alpha": csv_spec(tmp_path / "a.csv"), "ghost": csv_spec(tmp_path / "missing.csv")})
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then takes the captured output for a terminal
+
+    result = _invoke(app, "run", "--wait", "--timeout", "60")
+
+    screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", result.output)
+    assert result.exit_code == 1, screen
+    assert "━" in screen and not re.search(r"^  alpha: ", screen, re.MULTILINE)
+    final = screen.split("\r")[-1]
+    assert re.search(r"^alpha\s.*100%.*success/done", final, re.MULTILINE), final
+    assert re.search(r"^ghost\s.*\s0%\s+failed/done", final, re.MULTILINE), final

@@ -105,7 +105,8 @@ class CoinGeckoSource:
             if len(coins) < self.per_page:
                 break
         if pending is not None:
-            yield Page(pending.items, marks.cursor(final=True), pending.progress)
+            # The listing ended: the pages fetched were all there was to read.
+            yield Page(pending.items, marks.cursor(final=True), Progress(number, number, "pages"))
 
     def _fetch(self, number: int) -> list[dict[str, Any]]:
         url = f"{self.base_url}/coins/markets"

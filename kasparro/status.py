@@ -1,4 +1,4 @@
-"""Show the ETL at a glance (`flask etl status`), from the functions that answer GET /stats and GET /health."""
+"""Show the ETL at a glance (`flask etl status`), from the functions that answer GET /stats, /sources and /health."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ from flask import current_app
 from rich.console import Console
 from rich.table import Table
 
-from kasparro import catalog
 from kasparro.api.health import health_report
+from kasparro.api.sources import next_scheduled_run, source_overview
 from kasparro.api.stats import stats_report
 
 # Without a terminal rich would wrap at 80 columns; a log or a pipe takes the whole table.
@@ -18,11 +18,12 @@ PLAIN_WIDTH = 200
 
 
 def status_report() -> dict[str, Any]:
-    """Return the health checks, /stats (when the database answers) and the declared sources."""
+    """Return the health checks and, when the database answers, /stats, /sources and the schedule."""
     health = health_report()
-    stats = stats_report() if health["checks"]["database"]["ok"] else None
-    declared = {name: spec["kind"] for name, spec in catalog.declared_sources(current_app.config).items()}
-    return {"health": health, "stats": stats, "declared": declared}
+    if not health["checks"]["database"]["ok"]:
+        return {"health": health, "stats": None, "sources": None, "schedule": None}
+    schedule = {"interval_seconds": current_app.config["ETL_INTERVAL_SECONDS"], "next_run_at": next_scheduled_run()}
+    return {"health": health, "stats": stats_report(), "sources": source_overview(), "schedule": schedule}
 
 
 def show_status(as_json: bool = False) -> None:
@@ -64,22 +65,23 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(f"Kasparro ETL status at {now:%Y-%m-%d %H:%M:%S} UTC: health {report['health']['status']}",
                   highlight=False)
     if report["stats"] is not None:
-        console.print(sources_table(report["stats"], report["declared"]))
-        console.print(schedule_line(report["stats"]["schedule"], now), highlight=False)
+        console.print(sources_table(report["stats"], report["sources"]))
+        console.print(schedule_line(report["schedule"], now), highlight=False)
     for name, check in report["health"]["checks"].items():
         console.print(health_line(name, check), highlight=False, markup=False)
 
 
-def sources_table(stats: dict[str, Any], declared: dict[str, str]) -> Table:
+def sources_table(stats: dict[str, Any], sources: list[dict[str, Any]]) -> Table:
     """Tabulate every declared source (and any that ran but is no longer declared) with its last run and freshness."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("source", "kind", "last run", "status", "freshness", "last run rows", "rows total", "rejects total"):
         table.add_column(column, no_wrap=True)
     table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=60)
     found = {row["source"]: row for row in stats["sources"]}
-    for name in sorted(set(declared) | set(found)):
+    kinds = {entry["name"]: entry["kind"] + ("" if entry["enabled"] else " (disabled)") for entry in sources}
+    for name in sorted(set(kinds) | set(found)):
         row = found.get(name)
-        kind = declared.get(name, "(not declared)")
+        kind = kinds.get(name, "(not declared)")
         if row is None or row.get("last_run_id") is None:
             table.add_row(name, kind, "-", "never run", "never", "-", "0", "0", "")
             continue
@@ -98,13 +100,12 @@ def first_line(text: str | None) -> str:
 
 
 def schedule_line(schedule: dict[str, Any], now: datetime) -> str:
-    """Say how often beat starts a run, when it last did and when the next is due."""
+    """Say how often beat starts a run and when it will start the next, as beat last published it."""
     line = f"schedule: every {ago(schedule['interval_seconds'])}"
-    if schedule["last_at"] is None:
-        return line + "; beat has started no run yet (it starts one as it starts)"
-    due = (schedule["next_at"] - now).total_seconds()
-    when = f"in {ago(due)}" if due >= 0 else f"overdue by {ago(-due)}"
-    return line + f"; last {schedule['last_at']:%Y-%m-%d %H:%M:%S}; next {schedule['next_at']:%H:%M:%S} ({when})"
+    if schedule["next_run_at"] is None:
+        return line + "; next run unknown: beat has not published it (see the beat check)"
+    due = (schedule["next_run_at"] - now).total_seconds()
+    return line + f"; next run at {schedule['next_run_at']:%Y-%m-%d %H:%M:%S} UTC (in {ago(max(due, 0))})"
 
 
 def health_line(name: str, check: dict[str, Any]) -> str:

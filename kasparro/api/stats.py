@@ -1,7 +1,7 @@
 """Summarise the ETL per source and per run status: GET /stats."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app
@@ -82,21 +82,13 @@ def freshness(stats: dict[str, Any], interval: float, now: datetime) -> dict[str
     return {"freshness_seconds": age, "stale": age is None or age > 2 * interval}
 
 
-def schedule(interval: float) -> dict[str, Any]:
-    """Return the schedule's interval, the last run beat started and when the next is due."""
-    last = db.session.execute(select(func.max(Run.created_at)).where(Run.trigger == "schedule")).scalar()
-    return {"interval_seconds": interval, "last_at": last,
-            "next_at": None if last is None else last + timedelta(seconds=interval)}
-
-
 def stats_report() -> dict[str, Any]:
-    """Return /stats: every source's figures and freshness, runs by status, the last run and the schedule."""
+    """Return /stats: every source's figures and freshness, runs by status and the last run."""
     interval = float(current_app.config["ETL_INTERVAL_SECONDS"])
     now = datetime.now(timezone.utc)
     last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
     return {"sources": [{**row, **freshness(row, interval, now)} for row in source_stats()],
-            "runs_by_status": runs_by_status(), "last_run": run_summary(last) if last is not None else None,
-            "schedule": schedule(interval)}
+            "runs_by_status": runs_by_status(), "last_run": run_summary(last) if last is not None else None}
 
 
 @blp.route("/stats")
@@ -105,5 +97,5 @@ def stats_report() -> dict[str, Any]:
 @blp.response(200, envelope(StatsSchema, "StatsResponse"))
 @blp.errors(400, 401)
 def stats(_: dict[str, Any]) -> dict[str, Any]:
-    """Report per source rows, rejects, rate-limit evidence, freshness, last success and failure; runs; the schedule."""
+    """Report rows, rejects, rate-limit evidence, freshness and last success and failure per source, and runs by status."""
     return single(stats_report())

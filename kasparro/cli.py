@@ -1,7 +1,6 @@
-"""Terminal commands: `flask --app wsgi etl init-db | run | backfill | reprocess | replay-rejects | sources | reap`."""
+"""Terminal commands: `flask --app wsgi etl init-db | run | backfill | reprocess | replay-rejects | sources | reap | status`."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -9,16 +8,13 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from kasparro import catalog
-from kasparro.db import db
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
-from kasparro.models import Run, RunEvent
-from kasparro.pipeline.runs import TERMINAL, RunStart
+from kasparro.pipeline.runs import RunStart
 from kasparro.redact import redact_url
 from kasparro.sources.window import as_utc
 
@@ -158,37 +154,18 @@ def reap_command() -> None:
 
 
 def _follow(run_id: int, timeout: int) -> None:
-    deadline = time.monotonic() + timeout
-    last, seen = "", 0
-    while time.monotonic() < deadline:
-        db.session.expire_all()
-        seen = _echo_events(run_id, seen)
-        run = db.session.get(Run, run_id)
-        line = f"run {run.id} {run.status}: " + "; ".join(
-            f"{s.source} {s.status}{'/' + s.stage if s.stage else ''} extracted={s.extracted} "
-            f"loaded={s.loaded} rejected={s.rejected}" for s in run.source_runs)
-        if line != last:
-            click.echo(line)
-            last = line
-        if run.status in TERMINAL:
-            for s in run.source_runs:
-                if s.error:
-                    click.echo(f"  {s.source}: {s.error}", err=True)
-            if run.status == "failed":
-                raise SystemExit(1)
-            return
-        time.sleep(1)
-    raise click.ClickException(f"run {run_id} still {run.status} after {timeout}s")
+    from kasparro.follow import follow
+
+    follow(run_id, timeout)
 
 
-def _echo_events(run_id: int, after: int) -> int:
-    """Print the run's events newer than id `after`; return the newest id seen."""
-    found = db.session.execute(
-        select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after).order_by(RunEvent.id)
-    ).scalars().all()
-    for event in found:
-        click.echo(f"  [{event.kind}] {event.source} {event.stage or ''}: {event.detail}")
-    return found[-1].id if found else after
+@etl.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON document instead.")
+def status_command(as_json: bool) -> None:
+    """Show on one screen each source's last run, freshness and rejects, the schedule, and the system's health."""
+    from kasparro.status import show_status
+
+    show_status(as_json)
 
 
 def init_app(app: Flask) -> None:

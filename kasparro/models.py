@@ -125,6 +125,12 @@ class SourceRun(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How far the read has got, as the source counts it (kasparro.sources.base.Progress), written with each
+    # batch: `done` of `total` units (None when unknown), counted from `start`, where this run's read began.
+    progress_unit: Mapped[str | None] = mapped_column(String(16))
+    progress_start: Mapped[int | None] = mapped_column(BigInteger)
+    progress_done: Mapped[int | None] = mapped_column(BigInteger)
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
 
     run: Mapped[Run] = relationship(back_populates="source_runs")
 

@@ -83,7 +83,8 @@ def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) ->
     result = session.execute(_KEEP_RAW, {"source": source_run.source, "run_id": source_run.run_id,
                                          "batch_id": batch.id, "run_source_id": source_run.id})
     batch.new_records = result.rowcount
-    runs.add_counts(session, source_run, extracted=batch.received, duplicates=batch.received - batch.new_records)
+    runs.add_counts(session, source_run, page.progress, extracted=batch.received,
+                    duplicates=batch.received - batch.new_records)
     return batch
 
 

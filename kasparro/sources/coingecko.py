@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from kasparro.errors import PayloadError, SourceConfigError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.base import Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 from kasparro.sources.window import Window
@@ -139,11 +139,13 @@ class CoinGeckoSource:
                 if pending is not None:
                     yield pending
                 marks.advance(chunk)
-                pending = Page(chunk, marks.cursor())
+                # Pages fetched of at most max_pages: the listing may end sooner, on a short page.
+                pending = Page(chunk, marks.cursor(), Progress(number, self.max_pages, "pages"))
             if len(coins) < self.per_page:
                 break
         if pending is not None:
-            yield Page(pending.items, marks.cursor(final=True))
+            # The listing ended: the pages fetched were all there was to read.
+            yield Page(pending.items, marks.cursor(final=True), Progress(number, number, "pages"))
 
     def window_pages(self, window: Window, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         """Yield each listed coin's (or each of `window.coins`') points in the window, one coin after another.

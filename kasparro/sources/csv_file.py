@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem
 from kasparro.sources.csv_scan import Record
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 from kasparro.sources.window import Window
@@ -88,6 +88,7 @@ class CsvSource:
     def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         header, header_end = self._header(handle)
         offset, line_no = self._resume_point(handle, cursor, header_end)
+        size, start = os.fstat(handle.fileno()).st_size, offset
         items: list[RawItem] = []
         for record in self._records(handle, offset, line_no):
             if record.fault is None and not record.data.strip():
@@ -95,10 +96,16 @@ class CsvSource:
             items.append(self._item(header, record))
             offset, line_no = record.end, record.last_line
             if len(items) >= page_size:
-                yield Page(items, self._cursor(handle, offset, line_no))
+                yield self._page(handle, items, (offset, line_no), start, size)
                 items = []
         if items:
-            yield Page(items, self._cursor(handle, offset, line_no))
+            yield self._page(handle, items, (offset, line_no), start, size)
+
+    def _page(self, handle: BinaryIO, items: list[RawItem], end: tuple[int, int], start: int, size: int) -> Page:
+        """Close a page at byte offset and line `end`, with progress in bytes since `start` of the file's `size`."""
+        offset, line_no = end
+        # The size is taken when the read began; a file appended to meanwhile tops out at 100%.
+        return Page(items, self._cursor(handle, offset, line_no), Progress(offset, max(size, offset), "bytes", start))
 
     def _header(self, handle: BinaryIO) -> tuple[list[str], int]:
         """Read the header line; fail the source if it is not text, since no row can be read without it."""

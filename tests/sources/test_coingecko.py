@@ -55,6 +55,15 @@ def test_max_pages_and_page_size_bound_the_extract(upstream: FakeUpstream, make_
     pages = list(gecko(upstream, make_context(), max_pages=1).pages(None, 20))
     assert [len(p.items) for p in pages] == [20, 20, 10]
     assert requested_pages(upstream) == ["1"]
+    # Every page is of page 1 of max_pages 1, the last too (it ended the listing).
+    assert {(p.progress.done, p.progress.total, p.progress.unit) for p in pages} == {(1, 1, "pages")}
+
+
+def test_progress_counts_pages_of_max_pages_until_the_listing_ends(upstream: FakeUpstream,
+                                                                   make_context: ContextFactory) -> None:
+    pages = list(gecko(upstream, make_context()).pages(None, 25))
+
+    assert [(p.progress.done, p.progress.total) for p in pages] == [(1, 4), (1, 4), (2, 4), (3, 3)]
 
 
 @pytest.mark.parametrize("settings", [{"per_page": 251}, {"per_page": 0}, {"max_pages": "2"},

@@ -26,7 +26,7 @@ _SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
 STYLE = Style(background="#ffffff", plot_background="#ffffff", foreground="#1a1a1a",
               foreground_strong="#1a1a1a", foreground_subtle="#595959",
               colors=("#1f5fa8", "#b3261e", "#1b6e36", "#7a3e9d", "#8a5a00", "#006d77"),
-              font_family="system-ui, sans-serif")
+              font_family="system-ui, sans-serif", opacity="1", opacity_hover="1")
 
 
 def price_series(asset_id: int) -> dict[str, list[tuple[datetime, float]]]:
@@ -65,7 +65,8 @@ def render_svg(slug: str, series: dict[str, list[tuple[datetime, float]]]) -> Ma
     """Render the series as one inline SVG line chart with a text alternative."""
     chart = pygal.DateTimeLine(js=[], disable_xml_declaration=True, style=STYLE, width=900, height=380,
                                title=f"{slug}: price in USD by source", x_label_rotation=20, show_dots=False,
-                               legend_at_bottom=True, truncate_legend=-1, x_value_formatter=_day)
+                               legend_at_bottom=True, truncate_legend=-1, x_value_formatter=_day,
+                               stroke_style={"width": 2})
     for source, points in sorted(series.items()):
         chart.add(source, points)
     svg = _SCRIPT.sub("", chart.render(is_unicode=True))

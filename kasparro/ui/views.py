@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from kasparro.api.auth import check_key
 from kasparro.api.compare import compare_runs
 from kasparro.api.data import asset_detail, find_asset
 from kasparro.api.errors import ApiError, handle_unexpected
@@ -90,6 +91,13 @@ def ago(value: datetime | None) -> str:
         return "never"
     seconds = (datetime.now(timezone.utc) - value).total_seconds()
     return f"{overview.ago(seconds)} ago" if seconds >= 0 else f"in {overview.ago(-seconds)}"
+
+
+@bp.before_request
+def _reads_may_need_the_key() -> None:
+    # The page shows what the read endpoints show, so it is closed whenever they are.
+    if current_app.config.get("READS_REQUIRE_KEY"):
+        check_key()
 
 
 @bp.after_request

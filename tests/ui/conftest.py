@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests.api.conftest import make_app  # noqa: F401 (the API tests' fixture: apps with other settings)
 from tests.conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"

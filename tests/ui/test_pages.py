@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
-from flask import Flask
+from flask import Flask, render_template
 from flask.testing import FlaskClient
 
 from kasparro.db import db
@@ -80,3 +81,32 @@ def test_the_page_never_carries_the_api_key(app: Flask, client: FlaskClient) -> 
 def test_the_status_page_is_not_in_the_openapi_document(client: FlaskClient) -> None:
     paths = client.get("/openapi.json").get_json()["paths"]
     assert not [path for path in paths if path == "/" or path.startswith("/ui")]
+
+
+def test_read_progress_and_news_show_when_the_api_reports_them(app: Flask) -> None:
+    counters = dict.fromkeys(("extracted", "loaded", "inserted", "updated", "rejected", "duplicates", "skipped"), 0)
+    source_run = {"source": "alpha", "status": "running", "stage": "extract", "error": None, **counters,
+                  "progress": {"batches_extracted": 3, "batches_transformed": 2, "batches_loaded": 1, "stage": "extract",
+                               "unit": "bytes", "done": 500, "total": 2000, "percent": 25.0, "eta_seconds": 30.4}}
+    run = {"id": 7, "status": "running", "trigger": "api", "created_at": f.T0, "finished_at": None,
+           "duration_seconds": 10.0, "error": None, "source_runs": [source_run], "drift": [], "anomalies": [],
+           "events": []}
+    news = [{"title": "Bitcoin <rallies>", "link": "https://news.example/btc", "feed": "coindesk",
+             "published_at": f.T0, "matched_by": "name"},
+            {"title": "Sneaky", "link": "javascript:alert(1)", "feed": "x", "published_at": None, "matched_by": "symbol"}]
+    asset = {"slug": "bitcoin", "name": "Bitcoin", "symbol": "BTC", "aliases": []}
+    with app.test_request_context("/"):
+        run_html = render_template("ui/_run.html", run=run, comparison=None)
+        asset_html = render_template("ui/_asset.html", asset=asset, latest=[], chart=None, news=news)
+    assert '<progress max="100" value="25.0"' in run_html and "500 of 2000 bytes (25.0 %), about 30 s left" in run_html
+    assert "<dt>batches loaded</dt><dd>1</dd>" in run_html
+    assert '<a href="https://news.example/btc" rel="noopener noreferrer">Bitcoin &lt;rallies&gt;</a>' in asset_html
+    assert "javascript:" not in asset_html and "Sneaky" in asset_html and "matched by name" in asset_html
+
+
+def test_the_page_is_closed_when_reads_need_the_key(make_app: Callable[..., Flask]) -> None:
+    closed = make_app(READS_REQUIRE_KEY=True).test_client()
+    page = closed.get("/")
+    assert page.status_code == 401 and page.mimetype == "text/html"
+    assert "a valid X-API-Key header is required" in page.get_data(as_text=True)
+    assert closed.get("/", headers=AUTH).status_code == 200

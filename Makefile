@@ -31,7 +31,7 @@ run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABAS
 
 serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
-	@echo "API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
+	@echo "Status page http://127.0.0.1:8000/  API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
 	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
 

@@ -9,8 +9,8 @@ from flask import Flask
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the application: settings, database, logging, Celery, API and CLI."""
-    from kasparro import api, celery_app, cli, logs, metrics, redis_store
+    """Build the application: settings, database, logging, Celery, API, status page and CLI."""
+    from kasparro import api, celery_app, cli, logs, metrics, redis_store, ui
     from kasparro.config import describe_connections, load_config, normalise_database_url, read_environment
     from kasparro.db import db
     from kasparro.migrate import migrate
@@ -30,6 +30,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     celery_app.init_app(app)
     metrics.init_app(app)
     api.init_app(app)
+    ui.init_app(app)
     cli.init_app(app)
     return app
 

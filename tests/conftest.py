@@ -88,7 +88,11 @@ def _clean_tables(request: pytest.FixtureRequest) -> None:
     """Empty every table before each test that uses the database."""
     if "app" not in request.fixturenames:
         return
-    application: Flask = request.getfixturevalue("app")
+    empty_tables(request.getfixturevalue("app"))
+
+
+def empty_tables(application: Flask) -> None:
+    """Empty every table and forget this session's rate-limit budgets."""
     with application.app_context():
         tables = [t for t in db.metadata.sorted_tables if t.name not in KEEP_TABLES]
         db.session.execute(text("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE"))

@@ -13,6 +13,8 @@ FORBIDDEN = {
                 "kasparro.tasks", "kasparro.models", "kasparro.db"),
     "pipeline": ("flask", "celery", "kasparro.api", "kasparro.tasks"),
     "api": ("kasparro.sources", "kasparro.pipeline"),
+    # The status page reads through the API's query functions and, like the API, never reaches below them.
+    "ui": ("kasparro.sources", "kasparro.pipeline", "kasparro.tasks"),
     # Laptops and fault tests start these servers before anything else exists: the standard library only.
     "embedded": ("flask", "celery", "sqlalchemy", "flask_sqlalchemy", "redis", "psycopg2", "kasparro.api",
                  "kasparro.pipeline", "kasparro.sources", "kasparro.tasks", "kasparro.models", "kasparro.db"),

@@ -144,10 +144,21 @@ def build_assets_query(filters: Mapping[str, Any]) -> Select:
 @blp.errors(400, 401, 404)
 def get_asset(_: dict[str, Any], slug: str) -> dict[str, Any]:
     """Show one asset with its per-source aliases and which sources have quotes for it."""
+    return single(asset_detail(slug))
+
+
+def find_asset(slug: str) -> Asset:
+    """Load an asset by slug or answer 404."""
     asset = db.session.execute(select(Asset).where(Asset.slug == slug)).scalar_one_or_none() \
         if "\x00" not in slug else None
     if asset is None:
         raise ApiError(404, "not_found", f"no asset with slug {slug!r}")
+    return asset
+
+
+def asset_detail(slug: str) -> dict[str, Any]:
+    """Return an asset with its aliases per source and each source's quote count and time span."""
+    asset = find_asset(slug)
     quote_sources = db.session.execute(
         select(MarketQuote.source, func.count().label("quotes"),
                func.min(MarketQuote.observed_at).label("first_observed_at"),
@@ -155,5 +166,5 @@ def get_asset(_: dict[str, Any], slug: str) -> dict[str, Any]:
         .where(MarketQuote.asset_id == asset.id).group_by(MarketQuote.source).order_by(MarketQuote.source)
     ).all()
     aliases = sorted(asset.aliases, key=lambda a: (a.source, a.source_asset_id))
-    return single({"slug": asset.slug, "symbol": asset.symbol, "name": asset.name, "created_at": asset.created_at,
-                   "aliases": aliases, "quote_sources": quote_sources})
+    return {"id": asset.id, "slug": asset.slug, "symbol": asset.symbol, "name": asset.name,
+            "created_at": asset.created_at, "aliases": aliases, "quote_sources": quote_sources}

@@ -11,6 +11,7 @@ from kasparro.models import QUALITY_RULES, RUN_STATUSES, TRIGGERS
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
+NUL_FREE = "^[^\\x00]*$"
 
 
 def _no_nul(value: str) -> None:
@@ -21,8 +22,9 @@ def _no_nul(value: str) -> None:
 
 def text(description: str, max_length: int = 200, **kwargs: Any) -> fields.String:
     """Return a bounded, NUL-free string parameter."""
+    # The pattern tells clients (and generated tests) what _no_nul enforces.
     return fields.String(validate=[validate.Length(min=1, max=max_length), _no_nul],
-                         metadata={"description": description}, **kwargs)
+                         metadata={"description": description, "pattern": NUL_FREE}, **kwargs)
 
 
 def limit_field(default: int = DEFAULT_LIMIT) -> fields.Integer:

@@ -9,6 +9,9 @@ from kasparro.sources import load_specs
 
 # Where the fake upstream server serves each API kind, for offline runs.
 OFFLINE_PATHS = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3"}
+# Kinds read from one `url` (news feeds): offline, each source reads the fake upstream's
+# `offline_path` (default /rss/<source name>), and `url` keeps the real feed.
+OFFLINE_URL_KINDS = ("rss",)
 
 
 def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
@@ -19,6 +22,13 @@ def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
     if config.get("OFFLINE") and kind in OFFLINE_PATHS:
         return config["FAKE_UPSTREAM_URL"].rstrip("/") + OFFLINE_PATHS[kind]
     return spec.get("base_url")
+
+
+def _offline_url(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    if not config.get("OFFLINE") or spec["kind"] not in OFFLINE_URL_KINDS:
+        return None
+    path = str(spec.get("offline_path") or f"/rss/{name}")
+    return config["FAKE_UPSTREAM_URL"].rstrip("/") + "/" + path.lstrip("/")
 
 
 def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -34,6 +44,9 @@ def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         base_url = _base_url(spec, config)
         if base_url:
             spec["base_url"] = base_url
+        offline_url = _offline_url(name, spec, config)
+        if offline_url:
+            spec["url"] = offline_url
         resolved[name] = spec
     return resolved
 

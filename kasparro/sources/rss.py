@@ -40,6 +40,7 @@ EXPECTED_SCHEMA = {
     "guid": expect("string|null", required=False), "title": expect("string"), "link": expect("string"),
     "published": expect("string|null", required=False), "updated": expect("string|null", required=False),
     "summary": expect("string|null", required=False), "feed": expect("string"),
+    "feed_title": expect("string|null", required=False),
 }
 
 

@@ -32,9 +32,10 @@ def split_items(document: bytes) -> tuple[bytes, list[bytes], bytes]:
 
 def edit_item(item: bytes) -> bytes:
     """Re-publish an item: a corrected title and a later atom:updated, same guid."""
-    item = re.sub(rb"<title><!\[CDATA\[(.*?)\]\]></title>", rb"<title><![CDATA[\1 (Updated)]]></title>", item, 1)
+    item = re.sub(rb"<title><!\[CDATA\[(.*?)\]\]></title>", rb"<title><![CDATA[\1 (Updated)]]></title>", item,
+                  count=1)
     return re.sub(rb"<atom:updated>[^<]*</atom:updated>",
-                  b"<atom:updated>" + EDITED_UPDATED.encode() + b"</atom:updated>", item, 1)
+                  b"<atom:updated>" + EDITED_UPDATED.encode() + b"</atom:updated>", item, count=1)
 
 
 class Feeds:

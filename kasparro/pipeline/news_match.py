@@ -28,15 +28,18 @@ TICKER_WORDS = frozenset("""
     ONE LINK GAS BOND NEAR FLOW MASK SAND MANA DASH GOLD TRUE SUN ICE FUN RARE ANT ARK KEEP HOT TIME MEME
     PEOPLE ALPHA BEST WIN GOAL CAKE BAT RAY ACE FORTH POND LOOM DENT OMG AUDIO SUPER BAND RUNE MINA WAVES
     STORM FRONT MOVE LIT GAL MAGIC HIGH EDGE CORE SAFE PUSH REAL BLUR TRIBE POLY OCEAN JUST CITY GAME ANY
-    NOT BOB ORDI FET ID HOOK SEC ETF CEO CFO CTO USD EUR GBP NFT DAO API IPO OTC ATM FED CPI GDP FBI DOJ
-    IMF ECB SVB FTX USA NYSE AI DEFI CEX DEX TVL APY APR KYC AML P2P ATH ALL NEW TOP BIG NOW FREE OPEN
-""".split())
-# Coin names that are ordinary English words ("maker of", "compound interest", "an avalanche of sales").
+    NOT BOB ORDI FET ID HOOK HASH HYPE JOE LEO MED PUMP RAIN ROSE SKY WILD WOO HEX ELON
+    SEC ETF CEO CFO CTO USD EUR GBP NFT DAO API IPO OTC ATM FED CPI GDP FBI DOJ IMF ECB SVB FTX USA NYSE AI
+    DEFI CEX DEX TVL APY APR KYC AML P2P ATH ALL NEW TOP BIG NOW FREE OPEN
+""".split())  # noqa: SIM905 - a word list reads better as words
+# Coin names that are ordinary English words ("maker of", "compound interest", "just as", "an avalanche of sales").
 NAME_WORDS = frozenset("""
     maker compound flow harmony graph near stacks gas bond link one dash status civic loom ark wax origin
     request mask optimism stellar cosmos quant waves avalanche gold sun true frontier magic ocean edge core
-    kava celo band keep storm polygon render theta ankr oasis secret
-""".split())
+    kava celo band keep storm render theta ankr oasis secret just rain metal symbol sky swipe siren gate
+    venus midnight jupiter mantle amp blur sushi gala tribe nano ontology polymath synapse helium golem ergo
+    verge ordinals celsius dent flux hive radix marlin canton
+""".split())  # noqa: SIM905
 _EDGE = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 _TAGS = re.compile(r"<[^>]*>")
 

@@ -14,10 +14,10 @@ ASSETS = [
     KnownAsset(7, ("NEO",), ("NEO",)), KnownAsset(8, ("Gas",), ("GAS",)), KnownAsset(9, ("BarnBridge",), ("BOND",)),
     KnownAsset(10, ("Optimism",), ("OP",)), KnownAsset(11, ("Ethereum", "Ether"), ("ETH",)),
     KnownAsset(12, ("Terra Classic",), ("LUNC",)), KnownAsset(13, ("Ampleforth",), ("AMPL",)),
-    KnownAsset(14, ("Amp",), ("AMP",)),
+    KnownAsset(14, ("Amp",), ("AMP",)), KnownAsset(15, ("JUST",), ("JST",)),
 ]
 IDS = {"bitcoin": 1, "solana": 2, "chainlink": 3, "harmony": 4, "bitcoin-cash": 5, "usdc": 6, "gas": 8, "bond": 9,
-       "optimism": 10, "ethereum": 11}
+       "optimism": 10, "ethereum": 11, "amp": 14, "just": 15}
 
 
 def linked(text: str) -> dict[int, str]:
@@ -36,6 +36,9 @@ FALSE_MATCHES = [
     ("Tokens such as WBTC and BTCB are wrapped", ("bitcoin",)),
     ("Etherscan and ethereal prose", ("ethereum",)),
     ("A subsolar link: sol-gel chemistry", ("solana", "chainlink")),
+    # Seen in the CoinDesk capture: "just" linked the JUST coin before it joined NAME_WORDS.
+    ("Signature Bank stock fell just as regulators moved in", ("just",)),
+    ("Exchanges amp up reserves", ("amp",)),
 ]
 
 

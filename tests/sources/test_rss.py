@@ -6,6 +6,7 @@ from collections.abc import Callable
 import pytest
 from marshmallow import ValidationError
 
+from kasparro.catalog import declared_sources
 from kasparro.errors import PayloadError
 from kasparro.fake_upstream import FakeUpstream
 from kasparro.pipeline.transform import validate_record
@@ -13,7 +14,7 @@ from kasparro.sources import SourceContext, build_source, target_of
 from kasparro.sources.base import Page, RawItem
 from kasparro.sources.rss import FeedCursor, RssSource, parse_feed_time
 
-from .conftest import FAST_RPM
+from .conftest import FAST_RPM, ROOT
 
 ContextFactory = Callable[..., SourceContext]
 CAPTURE = "coindesk_rss_2023-03-13"
@@ -125,3 +126,12 @@ def test_feed_times_parse_in_both_formats() -> None:
     assert parse_feed_time("Mon, 13 Mar 2023 10:13:50 +0000").isoformat() == "2023-03-13T10:13:50+00:00"
     assert parse_feed_time("2023-03-13T12:13:50+02:00").isoformat() == "2023-03-13T10:13:50+00:00"
     assert parse_feed_time("soon") is None and parse_feed_time(None) is None
+
+
+def test_offline_the_shipped_feed_reads_the_fake_upstream_and_keeps_the_real_url_otherwise() -> None:
+    config = {"SOURCES_FILE": str(ROOT / "sources.toml"), "FAKE_UPSTREAM_URL": "http://upstream:8900/"}
+    offline = declared_sources({**config, "OFFLINE": True})["coindesk_news"]
+    online = declared_sources({**config, "OFFLINE": False})["coindesk_news"]
+
+    assert offline["url"] == "http://upstream:8900/rss/coindesk-live"
+    assert online["url"] == "https://www.coindesk.com/arc/outboundfeeds/rss/"

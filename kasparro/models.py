@@ -376,7 +376,20 @@ class DriftEvent(db.Model):
     created_at: Mapped[datetime] = _now()
 
 
-class NewsItem(db.Model):
+class NewsFields:
+    """The unified fields of a news item, shared by the staged and the loaded row."""
+
+    source: Mapped[str] = mapped_column(String(100))
+    guid: Mapped[str] = mapped_column(Text)
+    feed: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    link: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NewsItem(NewsFields, db.Model):
     """One news entry of a feed, unified; an edited or re-published entry updates its row."""
 
     __tablename__ = "news_items"
@@ -388,14 +401,6 @@ class NewsItem(db.Model):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    source: Mapped[str] = mapped_column(String(100))
-    guid: Mapped[str] = mapped_column(Text)
-    feed: Mapped[str] = mapped_column(String(200))
-    title: Mapped[str] = mapped_column(Text)
-    link: Mapped[str] = mapped_column(Text)
-    summary: Mapped[str | None] = mapped_column(Text)
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"))
     run_id: Mapped[int] = mapped_column(BigInteger)
     ingested_at: Mapped[datetime] = _now()
@@ -423,7 +428,7 @@ class NewsAssetLink(db.Model):
     asset: Mapped[Asset] = relationship(lazy="joined")
 
 
-class StagedNews(db.Model):
+class StagedNews(NewsFields, db.Model):
     """A validated news item waiting for its batch to load, with the asset links found in it."""
 
     __tablename__ = "news_stage"
@@ -432,13 +437,5 @@ class StagedNews(db.Model):
     raw_record_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))
     run_id: Mapped[int] = mapped_column(BigInteger)
-    source: Mapped[str] = mapped_column(String(100))
-    guid: Mapped[str] = mapped_column(Text)
-    feed: Mapped[str] = mapped_column(String(200))
-    title: Mapped[str] = mapped_column(Text)
-    link: Mapped[str] = mapped_column(Text)
-    summary: Mapped[str | None] = mapped_column(Text)
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # [{"asset_id", "matched_by", "matched_text"}]: written to news_asset_links when the item loads.
     links: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)

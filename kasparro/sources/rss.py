@@ -11,6 +11,7 @@ link, published, updated, summary, feed title). Checkpoint: see `FeedCursor`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -139,7 +140,8 @@ class RssSource:
             yield Page(chunk, marks.cursor(final=number == len(chunks)))
 
     def _entries(self, body: bytes) -> list[dict[str, Any]]:
-        parsed = feedparser.parse(body)
+        # A file object: given bytes, feedparser first tries them as a local file name.
+        parsed = feedparser.parse(io.BytesIO(body))
         shown = display_url(self.url)
         if parsed.bozo and not isinstance(parsed.get("bozo_exception"), HARMLESS_BOZO):
             raise PayloadError(f"GET {shown} returned a feed that is not well-formed XML: "

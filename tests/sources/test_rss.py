@@ -97,6 +97,14 @@ def test_a_broken_feed_fails_with_a_payload_error(upstream: FakeUpstream, make_c
         list(rss(upstream, make_context(), "broken_rss").pages(None, 100))
 
 
+def test_a_body_naming_a_local_file_is_parsed_as_text_never_opened(upstream: FakeUpstream,
+                                                                   make_context: ContextFactory) -> None:
+    capture = ROOT / "data" / "upstream" / "rss" / f"{CAPTURE}.xml"
+
+    with pytest.raises(PayloadError, match="not well-formed|no RSS or Atom feed"):
+        rss(upstream, make_context())._entries(str(capture).encode())
+
+
 def test_a_feed_over_the_size_or_entry_limit_is_refused(upstream: FakeUpstream,
                                                         make_context: ContextFactory) -> None:
     with pytest.raises(PayloadError, match="byte limit|more than 1000 bytes"):

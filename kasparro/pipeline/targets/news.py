@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -114,7 +115,7 @@ def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
         (rid, batch.id, source_run.run_id, source_run.source, item["guid"], item["feed"], item["title"],
          item["link"], item["summary"], item["published_at"].isoformat(),
          item["updated_at"].isoformat() if item["updated_at"] else None,
-         json.dumps([link.__dict__ for link in matcher.links(plain_text(item["title"], item["summary"]))]))
+         json.dumps([asdict(link) for link in matcher.links(plain_text(item["title"], item["summary"]))]))
         for rid, item in items
     ))
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
-from kasparro.models import Asset, Checkpoint, NewsAssetLink, NewsItem, RawRecord, Run
+from kasparro.models import Asset, Checkpoint, DriftEvent, NewsAssetLink, NewsItem, RawRecord, Run
 from kasparro.tasks import enqueue_reprocess
 from tests.conftest import PROVIDER_KEYS, ROOT, wait_for_run
 from tests.pipeline.helpers import declare, run_now
@@ -68,6 +68,8 @@ def test_the_coindesk_capture_loads_its_items_linked_to_the_quotes_assets(
         item = db.session.execute(select(NewsItem).where(NewsItem.guid == "GAHBBCJVKFCXDLONTKPLD5TODI")).scalar_one()
         assert db.session.get(RawRecord, item.raw_record_id).payload["guid"] == item.guid  # lineage
         assert db.session.get(Checkpoint, "coindesk").cursor["newest"] == "2023-03-13T10:13:51.231000+00:00"
+        # Both feeds have the shape the rss kind expects (RSS 2.0 and Atom alike): no drift.
+        assert db.session.execute(select(func.count()).select_from(DriftEvent)).scalar_one() == 0
     assert links_of(app, "Bitcoin, U.S. Stock Futures%") == {"bitcoin": "name"}
     assert links_of(app, "Binance Will Convert%") == {"bitcoin": "name", "binance-usd": "ticker",
                                                       "binancecoin": "ticker"}

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from kasparro.config import HEARTBEAT_KEY, load_config, read_environment
+from kasparro.config import HEARTBEAT_KEY, NEXT_RUN_KEY, load_config, read_environment
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class HeartbeatScheduler(PersistentScheduler):
     """Celery's persistent scheduler plus a `kasparro:beat:last_seen` unix time in Redis on each tick."""
 
     heartbeat_key = HEARTBEAT_KEY
+    next_run_key = NEXT_RUN_KEY
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,11 +51,23 @@ class HeartbeatScheduler(PersistentScheduler):
         if now - self._last_write < MIN_WRITE_INTERVAL_SECONDS:
             return
         try:
-            self._client().set(self.heartbeat_key, f"{now:.3f}", ex=KEY_TTL_SECONDS)
+            with self._client().pipeline() as pipe:
+                pipe.set(self.heartbeat_key, f"{now:.3f}", ex=KEY_TTL_SECONDS)
+                pipe.delete(self.next_run_key)
+                due = {name: f"{at:.3f}" for name, at in self.next_due(now).items()}
+                if due:
+                    pipe.hset(self.next_run_key, mapping=due)
+                    pipe.expire(self.next_run_key, KEY_TTL_SECONDS)
+                pipe.execute()
             self._last_write = now
         except redis.RedisError as exc:
             # A Redis hiccup must not stop scheduling; /health will show the beat as stale.
             logger.warning("could not write the beat heartbeat: %s", exc)
+
+    def next_due(self, now: float) -> dict[str, float]:
+        """Return when each schedule entry is next due, as unix times."""
+        return {name: now + max(entry.schedule.remaining_estimate(entry.last_run_at).total_seconds(), 0.0)
+                for name, entry in self.schedule.items()}
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Run due tasks, leave a heartbeat, and sleep no longer than MAX_SLEEP_SECONDS."""

@@ -5,6 +5,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kasparro.errors import SourceConfigError
+from kasparro.redact import redact_url
 from kasparro.sources import load_specs
 
 # Where the fake upstream server serves each API kind, for offline runs.
@@ -31,24 +32,52 @@ def _offline_url(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) 
     return config["FAKE_UPSTREAM_URL"].rstrip("/") + "/" + path.lstrip("/")
 
 
-def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Return every enabled source's settings, with environment overrides applied."""
-    specs = load_specs(config["SOURCES_FILE"])
+def _enabled(specs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> list[str]:
     wanted = config.get("ENABLED_SOURCES") or [n for n, s in specs.items() if s.get("enabled", True)]
     unknown = sorted(set(wanted) - set(specs))
     if unknown:
         raise SourceConfigError(f"ENABLED_SOURCES names unknown sources: {', '.join(unknown)}")
-    resolved = {}
-    for name in wanted:
-        spec = dict(specs[name])
-        base_url = _base_url(spec, config)
-        if base_url:
-            spec["base_url"] = base_url
-        offline_url = _offline_url(name, spec, config)
-        if offline_url:
-            spec["url"] = offline_url
-        resolved[name] = spec
+    return list(wanted)
+
+
+def _resolved(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    resolved = dict(spec)
+    base_url = _base_url(spec, config)
+    if base_url:
+        resolved["base_url"] = base_url
+    offline_url = _offline_url(name, spec, config)
+    if offline_url:
+        resolved["url"] = offline_url
     return resolved
+
+
+def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return every enabled source's settings, with environment overrides applied."""
+    specs = load_specs(config["SOURCES_FILE"])
+    return {name: _resolved(name, specs[name], config) for name in _enabled(specs, config)}
+
+
+# Settings whose names suggest a secret are never shown; `*_env` settings only name a variable.
+_SECRET_HINTS = ("key", "secret", "token", "password", "credential")
+
+
+def public_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a source's settings fit to show: secret-looking ones dropped, URLs with credentials masked."""
+    shown: dict[str, Any] = {}
+    for name, value in spec.items():
+        if name == "kind" or (any(h in name.lower() for h in _SECRET_HINTS) and not name.endswith("_env")):
+            continue
+        shown[name] = public_settings(value) if isinstance(value, Mapping) else \
+            redact_url(value) if isinstance(value, str) else value
+    return shown
+
+
+def source_listing(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return every declared source, enabled or not: name, kind, enabled, and its settings fit to show."""
+    specs = load_specs(config["SOURCES_FILE"])
+    enabled = set(_enabled(specs, config))
+    return [{"name": name, "kind": spec["kind"], "enabled": name in enabled,
+             "settings": public_settings(_resolved(name, spec, config))} for name, spec in specs.items()]
 
 
 def select_sources(config: Mapping[str, Any], names: Iterable[str] | None) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from celery import Celery, Task
 from flask import Flask
 
 from kasparro.beat import REDIS_URL_SETTING
-from kasparro.config import HARD_LIMIT_MARGIN_SECONDS, check_timing
+from kasparro.config import ETL_SCHEDULE_ENTRY, HARD_LIMIT_MARGIN_SECONDS, check_timing
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def init_app(app: Flask) -> Celery:
         # Beat leaves a heartbeat in Redis so /health can tell scheduling is alive.
         beat_scheduler="kasparro.beat:HeartbeatScheduler",
         beat_schedule={
-            "etl-run": {
+            ETL_SCHEDULE_ENTRY: {
                 "task": "kasparro.tasks.scheduled_run",
                 "schedule": timedelta(seconds=app.config["ETL_INTERVAL_SECONDS"]),
                 "options": {"queue": queue, "expires": app.config["ETL_INTERVAL_SECONDS"]},

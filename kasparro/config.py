@@ -15,6 +15,10 @@ from kasparro.redact import redact_url
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where beat leaves its heartbeat (unix time) for /health to read.
 HEARTBEAT_KEY = "kasparro:beat:last_seen"
+# Where beat publishes when each schedule entry is next due (a hash: entry name -> unix time), for GET /sources.
+NEXT_RUN_KEY = "kasparro:beat:next_run"
+# The beat schedule entry that starts ETL runs.
+ETL_SCHEDULE_ENTRY = "etl-run"
 
 
 class ConfigError(ValueError):

@@ -3,15 +3,17 @@
 Request metrics come from prometheus-flask-exporter. With several gunicorn workers each process only
 sees its own requests, so when PROMETHEUS_MULTIPROC_DIR is set the exporter writes to that directory
 and /metrics merges every process's files (prometheus_client multiprocess mode). ETL figures are not
-kept in any process: a collector queries Postgres at scrape time, so every worker reports the same truth.
+kept in any process: a collector queries Postgres (kasparro/etl_figures.py) and reads the worker liveness
+keys and beat heartbeat in Redis at scrape time, so every worker reports the same truth.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Iterator
 
+import redis
 from flask import Flask, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,121 +23,72 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
-from sqlalchemy import text
 
+from kasparro import etl_figures, liveness
+from kasparro.config import HEARTBEAT_KEY
 from kasparro.db import db
 
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-_PER_SOURCE = text("""
-    SELECT source,
-           coalesce(sum(inserted), 0) AS rows,
-           coalesce(sum(rejected), 0) AS rejected,
-           coalesce(sum(duplicates), 0) AS duplicates,
-           coalesce(sum(requests), 0) AS requests,
-           coalesce(sum(retries), 0) AS retries,
-           coalesce(sum(throttled), 0) AS throttled,
-           coalesce(sum(wait_seconds), 0) AS wait_seconds,
-           coalesce(sum(waits), 0) AS waits,
-           extract(epoch FROM max(finished_at) FILTER (WHERE status IN ('success', 'partial'))) AS last_success,
-           extract(epoch FROM max(finished_at) FILTER (WHERE status = 'failed')) AS last_failure
-    FROM run_sources GROUP BY source ORDER BY source
-""")
-_RUNS_BY_STATUS = text("SELECT status, count(*) FROM runs GROUP BY status")
-_ANOMALIES = text("SELECT source, rule, count(*) AS found FROM anomalies GROUP BY source, rule ORDER BY source, rule")
-_DRIFT = text("SELECT source, kind, count(*) FROM drift_events GROUP BY source, kind ORDER BY source, kind")
-
-# (metric suffix, column, help) for the per-source counters summed over all runs.
-_SOURCE_COUNTERS = (
-    ("quote_rows", "rows", "Quotes inserted by a source, over all runs."),
-    ("rejected_records", "rejected", "Records a source's runs rejected in validation."),
-    ("duplicate_records", "duplicates", "Records a source's runs received again, kept once."),
-    ("source_requests", "requests", "HTTP requests made to a source."),
-    ("source_retries", "retries", "Requests to a source that were retried."),
-    ("source_throttled_responses", "throttled", "HTTP 429 responses from a source."),
-    ("source_wait_seconds", "wait_seconds", "Seconds spent waiting on a source's rate limit."),
-    ("source_waits", "waits", "Times a source's requests waited (budget, Retry-After, backoff)."),
-)
-
 
 class EtlCollector(Collector):
-    """Read ETL figures from Postgres each time Prometheus scrapes."""
+    """Read ETL figures from Postgres and liveness from Redis each time Prometheus scrapes."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
+        timeout = app.config["HEALTH_TIMEOUT_SECONDS"]
+        self.redis = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=timeout,
+                                          socket_timeout=timeout)
 
     def describe(self) -> list[Metric]:
         # Declared empty so registering the collector does not query the database.
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Yield run, row, reject, request, freshness and anomaly figures; database_up 0 when Postgres fails."""
-        up = GaugeMetricFamily("kasparro_database_up", "Whether the ETL figures could be read from Postgres.")
+        """Yield the ETL figures and worker/beat liveness; database_up or redis_up 0 when one cannot be read."""
+        yield from self._database()
+        yield from self._redis()
+
+    def _database(self) -> Iterator[Metric]:
         try:
-            with self.app.app_context():
-                with db.engine.connect() as conn:
-                    sources = conn.execute(_PER_SOURCE).all()
-                    statuses = conn.execute(_RUNS_BY_STATUS).all()
-                    anomalies = conn.execute(_ANOMALIES).all()
-                    drift = conn.execute(_DRIFT).all()
+            with self.app.app_context(), db.engine.connect() as conn:
+                rows = etl_figures.read(conn, self.app.config["QUALITY_HISTORY_RUNS"],
+                                        self.app.config["QUALITY_MIN_HISTORY"])
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database is down
             logger.warning("could not read ETL metrics from the database", exc_info=True)
-            up.add_metric([], 0)
-            yield up
+            yield _up("kasparro_database_up", "Whether the ETL figures could be read from Postgres.", ok=False)
             return
-        up.add_metric([], 1)
-        yield up
-        yield from _run_metrics(statuses)
-        yield from _source_metrics(sources)
-        yield _anomaly_metric(anomalies)
-        yield _drift_metric(drift)
+        yield _up("kasparro_database_up", "Whether the ETL figures could be read from Postgres.", ok=True)
+        yield from etl_figures.families(rows, self.app.config)
+
+    def _redis(self) -> Iterator[Metric]:
+        try:
+            workers = sum(1 for _ in self.redis.scan_iter(match=liveness.KEY_PREFIX + "*", count=100))
+            beat = self.redis.get(HEARTBEAT_KEY)
+            beat_age = None if beat is None else max(0.0, time.time() - float(beat))
+        except (redis.RedisError, ValueError):
+            logger.warning("could not read worker and beat liveness from Redis", exc_info=True)
+            yield _up("kasparro_redis_up", "Whether worker and beat liveness could be read from Redis.", ok=False)
+            return
+        yield _up("kasparro_redis_up", "Whether worker and beat liveness could be read from Redis.", ok=True)
+        yield GaugeMetricFamily("kasparro_live_workers", "Workers whose liveness key in Redis has not expired.",
+                                value=float(workers))
+        yield GaugeMetricFamily("kasparro_beat_stale_after_seconds",
+                                "Heartbeat age past which beat counts as silent (HEALTH_BEAT_STALE_SECONDS).",
+                                value=float(self.app.config["HEALTH_BEAT_STALE_SECONDS"]))
+        if beat_age is not None:
+            # Absent when beat never reported; the EtlBeatSilent rule treats absence as silence.
+            yield GaugeMetricFamily("kasparro_beat_heartbeat_age_seconds", "Seconds since beat last wrote its heartbeat.",
+                                    value=beat_age)
 
 
-
-def _anomaly_metric(anomalies: Sequence[Any]) -> Metric:
-    found = CounterMetricFamily("kasparro_anomalies", "Data-quality findings recorded, by source and rule.",
-                                labels=["source", "rule"])
-    for row in anomalies:
-        found.add_metric([row.source, row.rule], float(row.found))
-    return found
-
-
-
-def _drift_metric(rows: Sequence[Any]) -> Metric:
-    family = CounterMetricFamily("kasparro_drift_events", "Schema drift events per source and kind.",
-                                 labels=["source", "kind"])
-    for source, kind, number in rows:
-        family.add_metric([source, kind], number)
-    return family
-
-
-def _run_metrics(statuses: Sequence[Any]) -> Iterator[Metric]:
-    runs = GaugeMetricFamily("kasparro_runs", "ETL runs currently in each status.", labels=["status"])
-    for status, number in statuses:
-        runs.add_metric([status], number)
-    yield runs
-
-
-def _source_metrics(sources: Sequence[Any]) -> Iterator[Metric]:
-    for suffix, column, help_text in _SOURCE_COUNTERS:
-        family = CounterMetricFamily(f"kasparro_{suffix}", help_text, labels=["source"])
-        for row in sources:
-            family.add_metric([row.source], float(getattr(row, column)))
-        yield family
-    for name, column, help_text in (
-        ("kasparro_last_success_timestamp_seconds", "last_success", "When a source's last successful run ended."),
-        ("kasparro_last_failure_timestamp_seconds", "last_failure", "When a source's last failed run ended."),
-    ):
-        gauge = GaugeMetricFamily(name, help_text, labels=["source"])
-        for row in sources:
-            if getattr(row, column) is not None:
-                gauge.add_metric([row.source], float(getattr(row, column)))
-        yield gauge
+def _up(name: str, help_text: str, ok: bool) -> Metric:
+    return GaugeMetricFamily(name, help_text, value=1.0 if ok else 0.0)
 
 
 def multiprocess_mode() -> bool:

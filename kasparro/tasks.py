@@ -152,7 +152,9 @@ def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     budgets = RedisBudgets(redis_store.client(), key_prefix=config["RATE_LIMIT_PREFIX"],
                            window_seconds=config["RATE_LIMIT_WINDOW_SECONDS"])
     context = SourceContext(secrets=config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats, budget=budgets)
-    return build_source(source_run.source, spec, context), spec["kind"]
+    # `ids` names the kind whose coin ids a source uses (a file drop in CoinPaprika's layout carries
+    # CoinPaprika ids), so identity applies that kind's slug rule and overrides; it defaults to the kind.
+    return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
 
 
 def _lease() -> leases.Terms:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Create ./.env if it does not exist yet (from .env.example when present) and
-# fill in the secrets that have no default anywhere: API_KEY, FLOWER_BASIC_AUTH
-# and POSTGRES_PASSWORD (compose's database). Existing non-empty values are
+# fill in the secrets that have no default anywhere: API_KEY, FLOWER_BASIC_AUTH,
+# POSTGRES_PASSWORD (compose's database) and GRAFANA_ADMIN_PASSWORD. Existing non-empty values are
 # never changed, and a secret already set in the environment is left alone:
 # the environment wins over .env, so a generated value would never be used.
 # Usage: sh scripts/ensure-env.sh [ENV_FILE]
@@ -53,3 +53,4 @@ set_if_empty API_KEY "$(random_hex 24)"
 set_if_empty FLOWER_BASIC_AUTH "admin:$(random_hex 12)"
 # Hex only: it goes into DATABASE_URL unescaped.
 set_if_empty POSTGRES_PASSWORD "$(random_hex 16)"
+set_if_empty GRAFANA_ADMIN_PASSWORD "$(random_hex 16)"

@@ -31,8 +31,11 @@ ENTRYPOINT_SCRIPT = ROOT / "docker" / "entrypoint.sh"
 IMAGE = "kasparro-etl:local"
 INFRA_SERVICES = {"postgres", "redis"}
 APP_SERVICES = {"migrate", "api", "worker", "beat", "flower", "upstream"}
+# Only with `docker compose --profile observability`: dashboards and alerts.
+OBSERVABILITY_SERVICES = {"prometheus", "grafana"}
+OBSERVABILITY_PROFILE = "observability"
 ONE_SHOT_SERVICES = {"migrate"}
-LONG_RUNNING = INFRA_SERVICES | APP_SERVICES - ONE_SHOT_SERVICES
+LONG_RUNNING = (INFRA_SERVICES | APP_SERVICES | OBSERVABILITY_SERVICES) - ONE_SHOT_SERVICES
 # Services that talk to Postgres and so must wait for the schema.
 NEEDS_DATABASE = {"api", "worker", "beat"}
 
@@ -57,6 +60,8 @@ EXPECTED_HEALTH_PROBES = {
     "beat": "healthcheck.py beat",
     "flower": "http://127.0.0.1:5555/healthcheck",
     "upstream": "http://127.0.0.1:8900/coingecko/api/v3/ping",
+    "prometheus": "http://127.0.0.1:9090/-/ready",
+    "grafana": "http://127.0.0.1:3000/api/health",
 }
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
@@ -64,12 +69,15 @@ SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
 REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
 # Every other secret has an empty default or none.
 ALLOWED_SECRET_DEFAULTS: dict[str, str] = {}
+# Secrets a third-party image reads under its own name, from our variable in .env.
+RENAMED_SECRETS = {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"}
 ENV_EXAMPLE = ROOT / ".env.example"
 # What a container needs whatever .env (shared with `make run`, so full of 127.0.0.1) says.
 CONTAINER_SPECIFIC = {"DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREAM_URL",
                       "GUNICORN_BIND", "APP_ENV"}
 # Read by compose, not by every service: the password goes into DATABASE_URL, the login to flower only.
-NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
+NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_USER",
+                         "GRAFANA_PORT", "PROMETHEUS_PORT"}
 
 
 # --------------------------------------------------------------------------
@@ -164,7 +172,7 @@ def exec_form(args: str) -> list[str]:
 
 
 def test_compose_has_exactly_the_expected_services(compose):
-    assert set(services(compose)) == INFRA_SERVICES | APP_SERVICES
+    assert set(services(compose)) == INFRA_SERVICES | APP_SERVICES | OBSERVABILITY_SERVICES
 
 
 def test_every_long_running_service_has_a_healthcheck(compose):
@@ -331,8 +339,8 @@ def test_no_secret_has_a_literal_value_in_compose(compose):
             match = re.fullmatch(r"\$\{(\w+)(?:(:?[-?])(.*))?\}", value)
             assert match, f"{name}: {key} has a literal value"
             var, op, rest = match.groups()
-            assert var == key, f"{name}: {key} is read from ${{{var}}}"
-            if key in REQUIRED_SECRETS:
+            assert var == RENAMED_SECRETS.get(key, key), f"{name}: {key} is read from ${{{var}}}"
+            if key in REQUIRED_SECRETS or key in RENAMED_SECRETS:
                 assert op == ":?", f"{name}: {key} must use ${{{key}:?...}}"
             elif op in (":-", "-"):
                 assert rest == ALLOWED_SECRET_DEFAULTS.get(key, ""), (
@@ -538,3 +546,90 @@ def test_entrypoint_keeps_configured_urls_and_drops_empty_ones():
                           COINPAPRIKA_BASE_URL="")
     assert env["COINGECKO_BASE_URL"] == "https://example.invalid/api/v3"
     assert "COINPAPRIKA_BASE_URL" not in env
+
+
+# --------------------------------------------------------------------------
+# compose: the observability profile (files checked further in tests/test_alerts.py)
+
+OBSERVABILITY_DIR = ROOT / "docker" / "observability"
+
+
+def test_observability_services_run_only_in_their_profile(compose):
+    for name, service in services(compose).items():
+        expected = [OBSERVABILITY_PROFILE] if name in OBSERVABILITY_SERVICES else None
+        # Without a profile a service starts on plain `docker compose up`; the ETL stack must not change.
+        assert service.get("profiles") == expected, name
+
+
+def test_observability_mounts_exist_and_stay_read_only(compose):
+    for name in OBSERVABILITY_SERVICES:
+        binds = [v for v in services(compose)[name]["volumes"] if v.startswith("./")]
+        assert binds, name
+        for bind in binds:
+            host, _, options = bind.partition(":")
+            assert (ROOT / host).exists(), bind
+            assert options.endswith(":ro"), f"{name} may write into the checkout: {bind}"
+            assert (ROOT / host).resolve().is_relative_to(OBSERVABILITY_DIR), bind
+    named = [v.split(":", 1)[0] for name in OBSERVABILITY_SERVICES for v in services(compose)[name]["volumes"]
+             if not v.startswith("./")]
+    assert named and all(volume in compose["volumes"] for volume in named)
+
+
+def test_prometheus_renders_its_config_with_the_flower_login(compose):
+    prometheus = services(compose)["prometheus"]
+    assert prometheus["entrypoint"] == ["/bin/sh", "/etc/prometheus/start.sh"]
+    assert (OBSERVABILITY_DIR / "prometheus" / "start.sh").is_file()
+    assert environment(prometheus)["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert {dep: spec["condition"] for dep, spec in prometheus["depends_on"].items()} == {
+        "api": "service_healthy", "flower": "service_healthy"}
+
+
+def test_grafana_login_comes_from_env_and_waits_for_prometheus(compose):
+    grafana = services(compose)["grafana"]
+    env = environment(grafana)
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert env["GF_SECURITY_ADMIN_USER"] == "${GRAFANA_ADMIN_USER:-admin}"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert {"GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_USER", "GRAFANA_PORT", "PROMETHEUS_PORT"} <= example_variables()
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (OBSERVABILITY_DIR / "grafana" / "dashboards" / home.rsplit("/", 1)[1]).is_file()
+
+
+def test_observability_ports_are_published(compose):
+    def targets(name):
+        return {str(p).rsplit(":", 1)[-1] for p in services(compose)[name].get("ports", [])}
+
+    assert targets("prometheus") == {"9090"}
+    assert targets("grafana") == {"3000"}
+
+
+def compose_cli() -> list[str] | None:
+    """Return the Compose command this machine has (v2 plugin or Debian's docker-compose 1.29), or None."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        try:
+            if subprocess.run([*command, "version"], capture_output=True, timeout=30, check=False).returncode == 0:
+                return command
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", OBSERVABILITY_PROFILE]])
+def test_compose_config_validates_with_the_compose_cli(tmp_path, profile):
+    command = compose_cli()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)")
+    secrets = {"API_KEY": "key", "FLOWER_BASIC_AUTH": "user:password", "POSTGRES_PASSWORD": "password",
+               "GRAFANA_ADMIN_PASSWORD": "password"}
+    (tmp_path / ".env").write_text("".join(f"{key}={value}\n" for key, value in secrets.items()))
+    # Only the .env above: a variable set in this shell would win over it.
+    env = {k: v for k, v in os.environ.items() if k not in example_variables()}
+
+    result = subprocess.run([*command, "-f", str(COMPOSE_FILE), "--project-directory", str(tmp_path), "-p", "kasparro",
+                             *profile, "config"], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    assert result.returncode == 0, result.stderr
+    expected = INFRA_SERVICES | APP_SERVICES | (OBSERVABILITY_SERVICES if profile else set())
+    assert expected <= set(pytest.importorskip("yaml").safe_load(result.stdout)["services"])

@@ -53,9 +53,10 @@ def test_no_secret_has_a_value_in_the_committed_example() -> None:
     example = values(ROOT / ".env.example")
 
     assert example["API_KEY"] == "" and example["FLOWER_BASIC_AUTH"] == "" and example["POSTGRES_PASSWORD"] == ""
+    assert example["GRAFANA_ADMIN_PASSWORD"] == ""
 
 
-SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
+SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def without_secrets(**extra: str) -> dict[str, str]:
@@ -87,6 +88,16 @@ def test_make_up_generates_a_postgres_password_too(tmp_path: Path) -> None:
 
     password = values(tmp_path / ".env")["POSTGRES_PASSWORD"]
     assert len(password) >= 24 and password in first.stdout
+
+
+def test_make_up_generates_the_grafana_admin_password(tmp_path: Path) -> None:
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+
+    ensure_env(tmp_path)
+    first = values(tmp_path / ".env")["GRAFANA_ADMIN_PASSWORD"]
+    ensure_env(tmp_path)
+
+    assert len(first) >= 24 and values(tmp_path / ".env")["GRAFANA_ADMIN_PASSWORD"] == first
 
 
 def _free_port() -> int:

@@ -320,6 +320,40 @@ class SourceStatsSchema(Schema):
                                                                                    "last run."})
 
 
+class SourceLastRunSchema(Schema):
+    run_id = fields.Integer(required=True)
+    status = fields.String(required=True)
+    counts = fields.Nested(CountsSchema, required=True)
+    last_success_at = fields.DateTime(allow_none=True)
+    last_failure_at = fields.DateTime(allow_none=True)
+    last_error = fields.String(allow_none=True, metadata={"description": "Why its last failed run failed."})
+
+
+class CheckpointSchema(Schema):
+    summary = fields.String(allow_none=True, metadata={"description": "Where the source stands, in words "
+                                                       "(e.g. 'x.csv read to line 301, byte 18,234 of 18,234')."})
+    run_id = fields.Integer(required=True, metadata={"description": "The run whose load last moved it."})
+    batch_id = fields.Integer(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class SourceSchema(Schema):
+    name = fields.String(required=True)
+    kind = fields.String(required=True, metadata={"description": "csv, json, coinpaprika, coingecko, rss..."})
+    enabled = fields.Boolean(required=True, metadata={"description": "Whether runs include it (sources.toml "
+                                                      "`enabled`, narrowed by ENABLED_SOURCES)."})
+    settings = fields.Dict(required=True, metadata={"description": "Its declared settings; secrets are never "
+                                                    "shown (a key is named by the variable holding it)."})
+    last_run = fields.Nested(SourceLastRunSchema, allow_none=True, required=True)
+    checkpoint = fields.Nested(CheckpointSchema, allow_none=True, required=True)
+    rows_total = fields.Integer(required=True, metadata={"description": "Rows this source has inserted."})
+    rejected_total = fields.Integer(required=True)
+    schedule_seconds = fields.Integer(allow_none=True, metadata={"description": "Beat's interval; null when "
+                                                                 "disabled."})
+    next_run_at = fields.DateTime(allow_none=True, metadata={"description": "When beat will next start it, as "
+                                                             "beat last reported; null if disabled or unknown."})
+
+
 class StatsSchema(Schema):
     sources = fields.List(fields.Nested(SourceStatsSchema), required=True)
     runs_by_status = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)

@@ -20,8 +20,8 @@ SourceFactory = Callable[[str, Mapping[str, Any], "SourceContext"], Source]
 KINDS: dict[str, SourceFactory] = {}
 # Modules that register kinds; imported lazily so a missing optional kind
 # cannot break the others.
-KIND_MODULES = ("kasparro.sources.csv_file", "kasparro.sources.coinpaprika", "kasparro.sources.coingecko",
-                "kasparro.sources.rss")
+KIND_MODULES = ("kasparro.sources.csv_file", "kasparro.sources.json_file", "kasparro.sources.coinpaprika",
+                "kasparro.sources.coingecko", "kasparro.sources.rss")
 
 
 @dataclass

@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 # The payload key under which extract keeps why a row could not be read; transform rejects such a payload.
 UNREADABLE = "_unreadable"
+# The cursor key holding one human-readable line on where the cursor stands ("line 301, byte 18,234 of
+# 18,234"). A source writes it into its own cursors and ignores it when reading one back; GET /sources
+# shows it, so the API can describe a checkpoint without knowing any source's cursor shape.
+CURSOR_SUMMARY = "summary"
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,15 @@ import io
 import os
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
-from functools import lru_cache
-from pathlib import Path
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import UNIFIED_FIELDS, Expected, Page, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem
 from kasparro.sources.csv_scan import Record
+from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 
-HEAD_BYTES = 64 * 1024
-TAIL_BYTES = 4 * 1024
-REQUIRED_COLUMNS = ("source_asset_id", "observed_at", "price_usd")
 MAX_FIELD_BYTES = 128 * 1024
 MAX_ROW_BYTES = 1024 * 1024
 # How much of an unreadable row the raw layer keeps, beside its hash and length.
@@ -45,31 +41,6 @@ HEADER_HINT = "expected a CSV text file with a header line"
 
 class Unreadable(Exception):
     """A row (or the header) that cannot be read, and why."""
-
-
-def _digest(handle: BinaryIO, start: int, end: int) -> str:
-    handle.seek(start)
-    return hashlib.sha256(handle.read(max(end - start, 0))).hexdigest()
-
-
-def fingerprint(handle: BinaryIO, offset: int) -> dict[str, Any]:
-    """Fingerprint the consumed part of a file: its head and the bytes just before `offset`.
-
-    The handle is left where it was: the reader may already have read ahead.
-    """
-    position = handle.tell()
-    head_end = min(offset, HEAD_BYTES)
-    tail_start = max(offset - TAIL_BYTES, 0)
-    found = {"head": _digest(handle, 0, head_end), "tail": _digest(handle, tail_start, offset)}
-    handle.seek(position)
-    return found
-
-
-def _limit(spec: Mapping[str, Any], key: str, default: int, name: str) -> int:
-    value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SourceConfigError(f"{key} must be a positive whole number of bytes, not {value!r}", source=name)
-    return value
 
 
 def _where(line: int, offset: int) -> str:
@@ -87,20 +58,15 @@ class CsvSource:
 
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
-        path = Path(spec.get("path", ""))
         self.label = str(spec.get("path", ""))
-        self.path = path if path.is_absolute() else context.base_dir / path
-        self.columns: dict[str, str] = dict(spec.get("columns", {}))
-        missing = [f for f in REQUIRED_COLUMNS if f not in self.columns]
-        unknown = [f for f in self.columns if f not in UNIFIED_FIELDS]
-        if missing or unknown:
-            raise SourceConfigError(f"column mapping: missing {missing}, unknown {unknown}", source=name)
+        self.path = file_path(spec, context.base_dir)
+        self.columns = field_mapping(spec, "columns", name)
         self.date_format: str | None = spec.get("date_format")
         self.delimiter: str = spec.get("delimiter", ",")
         self.encoding: str = spec.get("encoding", "utf-8-sig")
         self.settle_seconds: float = float(spec.get("settle_seconds", 2))
-        self.max_field_bytes = _limit(spec, "max_field_bytes", MAX_FIELD_BYTES, name)
-        self.max_row_bytes = _limit(spec, "max_row_bytes", MAX_ROW_BYTES, name)
+        self.max_field_bytes = byte_limit(spec, "max_field_bytes", MAX_FIELD_BYTES, name)
+        self.max_row_bytes = byte_limit(spec, "max_row_bytes", MAX_ROW_BYTES, name)
         try:
             self._skips_bom = codecs.lookup(self.encoding).name == "utf-8-sig"
         except LookupError:
@@ -222,7 +188,9 @@ class CsvSource:
         return payload
 
     def _cursor(self, handle: BinaryIO, offset: int, line_no: int) -> dict[str, Any]:
-        return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset)}
+        size = os.fstat(handle.fileno()).st_size
+        return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset),
+                CURSOR_SUMMARY: f"{self.path.name} read to line {line_no}, byte {offset:,} of {size:,}"}
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the configured columns: every one must be in the header, and a CSV cell is always text."""
@@ -246,19 +214,6 @@ class CsvSource:
         if parsed is None:
             raise ValueError(f"observed_at: {value!r} does not match {self.date_format!r}")
         return parsed
-
-
-@lru_cache(maxsize=65536)
-def parse_date(value: str, date_format: str) -> datetime | None:
-    """Parse a date in `date_format` as UTC unless it says otherwise; None if it does not match.
-
-    Cached: a file of daily quotes repeats each date once per coin, and strptime is slow.
-    """
-    try:
-        parsed = datetime.strptime(value, date_format)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 register("csv")(CsvSource)

@@ -22,7 +22,7 @@ import feedparser
 
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting
 from kasparro.sources.watermark import chunked
 
@@ -112,7 +112,9 @@ class FeedCursor:
         """Return the cursor as of now; a final one forgets guids the feed no longer lists."""
         seen = {g: f for g, f in self.seen.items() if g in self.listed} if final else dict(self.seen)
         kept = dict(sorted(seen.items())[-MAX_SEEN:])
-        return {"newest": self.newest.isoformat() if self.newest else None, "seen": kept}
+        newest = self.newest.isoformat() if self.newest else None
+        return {"newest": newest, "seen": kept,
+                CURSOR_SUMMARY: f"items up to {newest or 'none yet'}, {len(kept)} guids remembered"}
 
 
 class RssSource:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from kasparro.sources.base import RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, RawItem
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -60,7 +60,14 @@ class Watermarks:
     def cursor(self, final: bool = False) -> dict[str, Any]:
         """Return the cursor as of now; a final one drops assets missing from this extract."""
         seen = {k: v for k, v in self.seen.items() if k in self.observed} if final else dict(self.seen)
-        return {"seen": seen}
+        return {"seen": seen, CURSOR_SUMMARY: summary(seen)}
+
+
+def summary(seen: Mapping[str, str]) -> str:
+    """Say how many assets the watermarks cover and the newest update among them."""
+    stamps = [stamp for stamp in (parse_time(value) for value in seen.values()) if stamp is not None]
+    newest = f", newest update {max(stamps).isoformat()}" if stamps else ""
+    return f"last updates of {len(seen)} assets{newest}"
 
 
 def as_objects(payload: Any) -> list[dict[str, Any]]:

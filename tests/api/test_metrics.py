@@ -4,16 +4,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
+from kasparro import liveness
+from kasparro.config import HEARTBEAT_KEY
 from kasparro.db import db
+from kasparro.models import DriftEvent
 from tests.api import factories as f
 from tests.conftest import ROOT
 from tests.conftest import test_config as config_for
@@ -36,8 +43,9 @@ def test_metrics_expose_etl_figures_from_the_database(app: Flask, client: FlaskC
     assert response.headers["Content-Type"].startswith("text/plain; version=")
     samples = _samples(response.get_data(as_text=True))
     assert samples[("kasparro_database_up", ())] == 1
-    assert samples[("kasparro_runs", (("status", "success"),))] == 1
-    assert samples[("kasparro_runs", (("status", "failed"),))] == 1
+    assert samples[("kasparro_runs_total", (("status", "success"),))] == 1
+    assert samples[("kasparro_runs_total", (("status", "failed"),))] == 1
+    assert samples[("kasparro_runs_in_progress", (("status", "running"),))] == 0
     assert samples[("kasparro_quote_rows_total", (("source", "api"),))] == 40
     assert samples[("kasparro_rejected_records_total", (("source", "api"),))] == 2
     assert samples[("kasparro_source_requests_total", (("source", "api"),))] == 5
@@ -99,3 +107,85 @@ def test_multiprocess_mode_merges_every_process_requests(app: Flask, sources_fil
                if name == "kasparro_http_request_duration_seconds_count" and ("url_rule", "/health/live") in labels)
     assert live == 4
     assert samples[("kasparro_database_up", ())] == 1
+
+
+# A Redis database of its own, so the worker keys and heartbeat counted are only the ones written here.
+METRICS_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def seed_figures() -> None:
+    """Record the runs every ETL figure and alert reads: history, a last run, a running one, findings and drift."""
+    for extracted in (100, 120, 90):
+        f.run("success", ("api",), extracted=extracted, loaded=extracted, inserted=extracted)
+    f.run("success", ("api",), extracted=0, loaded=0, inserted=0)
+    f.run("partial", ("csv",), seconds=42, extracted=200, loaded=190, inserted=150, rejected=10, throttled=3,
+          waits=4, wait_seconds=2.5)
+    failed = f.run("failed", ("csv",), started=datetime.now(UTC) - timedelta(minutes=9))
+    f.finding(failed.source_runs[0], rule="volume")
+    running = f.run("running", ("csv",), started=datetime.now(UTC) - timedelta(minutes=10))
+    running.source_runs[0].stage = "transform"
+    f.batch(running.source_runs[0])
+    db.session.add(DriftEvent(source="csv", run_id=failed.id, run_source_id=failed.source_runs[0].id, field="price",
+                              kind="missing", action="rejected"))
+    db.session.commit()
+
+
+def test_metrics_expose_last_run_usual_rows_and_stuck_stages(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        seed_figures()
+
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+
+    api, csv = (("source", "api"),), (("source", "csv"),)
+    assert samples[("kasparro_last_run_extracted_records", api)] == 0
+    assert samples[("kasparro_usual_extracted_records", api)] == 95  # median of 100, 120, 90, 0
+    assert ("kasparro_usual_extracted_records", csv) not in samples  # one successful run is no habit yet
+    assert samples[("kasparro_last_run_status", (("source", "csv"), ("status", "running")))] == 1
+    assert samples[("kasparro_last_run_status", (("source", "csv"), ("status", "failed")))] == 0
+    assert samples[("kasparro_source_runs_total", (("source", "csv"), ("status", "failed")))] == 1
+    assert samples[("kasparro_source_runs_total", (("source", "csv"), ("status", "partial")))] == 1
+    # The running run has not finished: the last finished one (failed, no rows) is what "last run" shows.
+    assert samples[("kasparro_last_run_rejected_records", csv)] == 0
+    assert samples[("kasparro_rejected_records_total", csv)] == 10
+    assert samples[("kasparro_extracted_records_total", csv)] == 200
+    assert samples[("kasparro_source_waits_total", csv)] == 4
+    assert samples[("kasparro_schedule_interval_seconds", csv)] == app.config["ETL_INTERVAL_SECONDS"]
+    assert samples[("kasparro_runs_in_progress", (("status", "running"),))] == 1
+    assert samples[("kasparro_drift_events_total", (("kind", "missing"), ("source", "csv")))] == 1
+    idle = [(labels, v) for (name, labels), v in samples.items() if name == "kasparro_running_source_idle_seconds"]
+    [(labels, seconds)] = idle
+    assert dict(labels)["stage"] == "transform" and dict(labels)["source"] == "csv"
+    assert 0 <= seconds < 60  # the batch it just wrote is its last progress, not the start ten minutes ago
+
+
+@contextmanager
+def liveness_in_redis(workers: int, beat_age: float) -> Iterator[str]:
+    """Leave `workers` worker keys and a beat heartbeat `beat_age` seconds old in METRICS_REDIS while open."""
+    store = redis.Redis.from_url(METRICS_REDIS)
+    keys = [f"{liveness.KEY_PREFIX}metrics-test-{n}/{n}" for n in range(workers)]
+    try:
+        for key in keys:
+            store.set(key, 1, ex=60)
+        store.set(HEARTBEAT_KEY, time.time() - beat_age, ex=60)
+        yield METRICS_REDIS
+    finally:
+        store.delete(*keys, HEARTBEAT_KEY)
+
+
+def test_metrics_count_live_workers_and_age_the_beat_heartbeat(make_app: Callable[..., Flask]) -> None:
+    with liveness_in_redis(workers=2, beat_age=30) as url:
+        samples = _samples(make_app(REDIS_URL=url).test_client().get("/metrics").get_data(as_text=True))
+
+    assert samples[("kasparro_redis_up", ())] == 1
+    assert samples[("kasparro_live_workers", ())] == 2
+    assert 30 <= samples[("kasparro_beat_heartbeat_age_seconds", ())] < 60
+
+
+def test_a_scrape_answers_when_redis_is_down(make_app: Callable[..., Flask]) -> None:
+    response = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client().get("/metrics")
+
+    samples = _samples(response.get_data(as_text=True))
+    assert response.status_code == 200
+    assert samples[("kasparro_redis_up", ())] == 0
+    assert samples[("kasparro_database_up", ())] == 1
+    assert ("kasparro_live_workers", ()) not in samples

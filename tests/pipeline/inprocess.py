@@ -77,7 +77,7 @@ def start(name: str) -> Stages:
     spec = run.config[name]
     source = build_source(name, spec, SourceContext(base_dir=PROJECT_ROOT))
     overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
-    return Stages(run.source_runs[0].id, source, spec["kind"], overrides)
+    return Stages(run.source_runs[0].id, source, spec.get("ids", spec["kind"]), overrides)
 
 
 def run_in_process(app: Flask, name: str, batch_size: int = BATCH_SIZE,

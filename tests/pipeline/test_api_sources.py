@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.conftest import PROVIDER_KEYS, ROOT, wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(ROOT / "data" / "upstream", coinpaprika_key=PROVIDER_KEYS["COINPAPRIKA_API_KEY"],
-                          coingecko_key=PROVIDER_KEYS["COINGECKO_API_KEY"], coingecko_plan="demo")
-    with server:
-        server.start()
-        yield server
 
 
 def gecko(upstream: FakeUpstream, **settings: object) -> dict[str, object]:

@@ -11,7 +11,7 @@ from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
 from kasparro.models import DriftEvent, MarketQuote, RawRecord, RejectedRecord
 from tests.pipeline.helpers import csv_spec, declare, quote_count, run_now
-from tests.pipeline.test_api_sources import gecko, upstream  # noqa: F401 - the fixture
+from tests.pipeline.test_api_sources import gecko
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -1,7 +1,9 @@
-"""RSS news through the whole pipeline: a real worker against the fake upstream's recorded feeds."""
+"""RSS news through the whole pipeline: a real worker against the fake upstream's recorded feeds.
+
+`upstream` is the fake upstream of tests/pipeline/conftest.py; it serves the feeds under /rss/.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +15,11 @@ from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
 from kasparro.models import Asset, Checkpoint, DriftEvent, NewsAssetLink, NewsItem, RawRecord, Run
 from kasparro.tasks import enqueue_reprocess
-from tests.conftest import PROVIDER_KEYS, ROOT, wait_for_run
+from tests.conftest import wait_for_run
 from tests.pipeline.helpers import declare, run_now
 from tests.pipeline.test_news_match import FALSE_MATCHES
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    server = FakeUpstream(ROOT / "data" / "upstream", coinpaprika_key=PROVIDER_KEYS["COINPAPRIKA_API_KEY"])
-    with server:
-        server.start()
-        yield server
 
 
 def feed(upstream: FakeUpstream, name: str, label: str = "coindesk", **settings: object) -> dict[str, object]:

@@ -1,0 +1,189 @@
+"""Cut a JSON array or an NDJSON file into elements, streaming, and mark each one that cannot be read.
+
+Neither reader holds more than one element (bounded by `limit`) and one read
+chunk in memory, however large the file.
+
+| fault                                   | NDJSON                         | array                                 |
+|-----------------------------------------|--------------------------------|---------------------------------------|
+| not JSON / a syntax error               | that line is marked            | everything from there on is one fault |
+| not valid UTF-8                         | that line is marked            | as a syntax error                     |
+| an element that is not an object        | that line is marked            | that element is marked                |
+| an element over `limit` bytes           | read through, hashed, marked   | read through, not built, marked       |
+
+A syntax error inside an array cannot be resynchronised reliably (a brace in a
+string looks like structure), so the array reader stops there: what came before
+stands, and the rest of the file is one fault naming the bytes it lies in.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import ijson
+
+from kasparro.sources import csv_scan
+
+# Small reads: a syntax error is located to within one chunk.
+CHUNK = 8 * 1024
+# How much of an unreadable record the raw layer keeps, beside its hash and length.
+PREFIX_BYTES = 1024
+_STARTS, _ENDS = ("start_map", "start_array"), ("end_map", "end_array")
+
+
+class NotJson(Exception):
+    """The file cannot be read as JSON at all: nothing in it can be loaded."""
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element and where it lies, or, when `fault` is set, why it cannot be read and what identifies it."""
+
+    value: Any
+    index: int
+    start: int
+    end: int
+    fault: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def _evidence(data: bytes, digest: str = "", size: int | None = None) -> dict[str, Any]:
+    prefix = data[:PREFIX_BYTES].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    return {"_prefix": prefix, "_sha256": digest or hashlib.sha256(data).hexdigest(),
+            "_bytes": len(data) if size is None else size}
+
+
+def _not_object(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"is {_json_type(value)}, not an object"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "a number")
+
+
+def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, limit: int) -> Iterator[Element]:
+    """Yield one element per non-blank line after `offset`; a last line without a newline only once `settled`."""
+    handle.seek(offset)
+    for line in csv_scan.lines(handle, offset, line_no, settled, limit):
+        where = f"line {line.number} at byte offset {line.start}"
+        if line.oversize:
+            fault = f"{where} is {line.size} bytes, over max_record_bytes {limit}"
+            yield Element(None, line.number, line.start, line.start + line.size, fault,
+                          _evidence(line.data, line.digest, line.size))
+            continue
+        data = line.data.removeprefix(codecs.BOM_UTF8) if line.start == 0 else line.data
+        if data.strip():
+            yield _ndjson_element(data, line.number, line.start, line.size, where)
+
+
+def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str) -> Element:
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        fault = f"byte 0x{data[exc.start]:02x} at offset {start + exc.start} (line {number}) is not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        fault = f"{where} is not JSON: {exc.msg} at column {exc.colno}"
+    else:
+        fault = _not_object(value)
+        if fault is None:
+            return Element(value, number, start, start + size)
+        fault = f"{where} {fault}"
+    return Element(None, number, start, start + size, fault, _evidence(data))
+
+
+class _Counted:
+    """A reader that hands the parser small chunks and remembers how far it has read."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.read_to = handle.tell()
+        self.chunk_start = self.read_to
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(min(size, CHUNK))
+        self.chunk_start, self.read_to = self.read_to, self.read_to + len(data)
+        return data
+
+
+@dataclass
+class _Building:
+    """The element being parsed: its builder (None once it is over the limit or skipped) and its size so far."""
+
+    index: int
+    start: int
+    builder: ijson.ObjectBuilder | None
+    depth: int = 0
+    size: int = 0
+
+
+def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int,
+                   settled: bool) -> Iterator[Element]:
+    """Yield the elements of the array at `records_path` ("" for the top level) from element `skip` on.
+
+    Raise NotJson if the file breaks before that array begins, or holds none there.
+    """
+    reader, item, index = _Counted(handle), f"{records_path}.item" if records_path else "item", 0
+    found, current = False, None
+    try:
+        for prefix, event, value in ijson.parse(reader, buf_size=CHUNK, use_float=True):
+            if current is None:
+                if prefix == records_path and event == "start_array":
+                    found = True
+                elif found and prefix == item and event not in _ENDS:
+                    current = _Building(index, reader.chunk_start, ijson.ObjectBuilder() if index >= skip else None)
+                    index += 1
+            if current is not None and (done := _feed(current, event, value, limit)) is not None:
+                current = None
+                if done.index >= skip:
+                    yield done
+    except ijson.JSONError as exc:
+        if not found:
+            raise NotJson(f"not JSON before the records began: {_first_line(exc)}") from None
+        if settled or "premature EOF" not in str(exc):  # else a writer is still at it: wait for the rest
+            yield _broken(handle, reader, current.index if current is not None else index, exc)
+        return
+    if not found:
+        raise NotJson(f"no array at records_path {records_path!r}" if records_path else "the top level is not an array")
+
+
+def _feed(current: _Building, event: str, value: Any, limit: int) -> Element | None:
+    """Add one parse event to the element; return it once complete."""
+    current.depth += 1 if event in _STARTS else -1 if event in _ENDS else 0
+    current.size += len(value) + 4 if isinstance(value, str) else 8
+    if current.builder is not None and current.size > limit:
+        current.builder = None  # over the limit: read through it without building it
+    if current.builder is not None:
+        current.builder.event(event, value)
+    if current.depth > 0:
+        return None
+    where = f"element {current.index} (after byte offset {current.start})"
+    if current.size > limit:
+        return Element(None, current.index, current.start, current.start, f"{where} is over max_record_bytes {limit}",
+                       {"_element": current.index, "_over_bytes": limit})
+    value = current.builder.value if current.builder is not None else None
+    fault = _not_object(value)
+    if fault is None:
+        return Element(value, current.index, current.start, current.start)
+    shown = json.dumps(value)[:PREFIX_BYTES]
+    return Element(None, current.index, current.start, current.start, f"{where} {fault}",
+                   {"_element": current.index, "_value": shown})
+
+
+def _broken(handle: BinaryIO, reader: _Counted, index: int, exc: ijson.JSONError) -> Element:
+    handle.seek(reader.chunk_start)
+    evidence = _evidence(handle.read(PREFIX_BYTES), size=reader.read_to - reader.chunk_start)
+    fault = (f"JSON syntax error at element {index}, between byte offsets {reader.chunk_start} and {reader.read_to}:"
+             f" {_first_line(exc)}; the rest of the array cannot be read reliably and is not loaded")
+    return Element(None, index, reader.chunk_start, reader.read_to, fault, {**evidence, "_from_byte": reader.chunk_start})
+
+
+def _first_line(exc: Exception) -> str:
+    text = exc.args[0] if exc.args else str(exc)
+    text = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else str(text)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -43,6 +43,7 @@ def test_the_coindesk_capture_is_read_entry_by_entry_as_received(upstream: FakeU
     assert first["feed"] == "wire" and first["feed_title"].startswith("CoinDesk")
     assert pages[-1].cursor["newest"] == "2023-03-13T10:13:51.231000+00:00"  # the newest atom:updated
     assert len(pages[-1].cursor["seen"]) == 50
+    assert pages[-1].cursor["summary"] == "items up to 2023-03-13T10:13:51.231000+00:00, 50 guids remembered"
 
 
 def test_an_atom_entry_maps_to_news_fields_and_falls_back_to_its_updated_time(

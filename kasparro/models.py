@@ -379,6 +379,10 @@ class DriftEvent(db.Model):
 class NewsFields:
     """The unified fields of a news item, shared by the staged and the loaded row."""
 
+    # How many assets existed when the links were found: assets are never deleted, so more now means
+    # the item may mention a coin that did not exist then, and is linked again.
+    assets_known: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
     source: Mapped[str] = mapped_column(String(100))
     guid: Mapped[str] = mapped_column(Text)
     feed: Mapped[str] = mapped_column(String(200))

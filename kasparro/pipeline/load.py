@@ -65,6 +65,10 @@ def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
         if result is not None:
             records += result.inserted + result.updated + result.unchanged
             check_fault(faults, source_run.source, "load", records)
+    refresh = targets.of_run(source_run).refresh
+    if refresh is not None:
+        refresh(session, source_run.source)
+        session.commit()
     return records
 
 

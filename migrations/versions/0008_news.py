@@ -27,6 +27,7 @@ def _news_columns():
         sa.Column('summary', sa.Text(), nullable=True),
         sa.Column('published_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('assets_known', sa.Integer(), server_default=sa.text('0'), nullable=False),
     ]
 
 

@@ -174,3 +174,21 @@ requests_per_minute = 600
     assert len(coindesk) == 50 and {row["feed"] for row in coindesk} == {"coindesk"}
     with app.app_context():
         assert db.session.execute(select(func.count()).select_from(Run)).scalar_one() == 1
+
+
+def test_items_loaded_before_their_coins_existed_are_linked_by_the_next_run(
+        app: Flask, client: FlaskClient, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"coinpaprika": paprika(upstream), "coindesk": feed(upstream, "coindesk_rss_2023-03-13")})
+    run_now(app, ["coindesk"])  # no asset exists yet: nothing to link to
+    assert client.get("/news?asset=bitcoin").get_json()["data"] == []
+    run_now(app, ["coinpaprika"])
+
+    again = run_now(app, ["coindesk"])
+
+    assert again.source_runs[0].extracted == 0  # nothing re-read: the stored items are relinked
+    news = client.get("/news?asset=bitcoin&limit=1000").get_json()["data"]
+    assert len(news) == 11 and links_of(app, "Bitcoin, U.S. Stock Futures%") == {"bitcoin": "name"}
+    with app.app_context():
+        assets = db.session.execute(select(func.count()).select_from(Asset)).scalar_one()
+        known = db.session.execute(select(func.min(NewsItem.assets_known))).scalar_one()
+    assert known == assets

@@ -2,7 +2,8 @@
 
 A target is four things: how a record's unified fields are validated, the
 staging table its valid records wait in, how a batch's records are staged,
-and the one set-based statement that loads a staged batch. Transform and load
+and the one set-based statement that loads a staged batch; optionally a
+refresh of what it loaded earlier (news relinks items to assets created since). Transform and load
 ask `of_source` / `of_run` for the target and otherwise stay the same for every kind.
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Target:
     stage: Stager
     # Load a staged batch: returns (inserted, updated, staged).
     load: Callable[[Session, int], tuple[int, int, int]]
+    # After a load task's batches: bring the source's loaded rows up to date with the world (the caller commits).
+    refresh: Callable[[Session, str], int] | None = None
 
 
 def _targets() -> dict[str, Target]:

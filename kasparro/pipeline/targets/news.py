@@ -27,7 +27,9 @@ EARLIEST = datetime(1995, 1, 1, tzinfo=timezone.utc)
 MAX_TITLE, MAX_SUMMARY, MAX_LINK, MAX_GUID = 1000, 20_000, 2000, 1000
 
 STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "guid", "feed", "title", "link", "summary",
-                 "published_at", "updated_at", "links")
+                 "published_at", "updated_at", "links", "assets_known")
+# Items relinked per load task at most, so the transaction stays short; the next run takes the rest.
+RELINK_LIMIT = 1000
 
 
 class NewsItemSchema(Schema):
@@ -70,12 +72,14 @@ _UPSERT = text(
         ORDER BY guid, raw_record_id DESC
     )
     INSERT INTO news_items AS n (source, guid, feed, title, link, summary, published_at, updated_at,
-                                 raw_record_id, run_id)
-    SELECT source, guid, feed, title, link, summary, published_at, updated_at, raw_record_id, run_id FROM staged
+                                 raw_record_id, run_id, assets_known)
+    SELECT source, guid, feed, title, link, summary, published_at, updated_at, raw_record_id, run_id, assets_known
+    FROM staged
     ON CONFLICT (source, guid) DO UPDATE SET
         feed = EXCLUDED.feed, title = EXCLUDED.title, link = EXCLUDED.link, summary = EXCLUDED.summary,
         published_at = EXCLUDED.published_at, updated_at = EXCLUDED.updated_at,
-        raw_record_id = EXCLUDED.raw_record_id, run_id = EXCLUDED.run_id, changed_at = now()
+        raw_record_id = EXCLUDED.raw_record_id, run_id = EXCLUDED.run_id, assets_known = EXCLUDED.assets_known,
+        changed_at = now()
     WHERE (n.feed, n.title, n.link, n.summary, n.published_at, n.updated_at)
           IS DISTINCT FROM (EXCLUDED.feed, EXCLUDED.title, EXCLUDED.link, EXCLUDED.summary,
                             EXCLUDED.published_at, EXCLUDED.updated_at)
@@ -97,6 +101,17 @@ _RELINK = text(
 )
 
 
+# Items linked when fewer assets existed than now, oldest first.
+_STALE = text(
+    """
+    SELECT id, title, summary FROM news_items
+    WHERE source = :source AND assets_known < :known ORDER BY id LIMIT :limit
+    """
+)
+_LINK = text("INSERT INTO news_asset_links (news_item_id, asset_id, matched_by, matched_text)"
+             " VALUES (:news_item_id, :asset_id, :matched_by, :matched_text)")
+
+
 def known_assets(session: Session) -> list[KnownAsset]:
     """Return every canonical asset with the names and tickers any source knows it by."""
     return [KnownAsset(row.id, tuple(row.names), tuple(row.tickers)) for row in session.execute(_KNOWN_ASSETS)]
@@ -110,12 +125,14 @@ def validate_item(fields_: dict[str, Any]) -> dict[str, Any]:
 def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
           overrides: Mapping[tuple[str, str], str], items: Valid) -> None:
     """Find the assets each item mentions and stage the items of a batch with their links."""
-    matcher = Matcher(known_assets(session))
+    assets = known_assets(session)
+    matcher = Matcher(assets)
     copy_rows(session, "news_stage", STAGE_COLUMNS, (
         (rid, batch.id, source_run.run_id, source_run.source, item["guid"], item["feed"], item["title"],
          item["link"], item["summary"], item["published_at"].isoformat(),
          item["updated_at"].isoformat() if item["updated_at"] else None,
-         json.dumps([asdict(link) for link in matcher.links(plain_text(item["title"], item["summary"]))]))
+         json.dumps([asdict(link) for link in matcher.links(plain_text(item["title"], item["summary"]))]),
+         len(assets))
         for rid, item in items
     ))
 
@@ -131,4 +148,26 @@ def load(session: Session, batch_id: int) -> tuple[int, int, int]:
     return inserted, len(written) - inserted, staged
 
 
-TARGET = Target("news", "news_stage", validate_item, stage, load)
+def relink_stale(session: Session, source: str) -> int:
+    """Link again the source's items found before some asset existed; return how many were relinked.
+
+    News and quote sources run side by side, so an item may be linked before a
+    quote source has created the asset it mentions; the next load picks it up.
+    """
+    assets = known_assets(session)
+    stale = session.execute(_STALE, {"source": source, "known": len(assets), "limit": RELINK_LIMIT}).all()
+    if not stale:
+        return 0
+    matcher = Matcher(assets)
+    ids = [row.id for row in stale]
+    session.execute(_UNLINK, {"ids": ids})
+    links = [{"news_item_id": row.id, **asdict(link)} for row in stale
+             for link in matcher.links(plain_text(row.title, row.summary))]
+    if links:
+        session.execute(_LINK, links)
+    session.execute(text("UPDATE news_items SET assets_known = :known WHERE id = ANY(:ids)"),
+                    {"known": len(assets), "ids": ids})
+    return len(ids)
+
+
+TARGET = Target("news", "news_stage", validate_item, stage, load, relink_stale)

@@ -6,7 +6,7 @@ from typing import Any
 
 from kasparro.errors import SourceConfigError
 from kasparro.redact import redact_url
-from kasparro.sources import load_specs
+from kasparro.sources import can_backfill, load_specs
 
 # Where the fake upstream server serves each API kind, for offline runs.
 OFFLINE_PATHS = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3"}
@@ -78,6 +78,11 @@ def source_listing(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     enabled = set(_enabled(specs, config))
     return [{"name": name, "kind": spec["kind"], "enabled": name in enabled,
              "settings": public_settings(_resolved(name, spec, config))} for name, spec in specs.items()]
+
+
+def backfill_sources(config: Mapping[str, Any]) -> list[str]:
+    """Return the enabled sources whose kind can read a past window, by name."""
+    return sorted(name for name, spec in declared_sources(config).items() if can_backfill(spec["kind"]))
 
 
 def select_sources(config: Mapping[str, Any], names: Iterable[str] | None) -> dict[str, dict[str, Any]]:

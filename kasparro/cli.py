@@ -1,22 +1,22 @@
-"""Terminal commands: `flask --app wsgi etl init-db | run | reprocess | sources | reap`."""
+"""Terminal commands: `flask --app wsgi etl init-db | run | backfill | reprocess | replay-rejects | sources | reap | status`."""
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from kasparro import catalog
-from kasparro.db import db
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
-from kasparro.models import Run, RunEvent
+from kasparro.pipeline.runs import RunStart
 from kasparro.redact import redact_url
-from kasparro.pipeline.runs import TERMINAL
+from kasparro.sources.window import as_utc
 
 etl = AppGroup("etl", help="Run and inspect the ETL pipeline.")
 
@@ -62,23 +62,86 @@ def run_command(sources: tuple[str, ...], wait: bool, timeout: int) -> None:
         _follow(run.id, timeout)
 
 
+class Instant(click.ParamType):
+    """An ISO-8601 date or time on the command line; without an offset it is UTC."""
+
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        """Parse the value, or fail naming the option."""
+        if isinstance(value, datetime):
+            return value
+        try:
+            return as_utc(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-01-01 or 2026-01-01T12:00:00Z)",
+                      param, ctx)
+
+
+def _repair(enqueue: Callable[[], RunStart], what: str, wait: bool, timeout: int) -> None:
+    """Start a repair run, say what it covers (or who holds its sources), and optionally follow it."""
+    try:
+        start = enqueue()
+    except KasparroError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not start.created:
+        held = "; ".join(f"{s}: busy, held by run {r}" for s, r in sorted(start.busy.items()))
+        raise click.ClickException(f"{held}; try again once it ends")
+    parts = ", ".join(f"{s.source}, {s.extracted} stored record(s)" if start.run.trigger != "backfill" else s.source
+                      for s in start.run.source_runs)
+    click.echo(f"run {start.run.id} queued: {what} {parts}")
+    for source, holder in sorted(start.busy.items()):
+        click.echo(f"  {source}: busy, held by run {holder}")
+    if wait:
+        _follow(start.run.id, timeout)
+
+
+WAIT = click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
+TIMEOUT = click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
+SINCE = click.option("--since", type=Instant(), help="Only records received (or rejected) at or after this time.")
+
+
+@etl.command("backfill")
+@click.option("--source", required=True, help="The source to read a past window from (CSV or CoinGecko).")
+@click.option("--start", "start_at", required=True, type=Instant(), help="Start of the window (included).")
+@click.option("--end", "end_at", required=True, type=Instant(), help="End of the window (included).")
+@click.option("--coins", help="Comma-separated asset ids of the source to backfill (default: its whole listing).")
+@WAIT
+@TIMEOUT
+def backfill_command(source: str, start_at: datetime, end_at: datetime, coins: str | None, wait: bool,
+                     timeout: int) -> None:
+    """Load a past window from a source without moving its checkpoint, as a run with trigger backfill."""
+    from kasparro.tasks import enqueue_backfill
+
+    wanted = [c.strip() for c in (coins or "").split(",") if c.strip()]
+    _repair(lambda: enqueue_backfill(source, start_at, end_at, wanted),
+            f"backfill {start_at.isoformat()}..{end_at.isoformat()}", wait, timeout)
+
+
 @etl.command("reprocess")
 @click.option("--source", required=True, help="The source whose stored raw records to transform and load again.")
 @click.option("--run", "run_id", type=int, help="Only the records this run received.")
-@click.option("--wait/--no-wait", default=False, help="Follow the run until it finishes.")
-@click.option("--timeout", default=600, show_default=True, help="Seconds to wait with --wait.")
-def reprocess_command(source: str, run_id: int | None, wait: bool, timeout: int) -> None:
+@SINCE
+@WAIT
+@TIMEOUT
+def reprocess_command(source: str, run_id: int | None, since: datetime | None, wait: bool, timeout: int) -> None:
     """Transform and load a source's stored raw records again (no refetch), as a new run with trigger reprocess."""
     from kasparro.tasks import enqueue_reprocess
 
-    try:
-        start = enqueue_reprocess(source, run_id)
-    except KasparroError as exc:
-        raise click.ClickException(str(exc)) from None
-    (source_run,) = start.run.source_runs
-    click.echo(f"run {start.run.id} queued: reprocess {source}, {source_run.extracted} stored record(s)")
-    if wait:
-        _follow(start.run.id, timeout)
+    _repair(lambda: enqueue_reprocess(source, run_id, since), "reprocess", wait, timeout)
+
+
+@etl.command("replay-rejects")
+@click.option("--source", help="Only this source's rejects (default: every source with some).")
+@click.option("--run", "run_id", type=int, help="Only the records this run rejected.")
+@SINCE
+@WAIT
+@TIMEOUT
+def replay_command(source: str | None, run_id: int | None, since: datetime | None, wait: bool, timeout: int) -> None:
+    """Retry rejected records after a fix, as a run with trigger replay; each reject records the outcome."""
+    from kasparro.tasks import enqueue_replay
+
+    _repair(lambda: enqueue_replay(source, run_id, since), "replay", wait, timeout)
 
 
 @etl.command("reap")
@@ -91,37 +154,18 @@ def reap_command() -> None:
 
 
 def _follow(run_id: int, timeout: int) -> None:
-    deadline = time.monotonic() + timeout
-    last, seen = "", 0
-    while time.monotonic() < deadline:
-        db.session.expire_all()
-        seen = _echo_events(run_id, seen)
-        run = db.session.get(Run, run_id)
-        line = f"run {run.id} {run.status}: " + "; ".join(
-            f"{s.source} {s.status}{'/' + s.stage if s.stage else ''} extracted={s.extracted} "
-            f"loaded={s.loaded} rejected={s.rejected}" for s in run.source_runs)
-        if line != last:
-            click.echo(line)
-            last = line
-        if run.status in TERMINAL:
-            for s in run.source_runs:
-                if s.error:
-                    click.echo(f"  {s.source}: {s.error}", err=True)
-            if run.status == "failed":
-                raise SystemExit(1)
-            return
-        time.sleep(1)
-    raise click.ClickException(f"run {run_id} still {run.status} after {timeout}s")
+    from kasparro.follow import follow
+
+    follow(run_id, timeout)
 
 
-def _echo_events(run_id: int, after: int) -> int:
-    """Print the run's events newer than id `after`; return the newest id seen."""
-    found = db.session.execute(
-        select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after).order_by(RunEvent.id)
-    ).scalars().all()
-    for event in found:
-        click.echo(f"  [{event.kind}] {event.source} {event.stage or ''}: {event.detail}")
-    return found[-1].id if found else after
+@etl.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON document instead.")
+def status_command(as_json: bool) -> None:
+    """Show on one screen each source's last run, freshness and rejects, the schedule, and the system's health."""
+    from kasparro.status import show_status
+
+    show_status(as_json)
 
 
 def init_app(app: Flask) -> None:

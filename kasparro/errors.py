@@ -7,7 +7,8 @@
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
     ├── SchemaDriftFrozen           (terminal) a batch drifted under drift_policy=freeze
-    ├── ReprocessRefused            (terminal) nothing stored to reprocess, or another run holds the source
+    ├── RepairRefused               (terminal) a backfill the source cannot do, or a window ending before it starts
+    │   └── NothingToRepair         (terminal) no stored record matches a reprocess or replay
     ├── SourceBusy                  (transient) another run holds the source's lease
     ├── SourceRunClosed             (neither) this run's part for the source ended meanwhile: stand down
     ├── BrokerUnavailable           (terminal) a run could not be handed to the broker
@@ -64,8 +65,12 @@ class SchemaDriftFrozen(KasparroError):
     """A batch's shape drifted under the `freeze` policy: the source fails and nothing of the batch loads."""
 
 
-class ReprocessRefused(KasparroError):
-    """A reprocess cannot start: no stored records match, or another run holds the source."""
+class RepairRefused(KasparroError):
+    """A repair run (backfill, reprocess, replay) cannot be asked of this source or window."""
+
+
+class NothingToRepair(RepairRefused):
+    """A reprocess or replay found no stored record to work on."""
 
 
 class SourceBusy(KasparroError):

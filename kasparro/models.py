@@ -29,7 +29,11 @@ RUN_STATUSES = ("queued", "running", "success", "partial", "failed")
 SOURCE_STATUSES = ("queued", "running", "success", "partial", "failed")
 # A source run in one of these finished and loaded what it read.
 SUCCEEDED = ("success", "partial")
-TRIGGERS = ("schedule", "api", "cli", "reprocess")
+# Repair runs re-read a window or stored records: they never move a checkpoint.
+REPAIR_TRIGGERS = ("reprocess", "backfill", "replay")
+TRIGGERS = ("schedule", "api", "cli", *REPAIR_TRIGGERS)
+# What replaying a reject did: its record validated and loaded, or was rejected again.
+REPLAY_OUTCOMES = ("loaded", "rejected")
 BATCH_STATES = ("extracted", "transformed", "loaded")
 # What can happen to a source's part of a run besides its counters moving (see RunEvent).
 EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault")
@@ -123,6 +127,12 @@ class SourceRun(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How far the read has got, as the source counts it (kasparro.sources.base.Progress), written with each
+    # batch: `done` of `total` units (None when unknown), counted from `start`, where this run's read began.
+    progress_unit: Mapped[str | None] = mapped_column(String(16))
+    progress_start: Mapped[int | None] = mapped_column(BigInteger)
+    progress_done: Mapped[int | None] = mapped_column(BigInteger)
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
 
     run: Mapped[Run] = relationship(back_populates="source_runs")
 
@@ -250,7 +260,10 @@ class RejectedRecord(db.Model):
     """A raw record that failed validation, with the reason."""
 
     __tablename__ = "rejected_records"
-    __table_args__ = (Index("ix_rejected_records_run_source", "run_id", "source"),)
+    __table_args__ = (
+        Index("ix_rejected_records_run_source", "run_id", "source"),
+        CheckConstraint(f"replay_outcome IN {REPLAY_OUTCOMES}", name="replay_outcome"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"), unique=True)
@@ -258,6 +271,10 @@ class RejectedRecord(db.Model):
     source: Mapped[str] = mapped_column(String(100))
     reason: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
+    # The last replay of this reject: when, by which run, and whether its record loaded or was rejected again.
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replay_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    replay_outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class RunEvent(db.Model):

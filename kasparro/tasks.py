@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -33,14 +34,16 @@ from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceRunClosed
 from kasparro.models import Run, SourceRun
-from kasparro.pipeline import events, faults, identity, leases, quality, recovery, reprocess, runs
+from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending
+from kasparro.pipeline.runs import RunStart
 from kasparro.pipeline.transform import transform_pending
 from kasparro.redact import redact_text
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import RequestStats, Source
 from kasparro.sources.ratelimit import RedisBudgets
+from kasparro.sources.window import Window, as_utc
 
 logger = get_task_logger(__name__)
 
@@ -193,7 +196,8 @@ def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None)
             runs.start_source(db.session, source_run)  # only once the lease is ours
             db.session.commit()
             extract_stage.extract(db.session, source_run, source, stats, current_app.config["BATCH_SIZE"], lease,
-                                  _faults(), on_batch=lambda batch: _overlap(source_run_id))
+                                  _faults(), on_batch=lambda batch: _overlap(source_run_id),
+                                  window=backfill.window_of(source_run.run.config[source_run.source]))
 
         _stage(source_run, "extract", read)
 
@@ -286,22 +290,40 @@ def scheduled_run() -> int | None:
 
 
 def enqueue_run(trigger: str, sources: Iterable[str] | None = None,
-                idempotency_key: str | None = None) -> runs.RunStart:
+                idempotency_key: str | None = None) -> RunStart:
     """Record a run over the free sources and hand their chains to the broker."""
     specs = catalog.select_sources(current_app.config, sources)
-    start = runs.create_run(db.session, trigger, specs, idempotency_key)
+    return _launch(runs.create_run(db.session, trigger, specs, idempotency_key))
+
+
+def enqueue_backfill(source: str, start: datetime, end: datetime, coins: Iterable[str] = ()) -> RunStart:
+    """Record a backfill run of a source over a past window and hand its chain to the broker."""
+    specs = catalog.select_sources(current_app.config, [source])
+    window = Window(as_utc(start), as_utc(end), tuple(coins))
+    return _launch(backfill.stage_backfill(db.session, source, specs[source], window,
+                                           catalog.backfill_sources(current_app.config)))
+
+
+def enqueue_reprocess(source: str, run_id: int | None = None, since: datetime | None = None) -> RunStart:
+    """Record a reprocess run over a source's stored raw records (of one run, or since a time) and dispatch it."""
+    specs = catalog.select_sources(current_app.config, [source])
+    return _launch(reprocess.stage_reprocess(db.session, source, specs[source], reprocess.Selection(run_id, since),
+                                             current_app.config["BATCH_SIZE"]))
+
+
+def enqueue_replay(source: str | None = None, run_id: int | None = None,
+                   since: datetime | None = None) -> RunStart:
+    """Record a replay run over rejected records (of one source, or every source with some) and dispatch it."""
+    specs = catalog.select_sources(current_app.config, [source] if source else None)
+    return _launch(reprocess.stage_replay(db.session, specs, reprocess.Selection(run_id, since),
+                                          current_app.config["BATCH_SIZE"], named=source is not None))
+
+
+def _launch(start: RunStart) -> RunStart:
+    # Sent only after the run row committed, so a worker always finds it.
     db.session.commit()
     if start.created:
         _dispatch(start.run)
-    return start
-
-
-def enqueue_reprocess(source: str, run_id: int | None = None) -> runs.RunStart:
-    """Record a reprocess run over a source's stored raw records and hand its chain to the broker."""
-    specs = catalog.select_sources(current_app.config, [source])
-    start = reprocess.stage(db.session, source, specs[source], current_app.config["BATCH_SIZE"], run_id)
-    db.session.commit()
-    _dispatch(start.run)
     return start
 
 
@@ -311,7 +333,6 @@ def _send_chain(source_run_id: int) -> None:
 
 
 def _dispatch(run: Run) -> None:
-    # Sent only after the run row committed, so a worker always finds it.
     for position, source_run in enumerate(run.source_runs):
         try:
             _send_chain(source_run.id)

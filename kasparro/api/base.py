@@ -15,6 +15,7 @@ from kasparro.api.errors import ApiError
 
 # Error responses by status, as registered on the Api (components/responses).
 ERROR_RESPONSES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 415: "UNSUPPORTED_MEDIA_TYPE",
+                   409: "CONFLICT", 422: "UNPROCESSABLE_ENTITY",
                    503: "SERVICE_UNAVAILABLE"}
 
 

@@ -114,6 +114,14 @@ def run_checks() -> dict[str, dict[str, Any]]:
     return checks
 
 
+def health_report() -> dict[str, Any]:
+    """Run every check and fold them into a status: down, degraded or ok, naming the failing checks."""
+    checks = run_checks()
+    failing = [name for name, check in checks.items() if not check["ok"]]
+    down = any(checks[name]["severity"] == DOWN for name in failing)
+    return {"status": DOWN if down else DEGRADED if failing else "ok", "failing": failing, "checks": checks}
+
+
 @blp.route("/health")
 @blp.arguments(NoParams, location="query")
 @blp.response(200, HEALTH, description="Serving: status ok, or degraded with the failing checks named.")
@@ -122,11 +130,8 @@ def run_checks() -> dict[str, dict[str, Any]]:
 @blp.public()
 def health(_: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Check the database, broker, workers, beat and last run; 503 only when serving is impossible."""
-    checks = run_checks()
-    failing = [name for name, check in checks.items() if not check["ok"]]
-    down = any(checks[name]["severity"] == DOWN for name in failing)
-    status = DOWN if down else DEGRADED if failing else "ok"
-    return single({"status": status, "failing": failing, "checks": checks}), 503 if down else 200
+    report = health_report()
+    return single(report), 503 if report["status"] == DOWN else 200
 
 
 @blp.route("/health/live")

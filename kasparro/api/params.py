@@ -156,6 +156,40 @@ class RunRequest(StrictSchema):
                           metadata={"description": "Sources to run; all enabled sources when omitted."})
 
 
+def _run_id(description: str) -> fields.Integer:
+    return fields.Integer(validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": description})
+
+
+class BackfillRequest(StrictSchema):
+    source = text("A declared source that can backfill (CSV or CoinGecko).", 100, required=True)
+    start = Instant(required=True, default_timezone=timezone.utc,
+                    metadata={"description": "Start of the window, included (ISO-8601)."})
+    end = Instant(required=True, default_timezone=timezone.utc,
+                  metadata={"description": "End of the window, included (ISO-8601)."})
+    coins = fields.List(fields.String(validate=[validate.Length(min=1, max=100),
+                                                validate.Regexp(r"^[^\x00-\x1f]+$", error="must be printable text")],
+                                      metadata={"description": "An asset id of the source."}),
+                        validate=validate.Length(min=1, max=100),
+                        metadata={"description": "Only these assets; the source's whole listing when omitted."})
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise ValidationError("must not be before start", field_name="end")
+
+
+class ReprocessRequest(StrictSchema):
+    source = text("The source whose stored raw records to transform and load again.", 100, required=True)
+    run_id = _run_id("Only the records this run received.")
+    since = instant("Only the records received at or after this instant (ISO-8601).")
+
+
+class ReplayRequest(StrictSchema):
+    source = text("Only this source's rejects; every source with some when omitted.", 100)
+    run_id = _run_id("Only the records this run rejected.")
+    since = instant("Only the records rejected at or after this instant (ISO-8601).")
+
+
 class RunHeaders(Schema):
     # Headers are many and mostly unrelated, so unknown ones pass (webargs excludes them).
     idempotency_key = fields.String(data_key="Idempotency-Key", validate=[validate.Length(min=1, max=200), _no_nul],

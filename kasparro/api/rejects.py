@@ -1,4 +1,4 @@
-"""Serve records that failed validation, with their reasons and raw payload: GET /rejects."""
+"""Serve records that failed validation, with their reasons, raw payload and last replay: GET /rejects."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,7 +26,8 @@ def list_rejects(params: dict[str, Any]) -> dict[str, Any]:
     filters = {"run_id": params.get("run_id"), "source": params.get("source")}
     query = (
         select(RejectedRecord.id, RejectedRecord.run_id, RejectedRecord.source, RejectedRecord.reason,
-               RejectedRecord.raw_record_id, RejectedRecord.created_at, RawRecord.position, RawRecord.payload)
+               RejectedRecord.raw_record_id, RejectedRecord.created_at, RawRecord.position, RawRecord.payload,
+               RejectedRecord.replayed_at, RejectedRecord.replay_run_id, RejectedRecord.replay_outcome)
         .join(RawRecord, RawRecord.id == RejectedRecord.raw_record_id)
         .order_by(RejectedRecord.id.desc())
         .limit(params["limit"] + 1)

@@ -19,7 +19,7 @@ from kasparro.api.summaries import get_run, run_detail, run_summary
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, SourceConfigError
 from kasparro.models import Run
-from kasparro.tasks import enqueue_run
+from kasparro.tasks import RunStart, enqueue_run
 
 blp = Blueprint("runs", __name__, description="ETL runs: start them, follow them, compare them.")
 
@@ -32,14 +32,24 @@ def _start(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str, Any
     try:
         start = enqueue_run("api", sources, headers.get("idempotency_key"))
     except BrokerUnavailable:
-        db.session.rollback()
-        raise ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, "
-                       "try again later", headers={"Retry-After": "30"}) from None
+        raise broker_unavailable() from None
     except SourceConfigError as exc:
         db.session.rollback()
         if sources is None:
             raise
         raise ApiError(400, "validation_error", f"sources: {exc.message}", {"sources": [exc.message]}) from None
+    return answer(start)
+
+
+def broker_unavailable() -> ApiError:
+    """Roll back and describe a broker that could not take the run: 503, nothing recorded."""
+    db.session.rollback()
+    return ApiError(503, "broker_unavailable", "the task broker is unreachable; no run was recorded, try again later",
+                    headers={"Retry-After": "30"})
+
+
+def answer(start: RunStart) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Describe a trigger's outcome: 202 with the new run, or 200 with the run holding every source asked for."""
     run = start.run
     busy = [{"source": source, "run_id": run_id} for source, run_id in sorted(start.busy.items())]
     data = {"run_id": run.id, "status": run.status, "sources": list(run.sources), "created": start.created,

@@ -146,6 +146,20 @@ class ProgressSchema(Schema):
     batches_extracted = fields.Integer(required=True, metadata={"description": "Batches read from the source."})
     batches_transformed = fields.Integer(required=True, metadata={"description": "Of those, validated."})
     batches_loaded = fields.Integer(required=True, metadata={"description": "Of those, loaded."})
+    stage = fields.String(required=True, metadata={"description": "queued, extract, transform, load, or done "
+                                                   "once the source's part of the run ended."})
+    unit = fields.String(allow_none=True, required=True, metadata={
+        "description": "What the source counts its read in: bytes (CSV, JSON files), pages (paged APIs) or records; "
+                       "null before the first batch."})
+    done = fields.Integer(allow_none=True, required=True, metadata={
+        "description": "Units read in this run (from where the read began: a CSV's checkpoint offset)."})
+    total = fields.Integer(allow_none=True, required=True, metadata={
+        "description": "Units to read in this run, where the source knows: the file's size, max_pages, the "
+                       "listing's new records."})
+    percent = fields.Float(allow_none=True, required=True, metadata={"description": "done / total, in %."})
+    eta_seconds = fields.Float(allow_none=True, required=True, metadata={
+        "description": "Seconds until the read ends, elapsed × remaining / done; null unless running, something "
+                       "was read and the total is known."})
 
 
 class SourceRunSchema(CountsSchema):
@@ -298,6 +312,9 @@ class RejectSchema(Schema):
     position = fields.String(required=True, metadata={"description": "Where in the source it was read."})
     payload = fields.Raw(required=True, metadata={"description": "The record exactly as received."})
     created_at = fields.DateTime(required=True)
+    replayed_at = fields.DateTime(allow_none=True, metadata={"description": "When a replay last retried it."})
+    replay_run_id = fields.Integer(allow_none=True, metadata={"description": "The replay run that last retried it."})
+    replay_outcome = fields.String(allow_none=True, metadata={"description": "`loaded` or `rejected` (again)."})
 
 
 class SourceStatsSchema(Schema):
@@ -318,6 +335,10 @@ class SourceStatsSchema(Schema):
     longest_wait_seconds_last_run = fields.Float(allow_none=True)
     drift_events_last_run = fields.Integer(required=True, metadata={"description": "Schema drift events in its "
                                                                                    "last run."})
+    freshness_seconds = fields.Float(allow_none=True, required=True, metadata={
+        "description": "Age of its last success; null if it never succeeded."})
+    stale = fields.Boolean(required=True, metadata={"description": "Never succeeded, or its last success is "
+                                                    "older than twice the schedule interval."})
 
 
 class SourceLastRunSchema(Schema):

@@ -1,8 +1,10 @@
 """Summarise the ETL per source and per run status: GET /stats."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 
@@ -73,13 +75,27 @@ def runs_by_status() -> dict[str, int]:
     return {status: found.get(status, 0) for status in RUN_STATUSES}
 
 
+def freshness(stats: dict[str, Any], interval: float, now: datetime) -> dict[str, Any]:
+    """Return how old a source's last success is, and whether that is stale: over twice the schedule interval."""
+    last = stats.get("last_success_at")
+    age = None if last is None else round((now - last).total_seconds(), 1)
+    return {"freshness_seconds": age, "stale": age is None or age > 2 * interval}
+
+
+def stats_report() -> dict[str, Any]:
+    """Return /stats: every source's figures and freshness, runs by status and the last run."""
+    interval = float(current_app.config["ETL_INTERVAL_SECONDS"])
+    now = datetime.now(timezone.utc)
+    last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
+    return {"sources": [{**row, **freshness(row, interval, now)} for row in source_stats()],
+            "runs_by_status": runs_by_status(), "last_run": run_summary(last) if last is not None else None}
+
+
 @blp.route("/stats")
 @read_access
 @blp.arguments(NoParams, location="query")
 @blp.response(200, envelope(StatsSchema, "StatsResponse"))
 @blp.errors(400, 401)
 def stats(_: dict[str, Any]) -> dict[str, Any]:
-    """Report rows, rejects, rate-limit evidence and last success and failure per source, and runs by status."""
-    last = db.session.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
-    return single({"sources": source_stats(), "runs_by_status": runs_by_status(),
-                   "last_run": run_summary(last) if last is not None else None})
+    """Report rows, rejects, rate-limit evidence, freshness and last success and failure per source, and runs by status."""
+    return single(stats_report())

@@ -62,6 +62,31 @@ def batch_progress(source_run_ids: list[int]) -> dict[int, dict[str, int]]:
     return {i: found.get(i, empty) for i in source_run_ids}
 
 
+def stage_of(source_run: SourceRun) -> str:
+    """Name where a source run is: queued, extract, transform, load, or done once it finished (however it ended)."""
+    if source_run.finished_at is not None:
+        return "done"
+    return source_run.stage or ("queued" if source_run.status == "queued" else "extract")
+
+
+def read_progress(source_run: SourceRun, now: datetime | None = None) -> dict[str, Any]:
+    """Return how far the source's read got in this run: units done of the total, percent and ETA.
+
+    Counted from where this run's read began. The ETA (elapsed × remaining / done)
+    is given only while running, once something was read and the total is known.
+    """
+    start = source_run.progress_start or 0
+    done = None if source_run.progress_done is None else source_run.progress_done - start
+    total = None if source_run.progress_total is None else max(source_run.progress_total - start, 0)
+    percent = eta = None
+    if done is not None and total is not None:
+        percent = 100.0 if total == 0 else round(min(done / total, 1.0) * 100, 1)
+        if done > 0 and source_run.finished_at is None and source_run.started_at is not None:
+            elapsed = ((now or datetime.now(timezone.utc)) - source_run.started_at).total_seconds()
+            eta = round(max(elapsed, 0) * max(total - done, 0) / done, 1)
+    return {"unit": source_run.progress_unit, "done": done, "total": total, "percent": percent, "eta_seconds": eta}
+
+
 def source_run_detail(source_run: SourceRun, progress: dict[str, int]) -> dict[str, Any]:
     """Return everything known about one source's part of a run."""
     return {"source": source_run.source, "status": source_run.status, "stage": source_run.stage,
@@ -69,7 +94,8 @@ def source_run_detail(source_run: SourceRun, progress: dict[str, int]) -> dict[s
             "wait_seconds": float(source_run.wait_seconds or 0), "waits": source_run.waits or 0,
             "longest_wait_seconds": float(source_run.longest_wait_seconds or 0), "error": source_run.error,
             "started_at": source_run.started_at, "finished_at": source_run.finished_at,
-            "duration_seconds": duration(source_run.started_at, source_run.finished_at), "progress": progress}
+            "duration_seconds": duration(source_run.started_at, source_run.finished_at),
+            "progress": {**progress, "stage": stage_of(source_run), **read_progress(source_run)}}
 
 
 def run_events(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
@@ -113,11 +139,16 @@ def run_drift(run_id: int) -> list[dict[str, Any]]:
              "records": int(row.records)} for row in rows]
 
 
+def run_progress(run: Run) -> dict[str, Any]:
+    """Return a run's headline with every source's counters, timings, errors and progress (what `etl run --wait` draws)."""
+    progress = batch_progress([sr.id for sr in run.source_runs])
+    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs]}
+
+
 def run_detail(run: Run) -> dict[str, Any]:
     """Return a run with every source's counters, timings, errors, batch progress, events, drift and findings."""
-    progress = batch_progress([sr.id for sr in run.source_runs])
-    return {**run_summary(run), "source_runs": [source_run_detail(sr, progress[sr.id]) for sr in run.source_runs],
-            "events": run_events(run.id), "drift": run_drift(run.id), "anomalies": run_anomalies(run.id)}
+    return {**run_progress(run), "events": run_events(run.id), "drift": run_drift(run.id),
+            "anomalies": run_anomalies(run.id)}
 
 
 def get_run(run_id: int) -> Run:

@@ -110,6 +110,8 @@ def gecko_route(endpoint: str, query: Mapping[str, str], series: SnapshotSeries)
     """Answer a CoinGecko endpoint from the current snapshot."""
     if endpoint == "/ping":
         return 200, {"gecko_says": "(V3) To the Moon!"}
+    if endpoint.startswith("/coins/") and endpoint.endswith("/market_chart/range"):
+        return chart_range(endpoint[len("/coins/"):-len("/market_chart/range")], query, series)
     if endpoint != "/coins/markets":
         return 404, {"error": "Incorrect path. Please check https://www.coingecko.com/api/"}
     vs = query.get("vs_currency")
@@ -130,3 +132,21 @@ def gecko_route(endpoint: str, query: Mapping[str, str], series: SnapshotSeries)
         records.reverse()
     start = (page - 1) * per_page
     return 200, records[start:start + per_page]
+
+
+CHART_SERIES = ("prices", "market_caps", "total_volumes")
+
+
+def chart_range(coin: str, query: Mapping[str, str], series: SnapshotSeries) -> Response:
+    """Answer `/coins/{id}/market_chart/range`: the recorded [ms, value] points between `from` and `to` (seconds)."""
+    if (query.get("vs_currency") or "").lower() != "usd":
+        return 400, {"error": "invalid vs_currency"}
+    try:
+        start, end = float(query["from"]) * 1000, float(query["to"]) * 1000
+    except (KeyError, ValueError):
+        return 400, {"error": "from and to must be UNIX timestamps in seconds"}
+    charts = series.extras.get("market_chart", {})
+    if coin not in charts and all(record.get("id") != coin for record in series.current.records):
+        return 404, {"error": "coin not found"}
+    chart = charts.get(coin, {})
+    return 200, {name: [point for point in chart.get(name, []) if start <= point[0] <= end] for name in CHART_SERIES}

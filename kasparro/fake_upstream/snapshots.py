@@ -95,7 +95,9 @@ def load_coingecko(data_dir: Path) -> SnapshotSeries:
     files = sorted((data_dir / "coingecko" / "markets").glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no CoinGecko captures under {data_dir / 'coingecko' / 'markets'}")
-    return SnapshotSeries("coingecko", [Snapshot(p.stem, _load_array(p)) for p in files])
+    charts = {p.stem: json.loads(p.read_text()) for p in sorted((data_dir / "coingecko" / "market_chart").glob("*.json"))}
+    return SnapshotSeries("coingecko", [Snapshot(p.stem, _load_array(p)) for p in files],
+                          extras={"market_chart": charts})
 
 
 def load_coinpaprika(data_dir: Path, derived: int = COINPAPRIKA_DERIVED) -> SnapshotSeries:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,7 @@ from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.sources.base import UNREADABLE, Page, RawItem, RequestStats, Source
+from kasparro.sources.window import Window, Windowed
 
 
 def content_hash(text: str) -> str:
@@ -28,14 +29,15 @@ def payload_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).replace("\\u0000", "\\ufffd")
 
 
-def resume_cursor(session: Session, source_run: SourceRun) -> tuple[dict[str, Any] | None, int]:
-    """Return where extraction continues: after this run's last batch, else the checkpoint."""
+def resume_cursor(session: Session, source_run: SourceRun,
+                  from_checkpoint: bool = True) -> tuple[dict[str, Any] | None, int]:
+    """Return where extraction continues: after this run's last batch, else the checkpoint (if asked)."""
     last = session.execute(
         select(RawBatch).where(RawBatch.run_source_id == source_run.id).order_by(RawBatch.seq.desc()).limit(1)
     ).scalar()
     if last is not None:
         return last.cursor_after, last.seq + 1
-    checkpoint = session.get(Checkpoint, source_run.source)
+    checkpoint = session.get(Checkpoint, source_run.source) if from_checkpoint else None
     return (checkpoint.cursor if checkpoint else None), 1
 
 
@@ -81,7 +83,8 @@ def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) ->
     result = session.execute(_KEEP_RAW, {"source": source_run.source, "run_id": source_run.run_id,
                                          "batch_id": batch.id, "run_source_id": source_run.id})
     batch.new_records = result.rowcount
-    runs.add_counts(session, source_run, extracted=batch.received, duplicates=batch.received - batch.new_records)
+    runs.add_counts(session, source_run, page.progress, extracted=batch.received,
+                    duplicates=batch.received - batch.new_records)
     return batch
 
 
@@ -95,7 +98,7 @@ def record_requests(session: Session, source_run: SourceRun, stats: RequestStats
 
 def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats, batch_size: int,
             lease: leases.Terms, faults: tuple[Fault, ...] = (),
-            on_batch: Callable[[RawBatch], None] | None = None) -> int:
+            on_batch: Callable[[RawBatch], None] | None = None, window: Window | None = None) -> int:
     """Extract everything new for a source, committing one batch per page; return batches written.
 
     The lease is renewed before each page, so a run that lost it stands down
@@ -103,11 +106,14 @@ def extract(session: Session, source_run: SourceRun, source: Source, stats: Requ
     after each batch commits (the tasks use it to start transforming while
     extraction goes on). If the same message is being worked on by another
     delivery, the later one to write a batch number stands down: the other
-    delivery finishes the extract.
+    delivery finishes the extract. With a `window` (a backfill), the source reads that
+    window from its start instead of reading on from the checkpoint.
     """
-    cursor, seq = resume_cursor(session, source_run)
+    cursor, seq = resume_cursor(session, source_run, from_checkpoint=window is None)
+    pages = source.pages(cursor, batch_size) if window is None else \
+        cast(Windowed, source).window_pages(window, cursor, batch_size)
     written = records = 0
-    for page in source.pages(cursor, batch_size):
+    for page in pages:
         lease.take(session, source_run.source, source_run.run_id)
         try:
             batch = store_page(session, source_run, seq + written, page)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from kasparro.models import RawBatch, SourceRun
+from kasparro.models import REPAIR_TRIGGERS, RawBatch, SourceRun
 from kasparro.pipeline import leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
@@ -20,6 +20,13 @@ _CHECKPOINT = text(
         batch_id = EXCLUDED.batch_id, updated_at = now()
     """
 )
+
+
+# A replayed reject whose record loaded says so, in the transaction that loaded it.
+_REPLAYED = """
+    UPDATE rejected_records SET replayed_at = now(), replay_run_id = :run_id, replay_outcome = 'loaded'
+    WHERE raw_record_id IN (SELECT raw_record_id FROM {stage_table} WHERE batch_id = :batch_id)
+"""
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,11 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
         return None
     target = targets.of_run(source_run)
     inserted, updated, staged = target.load(session, batch.id)
-    if batch.record_ids is None:  # a reprocess batch read nothing new: the checkpoint stays
+    trigger = source_run.run.trigger
+    if trigger == "replay":
+        session.execute(text(_REPLAYED.format(stage_table=target.stage_table)),
+                        {"batch_id": batch.id, "run_id": source_run.run_id})
+    if trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored records: the checkpoint stays
         session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
                                       "run_id": source_run.run_id, "batch_id": batch.id})
     session.execute(text(f"DELETE FROM {target.stage_table} WHERE batch_id = :b"), {"b": batch.id})

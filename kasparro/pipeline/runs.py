@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from kasparro.models import IdempotencyKey, RawBatch, Run, SourceRun
 from kasparro.pipeline import drift_log, events, leases
 from kasparro.redact import redact_text
+from kasparro.sources.base import Progress
 
 TERMINAL = ("success", "partial", "failed")
 ACTIVE = ("queued", "running")
@@ -79,15 +80,27 @@ COUNTERS = ("extracted", "loaded", "inserted", "updated", "skipped", "rejected",
 MAXIMA = ("longest_wait_seconds",)
 
 
-def add_counts(session: Session, source_run: SourceRun, **deltas: float) -> None:
-    """Add to a source run's counters (and raise its maxima) in place, so concurrent stages never overwrite each other."""
+def add_counts(session: Session, source_run: SourceRun, progress: Progress | None = None, **deltas: float) -> None:
+    """Add to a source run's counters (and raise its maxima) in place, so concurrent stages never overwrite each other.
+
+    `progress`, the read's position after a batch, goes into the same statement.
+    """
     unknown = set(deltas) - set(COUNTERS) - set(MAXIMA)
     if unknown:
         raise ValueError(f"unknown counters: {sorted(unknown)}")
     changes = {k: (func.greatest(getattr(SourceRun, k), v) if k in MAXIMA else getattr(SourceRun, k) + v)
                for k, v in deltas.items() if v}
+    changes.update(_progress_values(progress))
     if changes:
         session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(**changes))
+
+
+def _progress_values(progress: Progress | None) -> dict[str, Any]:
+    if progress is None:
+        return {}
+    # The first batch of the run fixes where its read began; a resumed extract keeps that origin.
+    return {"progress_unit": progress.unit, "progress_done": progress.done, "progress_total": progress.total,
+            "progress_start": func.coalesce(SourceRun.progress_start, progress.start)}
 
 
 def lock(session: Session, source_run: SourceRun) -> None:
@@ -97,7 +110,9 @@ def lock(session: Session, source_run: SourceRun) -> None:
 
 def set_stage(session: Session, source_run: SourceRun, stage: str) -> None:
     """Record which stage a source run is in, for progress reports (the caller commits)."""
-    session.execute(update(SourceRun).where(SourceRun.id == source_run.id).values(stage=stage))
+    # A late delivery (the chain's own load after an overlapping one closed the source) must not reopen a stage.
+    session.execute(update(SourceRun).where(SourceRun.id == source_run.id, SourceRun.finished_at.is_(None))
+                    .values(stage=stage))
 
 
 def start_source(session: Session, source_run: SourceRun) -> None:

@@ -78,9 +78,10 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     outcome = validate_batch(source, records, shape.renames)
     drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
     target = targets.of_source(source)
-    _unstage(session, batch, records, outcome, target.stage_table)
+    replay = source_run.run.trigger == "replay"
+    _unstage(session, batch, records, outcome, target.stage_table, replay)
     target.stage(session, batch, source_run, kind, overrides, outcome.quotes)
-    _keep_rejects(session, source_run, outcome.rejects)
+    _keep_rejects(session, source_run, outcome.rejects, replay)
     batch.state = "transformed"
     runs.add_counts(session, source_run, rejected=len(outcome.rejects))
     return True
@@ -106,23 +107,31 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
 
 
 def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping[str, Any]]],
-             outcome: Validated, stage_table: str) -> None:
+             outcome: Validated, stage_table: str, replay: bool) -> None:
     # A re-received record may still be staged from a run that never loaded it.
     session.execute(text(f"DELETE FROM {stage_table} WHERE raw_record_id = ANY(:ids)"),
                     {"ids": [r for r, _ in records]})
-    if batch.record_ids is not None:
+    if batch.record_ids is not None and not replay:
         # Reprocessing: a record that validates now is no longer a reject.
         session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),
                         {"ids": [rid for rid, _ in outcome.quotes]})
 
 
-def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]]) -> None:
+# A replay keeps the run that first rejected a record and notes its own attempt beside it.
+_REJECT_AGAIN = {
+    False: "run_id = EXCLUDED.run_id, reason = EXCLUDED.reason",
+    True: "reason = EXCLUDED.reason, replayed_at = now(), replay_run_id = EXCLUDED.run_id, replay_outcome = 'rejected'",
+}
+
+
+def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]],
+                  replay: bool) -> None:
     if not rejects:
         return
     session.execute(
         text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
              " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
-             " ON CONFLICT (raw_record_id) DO UPDATE SET run_id = EXCLUDED.run_id, reason = EXCLUDED.reason"),
+             f" ON CONFLICT (raw_record_id) DO UPDATE SET {_REJECT_AGAIN[replay]}"),
         [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": json.dumps(reason)}
          for rid, reason in rejects],
     )

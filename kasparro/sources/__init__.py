@@ -68,6 +68,12 @@ def target_of(spec: Mapping[str, Any]) -> str:
     return getattr(KINDS.get(spec.get("kind")), "target", "quotes")
 
 
+def can_backfill(kind: str) -> bool:
+    """Return whether sources of `kind` can read a past window (see `kasparro.sources.window`)."""
+    _import_kinds()
+    return hasattr(KINDS.get(kind), "window_pages")
+
+
 def load_specs(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read the declared sources from a TOML file: {name: settings}."""
     try:

@@ -33,12 +33,31 @@ class RawItem:
     error: str | None = None
 
 
+# The units a source can count its progress in (see Progress).
+PROGRESS_UNITS = ("bytes", "pages", "records")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a read has got: `done` of `total` units (None when unknown), counted from `start`.
+
+    `start` is where this read began (a CSV resumed at a byte offset), so a rate
+    and an ETA are taken over what this read covered, not what an earlier run did.
+    """
+
+    done: int
+    total: int | None
+    unit: str
+    start: int = 0
+
+
 @dataclass(frozen=True)
 class Page:
-    """Records read together, and the source's cursor once they are loaded."""
+    """Records read together, the source's cursor once they are loaded, and how far the read has got."""
 
     items: list[RawItem]
     cursor: dict[str, Any]
+    progress: Progress | None = None
 
 
 @dataclass

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from kasparro.errors import PayloadError, SourceConfigError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.base import Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
+from kasparro.sources.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,42 @@ def is_wrong_plan(status: int, body: str) -> bool:
     return isinstance(error, dict) and error.get("error_code") in WRONG_PLAN_CODES
 
 
+DAY_MS = 86_400_000
+# How far from exactly 24 h earlier a point may be to give a 24 h change (daily captures drift by minutes to hours).
+CHANGE_TOLERANCE_MS = 3 * 3_600_000
+
+
+def _series(chart: Mapping[str, Any], name: str) -> dict[int, Any]:
+    return {int(point[0]): point[1] for point in chart.get(name) or []
+            if isinstance(point, list) and len(point) == 2 and isinstance(point[0], (int, float))}
+
+
+def _change_24h(prices: Mapping[int, Any], times: list[int], ms: int) -> float | None:
+    """Return the percent change from the point nearest 24 h before `ms`, if one is close enough."""
+    target = ms - DAY_MS
+    index = bisect_left(times, target)
+    near = [t for t in times[max(index - 1, 0):index + 1] if abs(t - target) <= CHANGE_TOLERANCE_MS]
+    before = prices.get(min(near, key=lambda t: abs(t - target))) if near else None
+    price = prices[ms]
+    if not isinstance(before, (int, float)) or not isinstance(price, (int, float)) or not before:
+        return None
+    return round((price / before - 1) * 100, 6)
+
+
+def chart_points(coin: str, chart: Mapping[str, Any], listed: Mapping[str, Any], since_ms: int) -> list[dict[str, Any]]:
+    """Turn a market chart's `[ms, value]` series into one markets-shaped record per price point from `since_ms`.
+
+    Points before `since_ms` (the day the request adds before the window) only give the 24 h change.
+    """
+    prices, caps, volumes = _series(chart, "prices"), _series(chart, "market_caps"), _series(chart, "total_volumes")
+    times = sorted(prices)
+    return [{"id": coin, "symbol": listed.get("symbol"), "name": listed.get("name"),
+             "last_updated": datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z"),
+             "current_price": prices[ms], "market_cap": caps.get(ms), "total_volume": volumes.get(ms),
+             "price_change_percentage_24h": _change_24h(prices, times, ms)}
+            for ms in times if ms >= since_ms]
+
+
 class CoinGeckoSource:
     """CoinGecko's `/coins/markets` listing in USD."""
 
@@ -100,11 +139,54 @@ class CoinGeckoSource:
                 if pending is not None:
                     yield pending
                 marks.advance(chunk)
-                pending = Page(chunk, marks.cursor())
+                # Pages fetched of at most max_pages: the listing may end sooner, on a short page.
+                pending = Page(chunk, marks.cursor(), Progress(number, self.max_pages, "pages"))
             if len(coins) < self.per_page:
                 break
         if pending is not None:
-            yield Page(pending.items, marks.cursor(final=True))
+            # The listing ended: the pages fetched were all there was to read.
+            yield Page(pending.items, marks.cursor(final=True), Progress(number, number, "pages"))
+
+    def window_pages(self, window: Window, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+        """Yield each listed coin's (or each of `window.coins`') points in the window, one coin after another.
+
+        A point becomes a record of the `/coins/markets` shape (same mapping, same
+        drift checks), with the symbol and name the listing gives. The cursor
+        names the coins done, so a resumed backfill goes on with the next coin.
+        """
+        listed = self._listing()
+        unknown = sorted(set(window.coins) - set(listed))
+        if unknown:
+            raise SourceConfigError(f"coins not in the listing ({self.max_pages} page(s) read): "
+                                    f"{', '.join(unknown)}", source=self.name)
+        done = list((cursor or {}).get("backfilled", []))
+        for coin in [c for c in (window.coins or tuple(listed)) if c not in done]:
+            items = [RawItem(point, f"market_chart/range?id={coin}#{index}")
+                     for index, point in enumerate(self._chart(coin, window, listed[coin]))]
+            chunks = list(chunked(items, page_size))
+            for number, chunk in enumerate(chunks, 1):
+                yield Page(chunk, {"backfilled": done + [coin] if number == len(chunks) else done})
+            done.append(coin)
+
+    def _listing(self) -> dict[str, dict[str, Any]]:
+        listed: dict[str, dict[str, Any]] = {}
+        for number in range(1, self.max_pages + 1):
+            coins = self._fetch(number)
+            listed.update((coin["id"], coin) for coin in coins if isinstance(coin.get("id"), str))
+            if len(coins) < self.per_page:
+                break
+        return listed
+
+    def _chart(self, coin: str, window: Window, listed: Mapping[str, Any]) -> list[dict[str, Any]]:
+        url = f"{self.base_url}/coins/{quote(coin, safe='')}/market_chart/range"
+        since = int(window.start.timestamp() * 1000)
+        # A day more than the window, so its first points have a 24 h change too.
+        params = {"vs_currency": "usd", "from": (since - DAY_MS - CHANGE_TOLERANCE_MS) // 1000,
+                  "to": int(window.end.timestamp())}
+        chart = self.client.get_json(url, params)
+        if not isinstance(chart, dict) or not isinstance(chart.get("prices"), list):
+            raise PayloadError(f"GET {display_url(url)} returned no `prices` array", source=self.name)
+        return chart_points(coin, chart, listed, since)
 
     def _fetch(self, number: int) -> list[dict[str, Any]]:
         url = f"{self.base_url}/coins/markets"

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext, register
-from kasparro.sources.base import Expected, Page, RawItem, expect
+from kasparro.sources.base import Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, secret_setting
 from kasparro.sources.watermark import Watermarks, as_objects, chunked
 
@@ -66,9 +66,11 @@ class CoinPaprikaSource:
         logger.info("coinpaprika listing source=%s listed=%d new=%d", self.name, len(coins), len(fresh),
                     extra={"source": self.name, "listed": len(coins), "new": len(fresh)})
         chunks = list(chunked(fresh, page_size))
+        done = 0
         for number, chunk in enumerate(chunks, 1):
             marks.advance(chunk)
-            yield Page(chunk, marks.cursor(final=number == len(chunks)))
+            done += len(chunk)
+            yield Page(chunk, marks.cursor(final=number == len(chunks)), Progress(done, len(fresh), "records"))
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the ticker fields this mapping reads."""

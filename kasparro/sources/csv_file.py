@@ -28,9 +28,10 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem
 from kasparro.sources.csv_scan import Record
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
+from kasparro.sources.window import Window
 
 MAX_FIELD_BYTES = 128 * 1024
 MAX_ROW_BYTES = 1024 * 1024
@@ -87,6 +88,7 @@ class CsvSource:
     def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         header, header_end = self._header(handle)
         offset, line_no = self._resume_point(handle, cursor, header_end)
+        size, start = os.fstat(handle.fileno()).st_size, offset
         items: list[RawItem] = []
         for record in self._records(handle, offset, line_no):
             if record.fault is None and not record.data.strip():
@@ -94,10 +96,16 @@ class CsvSource:
             items.append(self._item(header, record))
             offset, line_no = record.end, record.last_line
             if len(items) >= page_size:
-                yield Page(items, self._cursor(handle, offset, line_no))
+                yield self._page(handle, items, (offset, line_no), start, size)
                 items = []
         if items:
-            yield Page(items, self._cursor(handle, offset, line_no))
+            yield self._page(handle, items, (offset, line_no), start, size)
+
+    def _page(self, handle: BinaryIO, items: list[RawItem], end: tuple[int, int], start: int, size: int) -> Page:
+        """Close a page at byte offset and line `end`, with progress in bytes since `start` of the file's `size`."""
+        offset, line_no = end
+        # The size is taken when the read began; a file appended to meanwhile tops out at 100%.
+        return Page(items, self._cursor(handle, offset, line_no), Progress(offset, max(size, offset), "bytes", start))
 
     def _header(self, handle: BinaryIO) -> tuple[list[str], int]:
         """Read the header line; fail the source if it is not text, since no row can be read without it."""
@@ -191,6 +199,20 @@ class CsvSource:
         size = os.fstat(handle.fileno()).st_size
         return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset),
                 CURSOR_SUMMARY: f"{self.path.name} read to line {line_no}, byte {offset:,} of {size:,}"}
+
+    def window_pages(self, window: Window, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+        """Yield the rows observed in `window`, reading the file from its start (or a backfill's own cursor)."""
+        for page in self.pages(cursor, page_size):
+            items = [item for item in page.items if item.error is None and self._in_window(window, item.payload)]
+            if items:
+                yield Page(items, page.cursor)
+
+    def _in_window(self, window: Window, payload: Mapping[str, Any]) -> bool:
+        try:
+            fields = self.to_unified(payload)
+        except (KeyError, ValueError):
+            return False  # a row the normal run would reject is no part of a backfill
+        return window.holds(fields.get("source_asset_id"), fields.get("observed_at"))
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the configured columns: every one must be in the header, and a CSV cell is always text."""

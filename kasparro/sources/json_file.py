@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, json_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem, expect
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem, expect
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 
 FORMATS = ("auto", "array", "ndjson")
@@ -131,7 +131,8 @@ class JsonSource:
             after = {"format": "ndjson", "offset": last.end, "line": last.index,
                      "fingerprint": fingerprint(handle, last.end),
                      CURSOR_SUMMARY: f"{self.path.name} read to line {last.index}, byte {last.end:,} of {size:,}"}
-            yield Page([self._item(e, f"{self.path.name}:{e.index}") for e in chunk], after)
+            progress = Progress(last.end, max(size, last.end), "bytes", offset)
+            yield Page([self._item(e, f"{self.path.name}:{e.index}") for e in chunk], after, progress)
 
     def _array(self, handle: BinaryIO, cursor: Mapping[str, Any], page_size: int, settled: bool,
                size: int) -> Iterator[Page]:
@@ -141,13 +142,19 @@ class JsonSource:
             return  # read to its syntax error already, and unchanged since
         skip = int(cursor.get("index", 0)) if same else 0
         elements = json_scan.array_elements(handle, self.records_path, self.max_record_bytes, skip, settled)
+        begin: int | None = None
         for chunk in _chunks(elements, page_size):
+            # The parser has read this far (at most a buffer past the chunk's last element); counted from where
+            # the first element this read took began, so elements skipped on a resume are not counted.
+            reached = handle.tell()
+            begin = min(chunk[0].start, reached) if begin is None else begin
             broken = chunk[-1].fault is not None and "_from_byte" in chunk[-1].evidence
             index = chunk[-1].index + (0 if broken else 1)
             note = f", stopped at a syntax error in element [{index}]" if broken else ""
             after = {"format": "array", "index": index, "file": whole, "broken": broken,
                      CURSOR_SUMMARY: f"{self.path.name}: {index:,} elements read of a {size:,}-byte file{note}"}
-            yield Page([self._item(e, f"{self.path.name}:[{e.index}]") for e in chunk], after)
+            progress = Progress(reached, max(size, reached), "bytes", begin)
+            yield Page([self._item(e, f"{self.path.name}:[{e.index}]") for e in chunk], after, progress)
 
     def _item(self, element: json_scan.Element, position: str) -> RawItem:
         if element.fault is None:

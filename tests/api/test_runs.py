@@ -178,7 +178,8 @@ def test_runs_are_listed_newest_first_filtered_and_paged(app: Flask, client: Fla
 
 def test_run_detail_shows_counters_timing_and_batch_progress(app: Flask, client: FlaskClient) -> None:
     with app.app_context():
-        run = f.run("running", ("csv",), requests=3, retries=1, throttled=1, wait_seconds=2.5, extracted=7)
+        run = f.run("running", ("csv",), requests=3, retries=1, throttled=1, wait_seconds=2.5, extracted=7,
+                    progress_unit="bytes", progress_start=100, progress_done=600, progress_total=1100)
         for seq, state in enumerate(("loaded", "transformed", "extracted")):
             f.batch(run.source_runs[0], seq, state)
         run.source_runs[0].stage = "load"
@@ -190,8 +191,12 @@ def test_run_detail_shows_counters_timing_and_batch_progress(app: Flask, client:
     (csv,) = body["source_runs"]
     assert (csv["stage"], csv["requests"], csv["retries"], csv["throttled"], csv["wait_seconds"]) == (
         "load", 3, 1, 1, 2.5)
-    assert csv["progress"] == {"batches_extracted": 3, "batches_transformed": 2, "batches_loaded": 1}
+    eta = csv["progress"].pop("eta_seconds")
+    assert csv["progress"] == {"batches_extracted": 3, "batches_transformed": 2, "batches_loaded": 1,
+                               "stage": "load", "unit": "bytes", "done": 500, "total": 1000, "percent": 50.0}
+    # Half read since the run started: as long again to go.
     assert csv["finished_at"] is None and csv["duration_seconds"] > 0
+    assert abs(eta - csv["duration_seconds"]) < 5
 
 
 @pytest.mark.parametrize("path", ["/runs/999", "/runs/99999999999999999999999"])

@@ -1,7 +1,7 @@
 """GET /stats: per source and per run status."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -46,3 +46,17 @@ def test_stats_report_rows_rejects_failures_and_rate_limit_evidence_per_source(a
     assert csv["last_failure_at"].startswith("2024-01-01T02:00:10")
     assert body["runs_by_status"] == {"queued": 0, "running": 0, "success": 1, "partial": 1, "failed": 1}
     assert body["last_run"]["id"] == failed_id and body["last_run"]["error"] == "every source failed"
+    # Their last success was in 2024: far more than twice the 300 s schedule ago.
+    assert api["stale"] and api["freshness_seconds"] > 600 and csv["freshness_seconds"] > api["freshness_seconds"]
+
+
+def test_stats_say_which_source_is_fresh(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        f.run("success", ("csv",), "schedule", started=datetime.now(timezone.utc) - timedelta(seconds=60))
+        db.session.commit()
+
+    body = client.get("/stats").get_json()["data"]
+
+    (csv,) = body["sources"]
+    # It finished 50 s ago, well inside twice the 300 s schedule.
+    assert not csv["stale"] and 45 <= csv["freshness_seconds"] <= 120

@@ -381,3 +381,24 @@ def test_stop_releases_the_port() -> None:
     fake.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/coingecko/api/v3/ping", timeout=2)
+
+
+def test_coingecko_market_chart_range_serves_recorded_points_between_from_and_to(upstream: FakeUpstream) -> None:
+    start, end = 1769904000, 1772323199  # February 2026, in seconds
+    body = gecko(upstream, "/coins/bitcoin/market_chart/range", {**USD, "from": start, "to": end}).json()
+    recorded = json.loads((DATA_DIR / "coingecko" / "market_chart" / "bitcoin.json").read_text())
+
+    assert set(body) == {"prices", "market_caps", "total_volumes"}
+    assert body["prices"] == [p for p in recorded["prices"] if start * 1000 <= p[0] <= end * 1000]
+    assert 20 <= len(body["prices"]) == len(body["market_caps"]) == len(body["total_volumes"])
+    assert all(isinstance(ms, int) and value > 0 for ms, value in body["prices"])
+
+
+def test_coingecko_market_chart_range_answers_like_the_real_api_when_asked_wrongly(upstream: FakeUpstream) -> None:
+    path = "/coins/{}/market_chart/range"
+    listed_without_chart = gecko(upstream, path.format("figure-heloc"), {**USD, "from": 0, "to": 1}).json()
+
+    assert gecko(upstream, path.format("no-such-coin"), {**USD, "from": 0, "to": 1}).status_code == 404
+    assert gecko(upstream, path.format("bitcoin"), {**USD, "from": "yesterday", "to": 1}).status_code == 400
+    assert gecko(upstream, path.format("bitcoin"), {"from": 0, "to": 1}).status_code == 400
+    assert listed_without_chart == {"prices": [], "market_caps": [], "total_volumes": []}

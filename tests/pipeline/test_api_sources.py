@@ -38,6 +38,8 @@ def test_coingecko_pages_until_a_short_page_and_loads_every_coin(app: Flask, sou
     assert run.status == "success"
     (source_run,) = run.source_runs
     assert (source_run.extracted, source_run.inserted, source_run.requests) == (100, 100, 3)
+    # Progress counts pages of max_pages (4) while reading; the short third page ended the listing.
+    assert (source_run.progress_unit, source_run.progress_done, source_run.progress_total) == ("pages", 3, 3)
     pages = [r["query"].get("page") for r in upstream.requests if r["path"].endswith("/coins/markets")]
     assert pages == [["1"], ["2"], ["3"]] or pages == ["1", "2", "3"]
     assert all(r["auth_ok"] for r in upstream.requests)
@@ -51,6 +53,8 @@ def test_a_second_run_over_unchanged_upstream_data_inserts_nothing(app: Flask, s
     second = run_now(app)
 
     assert first.source_runs[0].inserted == 300
+    assert (first.source_runs[0].progress_unit, first.source_runs[0].progress_done,
+            first.source_runs[0].progress_total) == ("records", 300, 300)
     assert (second.source_runs[0].extracted, second.source_runs[0].inserted) == (0, 0)
     assert quote_count(app) == 300
 

@@ -6,11 +6,13 @@ from sqlalchemy import select
 
 from kasparro.db import db
 from kasparro.models import Asset, AssetAlias
-from kasparro.pipeline.identity import CoinRef, resolve
+from kasparro.config import PROJECT_ROOT
+from kasparro.pipeline.identity import CoinRef, load_overrides, resolve
 
 pytestmark = pytest.mark.usefixtures("app_ctx")
 
 OVERRIDES = {("coinpaprika", "xrp-xrp"): "ripple"}
+OVERRIDES_FILE = PROJECT_ROOT / "data" / "asset_overrides.csv"
 
 
 def resolve_one(source: str, kind: str, source_id: str, symbol: str | None, name: str | None) -> Asset:
@@ -68,3 +70,16 @@ def test_an_alias_once_decided_is_kept() -> None:
     resolve_one("coingecko", "coingecko", "bitcoin", "btc", "Bitcoin")
 
     assert resolve_one("vendor", "csv", "BTC", "BTC", "Bitcoin").id == first.id
+
+
+@pytest.mark.parametrize("paprika_first", [True, False])
+def test_the_shipped_overrides_make_toncoin_one_asset_whichever_source_comes_first(paprika_first: bool) -> None:
+    # CoinPaprika's ticker is TONCOIN, CoinGecko's TON: without the override the ticker guard splits them.
+    shipped = load_overrides(str(OVERRIDES_FILE))
+    refs = [("coinpaprika", "toncoin-the-open-network", "TONCOIN", "Toncoin"),
+            ("coingecko", "the-open-network", "ton", "Toncoin")]
+    found = [resolve(db.session, kind, kind, {sid: CoinRef(sid, symbol, name)}, shipped)[sid]
+             for kind, sid, symbol, name in (refs if paprika_first else refs[::-1])]
+
+    assert found[0] == found[1]
+    assert db.session.get(Asset, found[0]).slug == "the-open-network"

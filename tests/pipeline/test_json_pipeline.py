@@ -22,9 +22,6 @@ pytestmark = pytest.mark.usefixtures("worker")
 SHIPPED = load_specs(ROOT / "sources.toml")
 # Coins the shipped drops share with the 2019 CSV and both APIs.
 SHARED_COINS = ("bitcoin", "ethereum", "tether", "binancecoin", "ripple", "cardano")
-# CoinPaprika calls Toncoin TONCOIN and CoinGecko TON, and identity keeps a slug's coins apart by ticker,
-# so which source first creates the asset decides the split: a known race in identity, not in these sources.
-TICKER_RACE = {"the-open-network", "toncoin-the-open-network"}
 FIELDS = {"source_asset_id": "id", "observed_at": "t", "price_usd": "quote.USD.price"}
 
 
@@ -61,7 +58,7 @@ def test_the_shipped_drops_land_on_the_same_assets_as_the_csv_and_api_sources(
     # Every coin the drop shares with an API by id is the API's asset, not a look-alike.
     for drop, api in (("json_paprika_style", "coinpaprika"), ("ndjson_vendor_ticks", "coingecko")):
         mine, theirs = aliases(app, drop), aliases(app, api)
-        shared = (mine.keys() & theirs.keys()) - TICKER_RACE
+        shared = mine.keys() & theirs.keys()
         assert len(shared) >= 15
         assert {sid: mine[sid] for sid in shared} == {sid: theirs[sid] for sid in shared}
 

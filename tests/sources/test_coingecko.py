@@ -55,6 +55,15 @@ def test_max_pages_and_page_size_bound_the_extract(upstream: FakeUpstream, make_
     pages = list(gecko(upstream, make_context(), max_pages=1).pages(None, 20))
     assert [len(p.items) for p in pages] == [20, 20, 10]
     assert requested_pages(upstream) == ["1"]
+    # Every page is of page 1 of max_pages 1, the last too (it ended the listing).
+    assert {(p.progress.done, p.progress.total, p.progress.unit) for p in pages} == {(1, 1, "pages")}
+
+
+def test_progress_counts_pages_of_max_pages_until_the_listing_ends(upstream: FakeUpstream,
+                                                                   make_context: ContextFactory) -> None:
+    pages = list(gecko(upstream, make_context()).pages(None, 25))
+
+    assert [(p.progress.done, p.progress.total) for p in pages] == [(1, 4), (1, 4), (2, 4), (3, 3)]
 
 
 @pytest.mark.parametrize("settings", [{"per_page": 251}, {"per_page": 0}, {"max_pages": "2"},
@@ -154,3 +163,40 @@ def test_a_renamed_field_is_named_when_mapping(upstream: FakeUpstream, make_cont
     payload = next(iter(source.pages(None, 1000))).items[0].payload
     with pytest.raises(KeyError, match="current_price"):
         source.to_unified(payload)
+
+
+def test_chart_points_carry_the_change_from_the_point_a_day_before_and_start_at_the_window() -> None:
+    from kasparro.sources.coingecko import DAY_MS, chart_points
+
+    day0 = 1_769_904_000_000
+    chart = {"prices": [[day0 - DAY_MS + 3_600_000, 100.0], [day0, 110.0], [day0 + DAY_MS, 99.0],
+                        [day0 + 5 * DAY_MS, 50.0]],
+             "market_caps": [[day0, 1e9]], "total_volumes": [[day0, 2e7]]}
+
+    points = chart_points("bitcoin", chart, {"symbol": "btc", "name": "Bitcoin"}, since_ms=day0)
+
+    assert [p["last_updated"] for p in points] == ["2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z",
+                                                   "2026-02-06T00:00:00Z"]
+    assert [p["price_change_percentage_24h"] for p in points] == [10.0, -10.0, None]  # no point near day 4
+    assert (points[0]["market_cap"], points[0]["total_volume"], points[1]["market_cap"]) == (1e9, 2e7, None)
+    assert all(quote_schema.load(CoinGeckoSource.to_unified(None, p)) for p in points)  # type: ignore[arg-type]
+
+
+def test_a_window_reads_each_coin_once_and_resumes_after_the_coins_done(upstream: FakeUpstream,
+                                                                       make_context: ContextFactory) -> None:
+    from datetime import datetime, timezone
+
+    from kasparro.sources.window import Window
+
+    source = gecko(upstream, make_context(), max_pages=1)
+    window = Window(datetime(2026, 2, 1, tzinfo=timezone.utc), datetime(2026, 2, 10, tzinfo=timezone.utc),
+                    ("bitcoin", "ethereum"))
+
+    pages = list(source.window_pages(window, None, 5))
+    resumed = list(source.window_pages(window, pages[1].cursor, 5))
+
+    assert {p.payload["id"] for page in pages for p in page.items} == {"bitcoin", "ethereum"}
+    assert pages[-1].cursor == {"backfilled": ["bitcoin", "ethereum"]}
+    assert {p.payload["id"] for page in resumed for p in page.items} == {"ethereum"}
+    with pytest.raises(SourceConfigError, match="coins not in the listing"):
+        list(source.window_pages(Window(window.start, window.end, ("no-such-coin",)), None, 5))

@@ -11,7 +11,7 @@ import pytest
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, build_source
-from kasparro.sources.base import Page
+from kasparro.sources.base import Page, Progress
 
 COLUMNS = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close"}
 
@@ -47,6 +47,23 @@ def test_pages_are_cut_at_the_page_size_each_with_its_own_cursor(tmp_path: Path)
     assert [len(p.items) for p in pages] == [2, 2, 1]
     assert [p.cursor["line"] for p in pages] == [3, 5, 6]
     assert pages[-1].cursor["offset"] == path.stat().st_size
+
+
+def test_each_page_says_how_many_bytes_of_the_file_are_read_since_the_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    header = "currency,date,close\n"
+    path.write_text(header + "".join(f"c{i},2019-04-20,{i}\n" for i in range(4)))
+    (first,) = read_all(make_source(path), page_size=10)
+    with path.open("a") as handle:
+        handle.write("".join(f"d{i},2019-04-21,{i}\n" for i in range(4)))
+    size = path.stat().st_size
+
+    pages = read_all(make_source(path), first.cursor, page_size=2)
+
+    start = first.cursor["offset"]
+    assert first.progress == Progress(start, start, "bytes", len(header))
+    assert [(p.progress.done, p.progress.total, p.progress.start) for p in pages] == [
+        (pages[0].cursor["offset"], size, start), (size, size, start)]
 
 
 def test_reading_from_the_last_cursor_yields_only_appended_rows(tmp_path: Path) -> None:

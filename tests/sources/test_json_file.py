@@ -337,3 +337,31 @@ def test_ndjson_with_bad_lines_interleaved_loads_every_good_line_once(tmp_path: 
     assert [int(i.position.split(":")[1]) for i in got if i.error is None] == good
     assert [int(i.position.split(":")[1]) for i in got if i.error is not None] == bad
     assert all(f"line {int(i.position.split(':')[1])}" in i.error for i in got if i.error and "UTF-8" not in i.error)
+
+
+# Progress
+
+def test_ndjson_pages_report_bytes_read_since_the_cursor_of_the_file(tmp_path: Path) -> None:
+    path = ndjson(tmp_path / "q.ndjson", [json.dumps(record(n)) for n in range(3)])
+    (first,) = read_all(make_source(path))
+    with path.open("a") as handle:
+        handle.write("".join(json.dumps(record(n)) + "\n" for n in range(3, 7)))
+    size = path.stat().st_size
+
+    pages = read_all(make_source(path), first.cursor, page_size=2)
+
+    assert first.progress is not None and (first.progress.start, first.progress.done) == (0, first.cursor["offset"])
+    assert [(p.progress.done, p.progress.total, p.progress.start, p.progress.unit) for p in pages] == [
+        (pages[0].cursor["offset"], size, first.cursor["offset"], "bytes"), (size, size, first.cursor["offset"], "bytes")]
+
+
+def test_array_pages_report_bytes_the_parser_reached_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([record(n) for n in range(20_000)]))  # several of the parser's buffers
+    size = path.stat().st_size
+
+    pages = read_all(make_source(path), page_size=2_000)
+
+    done = [p.progress.done for p in pages]
+    assert done == sorted(done) and 0 < done[0] < size and done[-1] == size
+    assert {(p.progress.total, p.progress.start, p.progress.unit) for p in pages} == {(size, 0, "bytes")}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from kasparro.models import SUCCEEDED, Anomaly, SourceRun
+from kasparro.models import REPAIR_TRIGGERS, SUCCEEDED, Anomaly, SourceRun
 from kasparro.pipeline.quality import history, listing, prices
 from kasparro.pipeline.quality.base import Finding, Thresholds
 
@@ -33,6 +33,8 @@ _DURATION = text("SELECT extract(epoch FROM finished_at - started_at) FROM run_s
 
 
 def _history_rules(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+    if source_run.run.trigger in REPAIR_TRIGGERS:
+        return []  # a repair's volume and duration say nothing about the source's health
     past = history.recent_runs(session, source_run, limits.history_runs)
     seconds = session.execute(_DURATION, {"id": source_run.id}).scalar()
     found = [history.volume(source_run.source, source_run.extracted or 0, past.rows, limits),

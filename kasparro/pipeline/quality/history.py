@@ -10,16 +10,18 @@ from statistics import median
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from kasparro.models import SUCCEEDED, SourceRun
+from kasparro.models import REPAIR_TRIGGERS, SUCCEEDED, SourceRun
 from kasparro.pipeline.quality.base import Finding, Thresholds
 
 # The source's last finished runs before this one, newest first (index run_sources (source, id)).
+# Repair runs read a window or stored records, not what the schedule reads: they are no baseline.
 _RECENT = text(
     """
-    SELECT extracted, extract(epoch FROM finished_at - started_at) AS seconds
-    FROM run_sources
-    WHERE source = :source AND id < :id AND status = ANY(:succeeded) AND finished_at IS NOT NULL
-    ORDER BY id DESC LIMIT :n
+    SELECT s.extracted, extract(epoch FROM s.finished_at - s.started_at) AS seconds
+    FROM run_sources s JOIN runs r ON r.id = s.run_id
+    WHERE s.source = :source AND s.id < :id AND s.status = ANY(:succeeded) AND s.finished_at IS NOT NULL
+      AND r.trigger <> ALL(:repair)
+    ORDER BY s.id DESC LIMIT :n
     """
 )
 
@@ -35,7 +37,8 @@ class History:
 def recent_runs(session: Session, source_run: SourceRun, n: int) -> History:
     """Return the rows and durations of the source's last `n` successful runs before `source_run`."""
     found = session.execute(_RECENT, {"source": source_run.source, "id": source_run.id,
-                                      "succeeded": list(SUCCEEDED), "n": n}).all()
+                                      "succeeded": list(SUCCEEDED), "n": n,
+                                      "repair": list(REPAIR_TRIGGERS)}).all()
     return History([row.extracted for row in found], [float(row.seconds) for row in found if row.seconds is not None])
 
 

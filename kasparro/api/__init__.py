@@ -1,6 +1,6 @@
 """Register the HTTP API: OpenAPI document and docs, blueprints, JSON errors and request-id hooks.
 
-Reads (/data, /assets, /sources, /runs, /rejects, /anomalies, /drift, /stats) are open unless READS_REQUIRE_KEY is set; writes
+Reads (/data, /assets, /news, /sources, /runs, /rejects, /anomalies, /drift, /stats) are open unless READS_REQUIRE_KEY is set; writes
 (POST /run-etl, /runs, /backfill, /reprocess, /replay-rejects) always need X-API-Key; /health, /health/live, /metrics, /docs and
 /openapi.json are always open.
 """

@@ -1,4 +1,4 @@
-"""Turn a raw batch into validated records of its target (quotes, news) waiting to load; reject the rest with reasons."""
+"""Turn a raw batch into validated records of its target (quotes, news) waiting to load; reject the rest."""
 from __future__ import annotations
 
 import json

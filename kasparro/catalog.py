@@ -10,6 +10,9 @@ from kasparro.sources import can_backfill, load_specs
 
 # Where the fake upstream server serves each API kind, for offline runs.
 OFFLINE_PATHS = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3"}
+# Kinds read from one `url` (news feeds): offline, each source reads the fake upstream's
+# `offline_path` (default /rss/<source name>), and `url` keeps the real feed.
+OFFLINE_URL_KINDS = ("rss",)
 
 
 def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
@@ -22,6 +25,13 @@ def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
     return spec.get("base_url")
 
 
+def _offline_url(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    if not config.get("OFFLINE") or spec["kind"] not in OFFLINE_URL_KINDS:
+        return None
+    path = str(spec.get("offline_path") or f"/rss/{name}")
+    return config["FAKE_UPSTREAM_URL"].rstrip("/") + "/" + path.lstrip("/")
+
+
 def _enabled(specs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> list[str]:
     wanted = config.get("ENABLED_SOURCES") or [n for n, s in specs.items() if s.get("enabled", True)]
     unknown = sorted(set(wanted) - set(specs))
@@ -30,18 +40,21 @@ def _enabled(specs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) 
     return list(wanted)
 
 
-def _resolved(spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+def _resolved(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(spec)
     base_url = _base_url(spec, config)
     if base_url:
         resolved["base_url"] = base_url
+    offline_url = _offline_url(name, spec, config)
+    if offline_url:
+        resolved["url"] = offline_url
     return resolved
 
 
 def declared_sources(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Return every enabled source's settings, with environment overrides applied."""
     specs = load_specs(config["SOURCES_FILE"])
-    return {name: _resolved(specs[name], config) for name in _enabled(specs, config)}
+    return {name: _resolved(name, specs[name], config) for name in _enabled(specs, config)}
 
 
 # Settings whose names suggest a secret are never shown; `*_env` settings only name a variable.
@@ -64,7 +77,7 @@ def source_listing(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     specs = load_specs(config["SOURCES_FILE"])
     enabled = set(_enabled(specs, config))
     return [{"name": name, "kind": spec["kind"], "enabled": name in enabled,
-             "settings": public_settings(_resolved(spec, config))} for name, spec in specs.items()]
+             "settings": public_settings(_resolved(name, spec, config))} for name, spec in specs.items()]
 
 
 def backfill_sources(config: Mapping[str, Any]) -> list[str]:

@@ -43,6 +43,8 @@ SEVERITIES = ("info", "warning", "critical")
 # How a batch's shape differed from what its source expects, and what the pipeline did about it (see DriftEvent).
 DRIFT_KINDS = ("added", "missing", "renamed", "type_changed")
 DRIFT_ACTIONS = ("mapped", "rejected", "failed", "noted")
+# How a news item was found to mention an asset (see kasparro.pipeline.news_match).
+LINK_METHODS = ("name", "cashtag", "ticker")
 
 
 def _now() -> Any:
@@ -389,3 +391,72 @@ class DriftEvent(db.Model):
     # Records of the batch that showed it.
     records: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = _now()
+
+
+class NewsFields:
+    """The unified fields of a news item, shared by the staged and the loaded row."""
+
+    # How many assets existed when the links were found: assets are never deleted, so more now means
+    # the item may mention a coin that did not exist then, and is linked again.
+    assets_known: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+    source: Mapped[str] = mapped_column(String(100))
+    guid: Mapped[str] = mapped_column(Text)
+    feed: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    link: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NewsItem(NewsFields, db.Model):
+    """One news entry of a feed, unified; an edited or re-published entry updates its row."""
+
+    __tablename__ = "news_items"
+    __table_args__ = (
+        UniqueConstraint("source", "guid"),
+        # /news walks these newest first, for every feed or one.
+        Index("ix_news_items_published_id", "published_at", "id"),
+        Index("ix_news_items_feed_published_id", "feed", "published_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    ingested_at: Mapped[datetime] = _now()
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    links: Mapped[list[NewsAssetLink]] = relationship(lazy="selectin", order_by="NewsAssetLink.asset_id")
+
+
+class NewsAssetLink(db.Model):
+    """A canonical asset a news item mentions, and how the mention was recognised."""
+
+    __tablename__ = "news_asset_links"
+    __table_args__ = (
+        UniqueConstraint("news_item_id", "asset_id"),
+        CheckConstraint(f"matched_by IN {LINK_METHODS}", name="matched_by"),
+        Index("ix_news_asset_links_asset_id_news_item_id", "asset_id", "news_item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    news_item_id: Mapped[int] = mapped_column(ForeignKey("news_items.id", ondelete="CASCADE"))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    matched_by: Mapped[str] = mapped_column(String(16))
+    matched_text: Mapped[str] = mapped_column(Text)
+
+    asset: Mapped[Asset] = relationship(lazy="joined")
+
+
+class StagedNews(NewsFields, db.Model):
+    """A validated news item waiting for its batch to load, with the asset links found in it."""
+
+    __tablename__ = "news_stage"
+    __table_args__ = (Index("ix_news_stage_batch_id", "batch_id"),)
+
+    raw_record_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    # [{"asset_id", "matched_by", "matched_text"}]: written to news_asset_links when the item loads.
+    links: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)

@@ -1,4 +1,4 @@
-"""Serve unified quotes and canonical assets: GET /data, /data/latest, /assets, /assets/<slug>."""
+"""Serve unified quotes and canonical assets: GET /data, /data/latest, /assets, /assets/<slug> (with its news)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -12,6 +12,7 @@ from kasparro.api.auth import read_access
 from kasparro.api.base import Blueprint, keyset_page
 from kasparro.api.envelope import single
 from kasparro.api.errors import ApiError
+from kasparro.api.news import latest_for_asset
 from kasparro.api.params import AssetParams, LatestParams, NoParams, QuoteParams
 from kasparro.api.schemas import AssetDetailSchema, AssetSchema, QuoteSchema, envelope
 from kasparro.db import db
@@ -143,7 +144,7 @@ def build_assets_query(filters: Mapping[str, Any]) -> Select:
 @blp.response(200, envelope(AssetDetailSchema, "AssetResponse"))
 @blp.errors(400, 401, 404)
 def get_asset(_: dict[str, Any], slug: str) -> dict[str, Any]:
-    """Show one asset with its per-source aliases and which sources have quotes for it."""
+    """Show one asset with its per-source aliases, which sources have quotes for it, and its latest news."""
     return single(asset_detail(slug))
 
 
@@ -167,4 +168,5 @@ def asset_detail(slug: str) -> dict[str, Any]:
     ).all()
     aliases = sorted(asset.aliases, key=lambda a: (a.source, a.source_asset_id))
     return {"id": asset.id, "slug": asset.slug, "symbol": asset.symbol, "name": asset.name,
-            "created_at": asset.created_at, "aliases": aliases, "quote_sources": quote_sources}
+            "created_at": asset.created_at, "aliases": aliases, "quote_sources": quote_sources,
+            "news": latest_for_asset(asset.id)}

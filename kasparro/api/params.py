@@ -82,8 +82,25 @@ class QuoteParams(StrictSchema):
 
     @validates_schema
     def _window(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
-            raise ValidationError("must be later than since", field_name="until")
+        _check_window(data)
+
+
+class NewsParams(StrictSchema):
+    asset = text("Canonical asset slug: only items linked to it, e.g. bitcoin.")
+    feed = text("Feed label, as declared on the source (`feed`), e.g. coindesk.")
+    since = instant("Only items published at or after this instant (ISO-8601).")
+    until = instant("Only items published before this instant (ISO-8601); must be later than since.")
+    limit = limit_field()
+    cursor = cursor_field()
+
+    @validates_schema
+    def _window(self, data: dict[str, Any], **_: Any) -> None:
+        _check_window(data)
+
+
+def _check_window(data: dict[str, Any]) -> None:
+    if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+        raise ValidationError("must be later than since", field_name="until")
 
 
 class LatestParams(StrictSchema):

@@ -76,10 +76,45 @@ class QuoteSourceSchema(Schema):
     last_observed_at = fields.DateTime(required=True)
 
 
+class NewsLinkSchema(Schema):
+    asset = fields.String(required=True, attribute="asset.slug", metadata={"description": "Canonical asset slug."})
+    symbol = fields.String(allow_none=True, attribute="asset.symbol")
+    matched_by = fields.String(required=True, metadata={"description": "name, cashtag ($TICKER) or ticker."})
+    matched_text = fields.String(required=True, metadata={"description": "The words in the item that matched."})
+
+
+class NewsSchema(Schema):
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    feed = fields.String(required=True)
+    guid = fields.String(required=True)
+    title = fields.String(required=True)
+    link = fields.String(required=True)
+    summary = fields.String(allow_none=True)
+    published_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(allow_none=True, metadata={"description": "When the feed says it last changed."})
+    assets = fields.List(fields.Nested(NewsLinkSchema), required=True, attribute="links",
+                         metadata={"description": "Canonical assets the item mentions, and how each was matched."})
+    raw_record_id = fields.Integer(required=True, metadata={"description": "Lineage: the raw payload row."})
+    run_id = fields.Integer(required=True, metadata={"description": "The run that last wrote this item."})
+    ingested_at = fields.DateTime(required=True)
+    changed_at = _nullable_dt("When an edit or re-publication last changed this item.")
+
+
+class AssetNewsSchema(Schema):
+    title = fields.String(required=True)
+    link = fields.String(required=True)
+    feed = fields.String(required=True)
+    published_at = fields.DateTime(required=True)
+    matched_by = fields.String(required=True)
+
+
 class AssetDetailSchema(AssetSchema):
     aliases = fields.List(fields.Nested(AliasSchema), required=True)
     quote_sources = fields.List(fields.Nested(QuoteSourceSchema), required=True,
                                 metadata={"description": "Sources that have quotes for this asset."})
+    news = fields.List(fields.Nested(AssetNewsSchema), required=True,
+                       metadata={"description": "The latest news items that mention this asset (see /news)."})
 
 
 class CountsSchema(Schema):

@@ -13,7 +13,7 @@ from .server import FakeUpstream
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m kasparro.fake_upstream",
-                                     description="Serve recorded CoinPaprika/CoinGecko payloads.")
+                                     description="Serve recorded CoinPaprika/CoinGecko payloads and news feeds.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--data-dir", default=None,
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
              bool(args.coingecko_key), args.coingecko_plan)
     log.info("CoinPaprika base URL %s", upstream.coinpaprika_url)
     log.info("CoinGecko base URL %s", upstream.coingecko_url)
+    log.info("News feeds %s", ", ".join(upstream.rss_url(name) for name in upstream.feeds.names()))
     # Wait in short slices so the signal handler runs promptly on every platform.
     while not done.wait(0.5):
         pass

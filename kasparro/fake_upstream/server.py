@@ -1,4 +1,4 @@
-"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs, stdlib only."""
+"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs and recorded news feeds, stdlib only."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,7 @@ from .faults import (
     rename_field,
     type_change,
 )
+from .feeds import Feeds
 from .providers import (PREFIXES, SECRET_PARAMS, check_gecko_auth, check_paprika_auth,
                         error_body, gecko_route, paprika_route, split_provider)
 from .snapshots import SnapshotSeries, load_coingecko, load_coinpaprika
@@ -72,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps(body).encode(), JSON_TYPE)
             log.info("%s %s %d", method, parts.path, status)
             return
+        if parts.path.startswith("/rss/"):
+            upstream._serve_feed(self, method, parts.path)
+            return
         upstream._serve(self, method, parts.path, query)
 
     def _read_json(self) -> Any:
@@ -115,6 +119,7 @@ class FakeUpstream:
             "coinpaprika": load_coinpaprika(self.data_dir),
             "coingecko": load_coingecko(self.data_dir),
         }
+        self.feeds = Feeds(self.data_dir)
         self._faults = FaultQueue()
         self._requests: list[dict[str, Any]] = []
         self._httpd: _HTTPServer | None = None
@@ -176,14 +181,20 @@ class FakeUpstream:
         """Return the base URL to configure as the CoinGecko API root."""
         return self.base_url + PREFIXES["coingecko"]
 
+    def rss_url(self, name: str) -> str:
+        """Return the URL of the recorded feed `name` (see kasparro.fake_upstream.feeds)."""
+        return f"{self.base_url}/rss/{name}"
+
     def advance(self, provider: str | None = None) -> dict[str, Any]:
-        """Move one provider (or all) to its next snapshot and return the new state."""
-        if provider is not None and provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+        """Move one provider (or all; "rss" for the live news feed) to its next snapshot and return the new state."""
+        if provider is not None and provider not in (*PROVIDERS, "rss"):
+            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS} or 'rss'")
         with self._lock:
             for name, series in self._series.items():
                 if provider in (None, name):
                     series.advance()
+            if provider in (None, "rss"):
+                self.feeds.advance()
             return self.state()
 
     def reset(self) -> dict[str, Any]:
@@ -191,6 +202,7 @@ class FakeUpstream:
         with self._lock:
             for series in self._series.values():
                 series.index = 0
+            self.feeds.step = 0
             self._requests.clear()
         self._faults.clear()
         return self.state()
@@ -216,7 +228,8 @@ class FakeUpstream:
         """Return current snapshots and queued faults."""
         with self._lock:
             providers = {name: s.describe() for name, s in self._series.items()}
-        return {"providers": providers, "faults": self._faults.snapshot()}
+        return {"providers": providers, "feeds": {"names": self.feeds.names(), "live_step": self.feeds.step},
+                "faults": self._faults.snapshot()}
 
     # --- request handling ------------------------------------------------------
     def _admin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -281,6 +294,20 @@ class FakeUpstream:
                     fault = self._faults.take(provider, path)
         entry["fault"] = fault.kind if fault else None
         self._respond(handler, entry, status, body, fault)
+
+    def _serve_feed(self, handler: _Handler, method: str, path: str) -> None:
+        with self._lock:
+            found = self.feeds.body(path[len("/rss/"):]) if method == "GET" else None
+            status = 200 if found else (404 if method == "GET" else 405)
+            self._requests.append({"monotonic": time.monotonic(), "wall": time.time(), "method": method,
+                                   "path": path, "query": {}, "provider": "rss", "status": status,
+                                   "auth_ok": None, "fault": None, "snapshot_id": None})
+        if found is None:
+            error = {"error": "not found" if status == 404 else "method not allowed"}
+            handler._send(status, json.dumps(error).encode(), JSON_TYPE)
+        else:
+            handler._send(200, *found)
+        log.info("%s %s %d", method, path, status)
 
     def _respond(self, handler: _Handler, entry: dict[str, Any], status: int, body: Any,
                  fault: Any) -> None:

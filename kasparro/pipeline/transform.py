@@ -1,4 +1,4 @@
-"""Turn a raw batch into validated, asset-resolved quotes waiting to load, and reject the rest with reasons."""
+"""Turn a raw batch into validated records of its target (quotes, news) waiting to load; reject the rest."""
 from __future__ import annotations
 
 import json
@@ -12,20 +12,15 @@ from sqlalchemy.orm import Session
 
 from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import drift, drift_log, identity, leases, runs
+from kasparro.pipeline import drift, drift_log, leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
-from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.pipeline.validation import load_quote
 from kasparro.sources.base import UNREADABLE, Source
-
-STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
-                 "market_cap_usd", "volume_24h_usd", "percent_change_24h")
 
 
 @dataclass
 class Validated:
-    """The outcome of validating one batch's records."""
+    """The outcome of validating one batch's records (`quotes` holds whatever the source's target validates)."""
 
     quotes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     rejects: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
@@ -41,7 +36,7 @@ def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any
         raise ValidationError({"_schema": [f"missing field: {exc.args[0]}"]}) from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValidationError({"_schema": [str(exc) or type(exc).__name__]}) from None
-    return load_quote(fields)
+    return targets.of_source(source).validate(fields)
 
 
 def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]],
@@ -67,7 +62,7 @@ def batch_records(session: Session, batch: RawBatch) -> list[tuple[int, Mapping[
 
 def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
                     overrides: Mapping[tuple[str, str], str]) -> bool:
-    """Stage a batch's valid quotes and keep its rejects; False if it was already transformed.
+    """Stage a batch's valid records for its target and keep its rejects; False if it was already transformed.
 
     The batch's shape is checked for schema drift first (see `drift_log`); under `freeze` a drifted
     batch raises SchemaDriftFrozen with its events recorded and nothing staged.
@@ -82,16 +77,10 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
         raise drift_log.frozen_error(shape)
     outcome = validate_batch(source, records, shape.renames)
     drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
-    refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
-            for _, q in outcome.quotes}
-    assets = identity.resolve(session, source_run.source, kind, refs, overrides)
+    target = targets.of_source(source)
     replay = source_run.run.trigger == "replay"
-    _unstage(session, batch, records, outcome, replay)
-    copy_rows(session, "quote_stage", STAGE_COLUMNS, (
-        (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]], q["observed_at"].isoformat(),
-         q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"], q["percent_change_24h"])
-        for rid, q in outcome.quotes
-    ))
+    _unstage(session, batch, records, outcome, target.stage_table, replay)
+    target.stage(session, batch, source_run, kind, overrides, outcome.quotes)
     _keep_rejects(session, source_run, outcome.rejects, replay)
     batch.state = "transformed"
     runs.add_counts(session, source_run, rejected=len(outcome.rejects))
@@ -118,9 +107,10 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
 
 
 def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping[str, Any]]],
-             outcome: Validated, replay: bool) -> None:
+             outcome: Validated, stage_table: str, replay: bool) -> None:
     # A re-received record may still be staged from a run that never loaded it.
-    session.execute(text("DELETE FROM quote_stage WHERE raw_record_id = ANY(:ids)"), {"ids": [r for r, _ in records]})
+    session.execute(text(f"DELETE FROM {stage_table} WHERE raw_record_id = ANY(:ids)"),
+                    {"ids": [r for r, _ in records]})
     if batch.record_ids is not None and not replay:
         # Reprocessing: a record that validates now is no longer a reject.
         session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),

@@ -21,7 +21,7 @@ KINDS: dict[str, SourceFactory] = {}
 # Modules that register kinds; imported lazily so a missing optional kind
 # cannot break the others.
 KIND_MODULES = ("kasparro.sources.csv_file", "kasparro.sources.json_file", "kasparro.sources.coinpaprika",
-                "kasparro.sources.coingecko")
+                "kasparro.sources.coingecko", "kasparro.sources.rss")
 
 
 @dataclass
@@ -60,6 +60,12 @@ def build_source(name: str, spec: Mapping[str, Any], context: SourceContext) -> 
     if kind not in KINDS:
         raise SourceConfigError(f"unknown source kind {kind!r}", source=name)
     return KINDS[kind](name, spec, context)
+
+
+def target_of(spec: Mapping[str, Any]) -> str:
+    """Return what a declared source's records become: "quotes" unless its kind says otherwise ("news")."""
+    _import_kinds()
+    return getattr(KINDS.get(spec.get("kind")), "target", "quotes")
 
 
 def can_backfill(kind: str) -> bool:

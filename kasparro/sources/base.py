@@ -110,8 +110,12 @@ def expect(types: str, required: bool = True) -> Expected:
     return Expected(tuple(types.split("|")), required)
 
 
+# What a source's records become: market quotes, or news items (a kind sets `target = "news"`).
+TARGETS = ("quotes", "news")
+
+
 class Source(Protocol):
-    """A place quotes come from."""
+    """A place quotes (or, for a kind whose `target` is "news", news items) come from."""
 
     name: str
     kind: str

@@ -70,11 +70,39 @@ class HttpClient:
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET `url` and return its decoded JSON body, retrying what may pass."""
         shown = self.redact(display_url(url, params))
+        return self._decode(self._fetch(url, params, shown), shown)
+
+    def get_bytes(self, url: str, max_bytes: int, accept: str = "*/*") -> bytes:
+        """GET `url` and return its body as bytes, refusing a body over `max_bytes` (PayloadError)."""
+        shown = self.redact(display_url(url))
+        response = self._fetch(url, None, shown, {"Accept": accept}, stream=True)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            response.close()
+            raise PayloadError(f"GET {shown} announced {declared} bytes, over the {max_bytes} byte limit",
+                               source=self.source)
+        with response:
+            return self._read_capped(response, shown, max_bytes)
+
+    def _read_capped(self, response: requests.Response, shown: str, max_bytes: int) -> bytes:
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:  # read no further than the limit, whatever the headers said
+                    raise PayloadError(f"GET {shown} sent more than {max_bytes} bytes", source=self.source)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise TransientSourceError(f"GET {shown} broke off mid-body ({type(exc).__name__})",
+                                       source=self.source) from None
+        return bytes(body)
+
+    def _fetch(self, url: str, params: Mapping[str, Any] | None, shown: str,
+               headers: Mapping[str, str] | None = None, stream: bool = False) -> requests.Response:
         attempts = self.max_retries + 1
         for attempt in range(1, attempts + 1):
-            outcome = self._attempt(url, params, shown, attempt)
+            outcome = self._attempt(url, params, shown, attempt, headers, stream)
             if isinstance(outcome, requests.Response):
-                return self._decode(outcome, shown)
+                return outcome
             if attempt == attempts:
                 break
             self.stats.retries += 1
@@ -82,14 +110,14 @@ class HttpClient:
         raise TransientSourceError(f"GET {shown} failed after {attempts} attempts; last: {outcome.reason}",
                                    source=self.source)
 
-    def _attempt(self, url: str, params: Mapping[str, Any] | None, shown: str,
-                 attempt: int) -> requests.Response | _Retry:
+    def _attempt(self, url: str, params: Mapping[str, Any] | None, shown: str, attempt: int,
+                 headers: Mapping[str, str] | None = None, stream: bool = False) -> requests.Response | _Retry:
         if self.budget is not None:
             self._count_wait(self.budget.acquire())
         self.stats.requests += 1
         started = time.monotonic()
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
+            response = self.session.get(url, params=params, timeout=self.timeout, headers=headers, stream=stream)
         except requests.Timeout:
             return self._log_retry(_Retry(f"no answer within {self.timeout:g}s"), shown, attempt)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -15,6 +15,8 @@ from kasparro.models import (
     Asset,
     AssetAlias,
     MarketQuote,
+    NewsAssetLink,
+    NewsItem,
     RawBatch,
     RawRecord,
     RejectedRecord,
@@ -124,5 +126,20 @@ def finding(source_run: SourceRun, rule: str = "volume", asset_row: Asset | None
     if at is not None:
         row.created_at = at
     db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def news(batch_row: RawBatch, guid: str, published_at: datetime, title: str = "A headline", feed: str = "wire",
+         links: tuple[tuple[Asset, str, str], ...] = ()) -> NewsItem:
+    """Create a news item with its raw record, linked to (asset, matched_by, matched_text) triples."""
+    record = raw(batch_row, {"guid": guid, "title": title}, f"entry#{guid}")
+    row = NewsItem(source=batch_row.source, guid=guid, feed=feed, title=title, link=f"https://news.example.org/{guid}",
+                   summary=None, published_at=published_at, raw_record_id=record.id, run_id=record.run_id)
+    db.session.add(row)
+    db.session.flush()
+    for asset_row, matched_by, matched_text in links:
+        db.session.add(NewsAssetLink(news_item_id=row.id, asset_id=asset_row.id, matched_by=matched_by,
+                                     matched_text=matched_text))
     db.session.flush()
     return row

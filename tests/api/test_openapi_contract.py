@@ -20,7 +20,7 @@ from tests.conftest import test_config as config_for
 from tests.pipeline.helpers import csv_spec, declare
 
 ENDPOINTS = {
-    "/data": {"get"}, "/data/latest": {"get"}, "/assets": {"get"}, "/assets/{slug}": {"get"},
+    "/data": {"get"}, "/data/latest": {"get"}, "/assets": {"get"}, "/assets/{slug}": {"get"}, "/news": {"get"},
     "/run-etl": {"post"}, "/runs": {"get", "post"}, "/runs/compare": {"get"}, "/runs/{run_id}": {"get"},
     "/rejects": {"get"}, "/anomalies": {"get"}, "/drift": {"get"}, "/stats": {"get"}, "/sources": {"get"},
     "/health": {"get"}, "/health/live": {"get"}, "/metrics": {"get"}, "/backfill": {"post"}, "/reprocess": {"post"},
@@ -50,6 +50,7 @@ def seeded(app: Flask, idle_app: Flask, csv_sources: Path) -> Flask:
         batch = f.batch(run.source_runs[0])
         f.quote(coin, batch, f.T0, 40000.5, market_cap_usd=8e11)
         f.reject(batch, {"close": "x"}, {"price_usd": ["not a number"]}, "line 3")
+        f.news(batch, "g1", f.T0, "Bitcoin rallies", links=((coin, "name", "Bitcoin"),))
         db.session.commit()
     return idle_app
 

@@ -1,0 +1,69 @@
+"""The quotes target: stage validated quotes with their canonical assets, and upsert them into market_quotes."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from kasparro.models import RawBatch, SourceRun
+from kasparro.pipeline import identity
+from kasparro.pipeline.pgcopy import copy_rows
+from kasparro.pipeline.targets import Target, Valid
+from kasparro.pipeline.validation import load_quote
+
+STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
+                 "market_cap_usd", "volume_24h_usd", "percent_change_24h")
+
+# DISTINCT ON: one row per key even if a batch repeats it (ON CONFLICT may touch
+# a row once per statement). The WHERE keeps identical re-loads from rewriting rows.
+_UPSERT = text(
+    """
+    WITH staged AS (
+        SELECT DISTINCT ON (asset_id, observed_at) *
+        FROM quote_stage WHERE batch_id = :batch_id
+        ORDER BY asset_id, observed_at, raw_record_id DESC
+    ), written AS (
+        INSERT INTO market_quotes AS q (asset_id, source, observed_at, price_usd, market_cap_usd,
+                                        volume_24h_usd, percent_change_24h, raw_record_id, run_id)
+        SELECT asset_id, source, observed_at, price_usd, market_cap_usd, volume_24h_usd,
+               percent_change_24h, raw_record_id, run_id
+        FROM staged
+        ON CONFLICT (source, asset_id, observed_at) DO UPDATE SET
+            price_usd = EXCLUDED.price_usd, market_cap_usd = EXCLUDED.market_cap_usd,
+            volume_24h_usd = EXCLUDED.volume_24h_usd, percent_change_24h = EXCLUDED.percent_change_24h,
+            raw_record_id = EXCLUDED.raw_record_id, run_id = EXCLUDED.run_id, updated_at = now()
+        WHERE (q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h)
+              IS DISTINCT FROM (EXCLUDED.price_usd, EXCLUDED.market_cap_usd,
+                                EXCLUDED.volume_24h_usd, EXCLUDED.percent_change_24h)
+        RETURNING (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE inserted) AS inserted,
+           count(*) FILTER (WHERE NOT inserted) AS updated,
+           (SELECT count(*) FROM quote_stage WHERE batch_id = :batch_id) AS staged
+    FROM written
+    """
+)
+
+
+def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
+          overrides: Mapping[tuple[str, str], str], quotes: Valid) -> None:
+    """Resolve each quote's canonical asset and stage the quotes of a batch."""
+    refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
+            for _, q in quotes}
+    assets = identity.resolve(session, source_run.source, kind, refs, overrides)
+    copy_rows(session, "quote_stage", STAGE_COLUMNS, (
+        (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]],
+         q["observed_at"].isoformat(), q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"],
+         q["percent_change_24h"])
+        for rid, q in quotes
+    ))
+
+
+def load(session: Session, batch_id: int) -> tuple[int, int, int]:
+    """Upsert a batch's staged quotes; return (inserted, updated, staged)."""
+    inserted, updated, staged = session.execute(_UPSERT, {"batch_id": batch_id}).one()
+    return inserted, updated, staged
+
+
+TARGET = Target("quotes", "quote_stage", load_quote, stage, load)

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= kasparro
 
-.PHONY: help run serve test bench up down init-db env venv fake-upstream etl-run demo-recovery clean
+.PHONY: help run serve test bench bench-full up down init-db env venv fake-upstream etl-run demo-recovery clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream 
 test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABASE_SERVER/TEST_BROKER_URL are set
 	$(BIN)/python -m kasparro.embedded test -- $(BIN)/python -m pytest
 
-bench: venv ## measure load speed against a plain COPY of the same file
-	$(BIN)/python -m bench
+bench: venv ## measure load speed against a plain COPY of the same file (BENCH_ARGS="--rows ... --workers ...")
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-full: venv ## the issue's matrix: 1M and 5M rows x 1 and 2 worker processes, median of 3 (hours)
+	$(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging
 
 etl-run: venv ## queue a run of every enabled source and follow it
 	$(BIN)/flask --app wsgi etl run --wait

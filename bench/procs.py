@@ -57,30 +57,42 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def postgres_pids() -> list[int]:
-    """Every local process named postgres (server and backends), if this machine runs the server."""
+# The server's own helpers work for every database; backends of other databases are someone else's.
+SHARED_POSTGRES = ("checkpointer", "background writer", "walwriter")
+
+
+def postgres_pids(database: str | None = None) -> list[int]:
+    """Local postgres processes: all, or the backends of `database` plus the server's shared helpers."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() == "postgres":
-                        found.append(int(entry))
+                    if handle.read().strip() != "postgres":
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    title = handle.read().decode(errors="replace")
             except OSError:
-                pass
+                continue
+            if database is None or f" {database} " in title or title.rstrip(" \x00").endswith(SHARED_POSTGRES):
+                found.append(int(entry))
     return found
 
 
 class ProcSampler(threading.Thread):
     """Sample a worker's process tree (RSS, CPU) and local PostgreSQL's CPU every `interval` seconds.
 
+    With `database`, PostgreSQL CPU counts only that database's backends and the
+    server's shared helpers (WAL writer, checkpointer), so other users of a
+    shared server do not inflate it.
+
     Peaks and CPU are kept since the last `reset()`. CPU is tracked per pid, so a
     backend that exits mid-run keeps its last sample.
     """
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
+    def __init__(self, pid: int, database: str | None = None, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
+        self.pid, self.database, self.interval = pid, database, interval
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.peak_total = self.peak_process = 0
@@ -95,7 +107,7 @@ class ProcSampler(threading.Thread):
     def _tick(self) -> None:
         tree = descendants(self.pid)
         sizes = [rss_kib(p) for p in tree]
-        cpu = {"worker": {p: cpu_seconds(p) for p in tree}, "postgres": {p: cpu_seconds(p) for p in postgres_pids()}}
+        cpu = {"worker": {p: cpu_seconds(p) for p in tree}, "postgres": {p: cpu_seconds(p) for p in postgres_pids(self.database)}}
         with self._lock:
             self.peak_total = max(self.peak_total, sum(sizes))
             self.peak_process = max(self.peak_process, max(sizes, default=0))

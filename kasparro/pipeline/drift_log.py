@@ -52,7 +52,8 @@ def check(session: Session, batch: RawBatch, source_run: SourceRun, source: Sour
     """Snapshot a batch's shape and compare it with the expected schema and the previous snapshot."""
     policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
     expected = source.expected_schema()
-    flat = {rid: drift.flatten(payload, expected) for rid, payload in records if UNREADABLE not in payload}
+    parents = drift.parents_of(expected)
+    flat = {rid: drift.flatten(payload, expected, parents) for rid, payload in records if UNREADABLE not in payload}
     snapshot = drift.observe(flat.values())
     previous = previous_snapshot(session, source_run.source, batch.id)
     found = drift.compare(expected, previous, snapshot, policy.threshold)

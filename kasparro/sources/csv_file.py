@@ -69,9 +69,11 @@ class CsvSource:
         self.max_field_bytes = byte_limit(spec, "max_field_bytes", MAX_FIELD_BYTES, name)
         self.max_row_bytes = byte_limit(spec, "max_row_bytes", MAX_ROW_BYTES, name)
         try:
-            self._skips_bom = codecs.lookup(self.encoding).name == "utf-8-sig"
+            codec = codecs.lookup(self.encoding).name
         except LookupError:
             raise SourceConfigError(f"unknown encoding {self.encoding!r}", source=name) from None
+        self._skips_bom = codec == "utf-8-sig"
+        self._utf8 = codec in ("utf-8", "utf-8-sig")  # rows may be decoded many at a time
         # The csv module's own limit counts characters; ours count bytes and are checked
         # around it, so lift its limit to the longest row it can be handed.
         csv.field_size_limit(max(csv.field_size_limit(), self.max_row_bytes))
@@ -89,23 +91,57 @@ class CsvSource:
         header, header_end = self._header(handle)
         offset, line_no = self._resume_point(handle, cursor, header_end)
         size, start = os.fstat(handle.fileno()).st_size, offset
-        items: list[RawItem] = []
+        page: list[Record] = []
         for record in self._records(handle, offset, line_no):
             if record.fault is None and not record.data.strip():
                 continue
-            items.append(self._item(header, record))
-            offset, line_no = record.end, record.last_line
-            if len(items) >= page_size:
-                yield self._page(handle, items, (offset, line_no), start, size)
-                items = []
-        if items:
-            yield self._page(handle, items, (offset, line_no), start, size)
+            page.append(record)
+            if len(page) >= page_size:
+                yield self._page(handle, header, page, start, size)
+                page = []
+        if page:
+            yield self._page(handle, header, page, start, size)
 
-    def _page(self, handle: BinaryIO, items: list[RawItem], end: tuple[int, int], start: int, size: int) -> Page:
-        """Close a page at byte offset and line `end`, with progress in bytes since `start` of the file's `size`."""
-        offset, line_no = end
+    def _page(self, handle: BinaryIO, header: list[str], records: list[Record], start: int, size: int) -> Page:
+        """Turn records into a page ending after the last, with progress in bytes since `start` of the file's `size`."""
+        offset, line_no = records[-1].end, records[-1].last_line
         # The size is taken when the read began; a file appended to meanwhile tops out at 100%.
-        return Page(items, self._cursor(handle, offset, line_no), Progress(offset, max(size, offset), "bytes", start))
+        progress = Progress(offset, max(size, offset), "bytes", start)
+        return Page(self._items(header, records), self._cursor(handle, offset, line_no), progress)
+
+    def _items(self, header: list[str], records: list[Record]) -> list[RawItem]:
+        """Turn a page of records into items: plain one-line rows parsed together, the rest one by one."""
+        plain = [r.fault is None and r.line == r.last_line and len(r.data) <= self.max_field_bytes for r in records]
+        rows = self._parse_plain([r for r, simple in zip(records, plain) if simple])
+        if rows is None:
+            return [self._item(header, record) for record in records]
+        found, name = iter(rows), self.path.name
+        return [RawItem(self._payload(header, next(found)), f"{name}:{record.line}") if simple
+                else self._item(header, record) for record, simple in zip(records, plain)]
+
+    def _parse_plain(self, records: list[Record]) -> list[list[str]] | None:
+        """Decode and parse one-line records in one pass each; None if any needs the careful, per-row path.
+
+        Joined, the records are the same lines in the same order, and one reader over them yields what a
+        reader per record does: each line ends its row, or the row counts differ and this gives up.
+        """
+        if not self._utf8 or not records:
+            return None
+        data = b"".join(record.data for record in records)
+        if b"\x00" in data:
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # the per-row path names the bad byte and its row
+        if self._skips_bom and "\ufeff" in text:
+            return None  # utf-8-sig would drop a byte order mark at the start of a row
+        reader = csv.reader(io.StringIO(text), delimiter=self.delimiter)
+        try:
+            rows = list(reader)
+        except csv.Error:
+            return None
+        return rows if len(rows) == len(records) == reader.line_num else None
 
     def _header(self, handle: BinaryIO) -> tuple[list[str], int]:
         """Read the header line; fail the source if it is not text, since no row can be read without it."""

@@ -17,17 +17,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 READ_CHUNK = 64 * 1024
 # The content of a quoted field up to its closing quote: anything but a quote, or a doubled quote.
 _QUOTED = re.compile(rb'(?:[^"]+|"")*')
 
 
-@dataclass(frozen=True)
-class Line:
-    """One physical line; `data` is only its start when the line is over the limit."""
+class Line(NamedTuple):
+    """One physical line; `data` is only its start when the line is over the limit.
+
+    Named tuples, not dataclasses: one is built per line of the file, and a tuple builds fastest.
+    """
 
     data: bytes
     start: int
@@ -38,8 +39,7 @@ class Line:
     digest: str = ""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """A record's bytes and where it lies, or, when `fault` is set, why it cannot be read."""
 
     data: bytes
@@ -113,6 +113,8 @@ def records(source: Iterator[Line], delimiter: bytes, limit: int, settled: bool)
         elif ends_quoted(line.data, bool(pending), delimiter):
             pending.append(line)
             size += line.size
+        elif not pending:  # the usual case: a record of one line
+            yield Record(line.data, line.start, line.start + line.size, line.number, line.number)
         else:
             yield _joined([*pending, line])
             pending, size = [], 0

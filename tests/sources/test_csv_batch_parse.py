@@ -1,0 +1,63 @@
+"""Rows parsed a page at a time read exactly as rows parsed one by one, however messy the file."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kasparro.sources import SourceContext, build_source
+from kasparro.sources.base import RawItem
+
+COLUMNS = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close"}
+HEADER = b"currency,date,close\n"
+# Pieces of rows that stress each careful-path rule: quotes, line breaks inside and outside quotes,
+# carriage returns, NUL, byte order marks, bytes that are not UTF-8, long fields and extra cells.
+CELLS = st.sampled_from([b"bitcoin", b"2019-04-20", b"5296.23", b"", b'"quoted, comma"', b'"a ""b"" c"',
+                         b'"two\nlines"', b'"open', b'x"y', b"\r", b"a\rb", b"\x00", b"\xef\xbb\xbf", b"\xff",
+                         b"caf\xc3\xa9", b"\xc3", b" ", b"z" * 70, b"\t"])
+ROWS = st.lists(CELLS, min_size=0, max_size=5).map(lambda cells: b",".join(cells))
+ENDINGS = st.sampled_from([b"\n", b"\r\n", b"\n\n"])
+
+
+def read(path: Path, careful: bool, page_size: int, encoding: str) -> list[list[RawItem]]:
+    spec = {"kind": "csv", "path": str(path), "columns": COLUMNS, "settle_seconds": 0, "encoding": encoding,
+            "max_field_bytes": 64, "max_row_bytes": 256}
+    source = build_source("prices", spec, SourceContext())
+    if careful:
+        source._utf8 = False  # the per-row path, which every row took before pages were parsed together
+    return [page.items for page in source.pages(None, page_size)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ROWS, ENDINGS), max_size=25), st.booleans(), st.integers(1, 7),
+       st.sampled_from(["utf-8-sig", "utf-8"]))
+def test_pages_parsed_together_equal_rows_parsed_one_by_one(rows: list[tuple[bytes, bytes]], last_newline: bool,
+                                                             page_size: int, encoding: str) -> None:
+    body = b"".join(row + ending for row, ending in rows)
+    if not last_newline and body.endswith(b"\n"):
+        body = body.rstrip(b"\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.csv"
+        path.write_bytes(HEADER + body)
+
+        fast = read(path, careful=False, page_size=page_size, encoding=encoding)
+        careful = read(path, careful=True, page_size=page_size, encoding=encoding)
+
+    assert fast == careful
+
+
+def test_a_plain_page_takes_the_fast_path(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(HEADER + b"bitcoin,2019-04-20,5296.23\nethereum,2019-04-20,174.26,extra\n")
+    spec = {"kind": "csv", "path": str(path), "columns": COLUMNS, "settle_seconds": 0}
+    source = build_source("prices", spec, SourceContext())
+    with open(path, "rb") as handle:
+        records = list(source._records(handle, len(HEADER), 1))
+
+    assert source._parse_plain(records) == [["bitcoin", "2019-04-20", "5296.23"],
+                                            ["ethereum", "2019-04-20", "174.26", "extra"]]
+    (page,) = source.pages(None, 10)
+    assert page.items[1].payload == {"currency": "ethereum", "date": "2019-04-20", "close": "174.26",
+                                     "_extra": ["extra"]}

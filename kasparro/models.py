@@ -157,6 +157,8 @@ class RawBatch(db.Model):
     new_records: Mapped[int] = mapped_column(Integer, default=0)
     # A reprocess batch re-stages these stored raw records (which stay in their own batches) and moves no checkpoint.
     record_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    # Quotes staged at transform; load compares it with quote_stage, which a PostgreSQL crash empties (UNLOGGED).
+    staged: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
 
 
@@ -309,10 +311,13 @@ class SourceLease(db.Model):
 
 
 class StagedQuote(db.Model):
-    """A validated quote waiting for its batch to load; emptied as the batch loads."""
+    """A validated quote waiting for its batch to load; emptied as the batch loads.
+
+    UNLOGGED (no WAL): a crash empties it, and load then sends the batch back to transform (`RawBatch.staged`).
+    """
 
     __tablename__ = "quote_stage"
-    __table_args__ = (Index("ix_quote_stage_batch_id", "batch_id"),)
+    __table_args__ = (Index("ix_quote_stage_batch_id", "batch_id"), {"prefixes": ["UNLOGGED"]})
 
     raw_record_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))

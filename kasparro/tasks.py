@@ -36,7 +36,7 @@ from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, Source
 from kasparro.models import Run, SourceRun
 from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
-from kasparro.pipeline.load import load_pending
+from kasparro.pipeline.load import load_pending, lost_stage
 from kasparro.pipeline.runs import RunStart
 from kasparro.pipeline.transform import transform_pending
 from kasparro.redact import redact_text
@@ -239,8 +239,7 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
     """Load every transformed batch in order, then close the source's part of the run if it is all loaded."""
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
-        _stage(source_run, None if overlap else "load", lambda lease: load_pending(db.session, source_run, lease,
-                                                                                  _faults()))
+        _stage(source_run, None if overlap else "load", lambda lease: _load(source_run, stats, lease, overlap))
         if runs.close_if_loaded(db.session, source_run):
             quality.check_source_run(db.session, source_run, quality.Thresholds.from_config(current_app.config))
         db.session.commit()
@@ -249,6 +248,16 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
         logger.info("source %s of run %s: %s", source_run.source, source_run.run_id, source_run.status)
 
     _guard(self, source_run_id, "load", work, retry or {})
+
+
+def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overlap: bool) -> None:
+    load_pending(db.session, source_run, lease, _faults())
+    if not overlap and lost_stage(db.session, source_run):
+        # A PostgreSQL crash emptied quote_stage (UNLOGGED) under transformed batches: stage them again, then load.
+        source, kind = _source(source_run, stats)
+        overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
+        transform_pending(db.session, source_run, source, kind, overrides, lease, _faults())
+        load_pending(db.session, source_run, lease, _faults())
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -39,26 +39,31 @@ class Check:
         return {d.new: d.old for d in self.found if d.kind == "renamed" and d.new and d.old}
 
 
-def previous_snapshot(session: Session, source: str, batch_id: int) -> drift.Snapshot | None:
-    """Return the source's latest snapshot taken before this batch, if any."""
-    return session.execute(
-        select(SchemaSnapshot.fields).where(SchemaSnapshot.source == source, SchemaSnapshot.batch_id != batch_id)
-        .order_by(SchemaSnapshot.id.desc()).limit(1)
-    ).scalar()
+def previous_snapshot(session: Session, source: str, batch_id: int, restage: bool = False) -> drift.Snapshot | None:
+    """Return the source's latest snapshot taken before this batch's (`restage`: before its own one), if any."""
+    query = select(SchemaSnapshot.fields).where(SchemaSnapshot.source == source, SchemaSnapshot.batch_id != batch_id)
+    if restage:
+        own = select(func.min(SchemaSnapshot.id)).where(SchemaSnapshot.batch_id == batch_id).scalar_subquery()
+        query = query.where(SchemaSnapshot.id < own)
+    return session.execute(query.order_by(SchemaSnapshot.id.desc()).limit(1)).scalar()
 
 
 def check(session: Session, batch: RawBatch, source_run: SourceRun, source: Source,
-          records: Sequence[tuple[int, Mapping[str, Any]]]) -> Check:
-    """Snapshot a batch's shape and compare it with the expected schema and the previous snapshot."""
+          records: Sequence[tuple[int, Mapping[str, Any]]], restage: bool = False) -> Check:
+    """Snapshot a batch's shape and compare it with the expected schema and the previous snapshot.
+
+    `restage`: the batch was checked before (its staged rows were lost), so compare as then and keep nothing new.
+    """
     policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
     expected = source.expected_schema()
     parents = drift.parents_of(expected)
     flat = {rid: drift.flatten(payload, expected, parents) for rid, payload in records if UNREADABLE not in payload}
     snapshot = drift.observe(flat.values())
-    previous = previous_snapshot(session, source_run.source, batch.id)
+    previous = previous_snapshot(session, source_run.source, batch.id, restage)
     found = drift.compare(expected, previous, snapshot, policy.threshold)
-    session.add(SchemaSnapshot(source=source_run.source, run_id=source_run.run_id, batch_id=batch.id,
-                               fields=snapshot, records=len(flat)))
+    if not restage:
+        session.add(SchemaSnapshot(source=source_run.source, run_id=source_run.run_id, batch_id=batch.id,
+                                   fields=snapshot, records=len(flat)))
     return Check(policy, found, snapshot, flat)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kasparro.models import Checkpoint, RawBatch, SourceRun
-from kasparro.pipeline import leases, runs
+from kasparro.pipeline import durability, leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
@@ -73,6 +73,7 @@ def _raw_rows(items: list[RawItem]) -> Iterator[tuple[int, str, str, str]]:
 
 def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) -> RawBatch:
     """Write one page as a raw batch; a payload already received is kept once and counted as a duplicate."""
+    durability.defer_flush(session)
     batch = RawBatch(run_source_id=source_run.id, source=source_run.source, seq=seq,
                      cursor_after=page.cursor, received=len(page.items))
     session.add(batch)

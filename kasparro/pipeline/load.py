@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.models import REPAIR_TRIGGERS, RawBatch, SourceRun
-from kasparro.pipeline import leases, runs, targets
+from kasparro.pipeline import durability, leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 
@@ -45,9 +45,15 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     a batch whose predecessor has not loaded yet is left for a later call.
     """
     session.refresh(batch, with_for_update=True)
-    if batch.state != "transformed" or not _predecessor_loaded(session, batch):
+    if batch.state != "transformed":
         return None
     target = targets.of_run(source_run)
+    if not _stage_intact(session, batch, target.stage_table):
+        batch.state = "extracted"  # the stage table is UNLOGGED and a crash empties it: transform the batch again
+        return None
+    if not _predecessor_loaded(session, batch):
+        return None
+    durability.defer_flush(session)
     inserted, updated, staged = target.load(session, batch.id)
     trigger = source_run.run.trigger
     if trigger == "replay":
@@ -81,6 +87,16 @@ def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
         refresh(session, source_run.source)
         session.commit()
     return records
+
+
+def _stage_intact(session: Session, batch: RawBatch, stage_table: str) -> bool:
+    """Return whether every row staged at transform is still in the stage table (unknown for older batches)."""
+    return batch.staged is None or durability.staged_rows(session, stage_table, batch.id) == batch.staged
+
+
+def lost_stage(session: Session, source_run: SourceRun) -> bool:
+    """Return whether load sent any batch of this source run back to transform (its staged rows were lost)."""
+    return any(batch.staged is not None for batch in runs.pending_batches(session, source_run, "extracted"))
 
 
 def _predecessor_loaded(session: Session, batch: RawBatch) -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import drift, drift_log, leases, runs, targets
+from kasparro.pipeline import drift, drift_log, durability, leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.sources.base import UNREADABLE, Source
@@ -71,19 +71,22 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     if batch.state != "extracted":
         return False
     records = batch_records(session, batch)
-    shape = drift_log.check(session, batch, source_run, source, records)
+    restage = batch.staged is not None  # transformed before, staged rows lost (see load): count nothing twice
+    shape = drift_log.check(session, batch, source_run, source, records, restage)
     if shape.found and shape.policy.mode == "freeze":
         drift_log.record(session, batch, source_run, shape, set())
         raise drift_log.frozen_error(shape)
     outcome = validate_batch(source, records, shape.renames)
-    drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
+    if not restage:
+        drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
     target = targets.of_source(source)
     replay = source_run.run.trigger == "replay"
     _unstage(session, batch, records, outcome, target.stage_table, replay)
     target.stage(session, batch, source_run, kind, overrides, outcome.quotes)
     _keep_rejects(session, source_run, outcome.rejects, replay)
-    batch.state = "transformed"
-    runs.add_counts(session, source_run, rejected=len(outcome.rejects))
+    batch.state, batch.staged = "transformed", durability.staged_rows(session, target.stage_table, batch.id)
+    if not restage:
+        runs.add_counts(session, source_run, rejected=len(outcome.rejects))
     return True
 
 

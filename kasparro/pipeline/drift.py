@@ -25,6 +25,7 @@ Below the threshold nothing is guessed: the field is missing and the candidate a
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -175,7 +176,8 @@ def _add_column(stats: FieldStats, column: tuple[Any, ...]) -> None:
     kinds = Counter(map(type, column))
     for name, count in _type_names(kinds, column).items():
         stats["types"][name] = stats["types"].get(name, 0) + count
-    numbers = _numbers(column, set(kinds))
+    # float() reads "nan" and "inf": they bound no range, and JSON (the snapshot's column) cannot hold them.
+    numbers = list(filter(math.isfinite, _numbers(column, set(kinds))))
     if numbers:
         low, high = min(numbers), max(numbers)
         stats["min"] = low if stats["min"] is None else min(stats["min"], low)

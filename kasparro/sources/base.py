@@ -6,6 +6,7 @@ each page carries the cursor to store once that page is safely loaded.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,16 @@ UNREADABLE = "_unreadable"
 # 18,234"). A source writes it into its own cursors and ignores it when reading one back; GET /sources
 # shows it, so the API can describe a checkpoint without knowing any source's cursor shape.
 CURSOR_SUMMARY = "summary"
+
+
+def loads_json(data: str | bytes) -> Any:
+    """Parse JSON, keeping NaN, Infinity and -Infinity as the text they were.
+
+    They are not JSON, but some feeds send them and Python's parser would make floats of them,
+    which the raw layer's JSONB then refuses for the whole batch; as text, validation rejects
+    only the record that holds one.
+    """
+    return json.loads(data, parse_constant=str)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -26,7 +25,7 @@ import requests
 from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
 from kasparro.redact import redact_text
 from kasparro.sources import SourceContext
-from kasparro.sources.base import RequestStats
+from kasparro.sources.base import RequestStats, loads_json
 from kasparro.sources.ratelimit import Budget
 
 logger = logging.getLogger(__name__)
@@ -191,7 +190,7 @@ class HttpClient:
             raise PayloadError(f"GET {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
                                f"{self._snippet(response.text)}", source=self.source)
         try:
-            return json.loads(body)
+            return loads_json(body)
         except ValueError as exc:
             raise PayloadError(f"GET {shown} returned a body that is not valid JSON "
                                f"({describe_json_error(exc, body)})", source=self.source) from None

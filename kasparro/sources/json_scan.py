@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import ijson
 
 from kasparro.sources import csv_scan
+from kasparro.sources.base import loads_json
 
 # Small reads: a syntax error is located to within one chunk.
 CHUNK = 8 * 1024
@@ -84,7 +85,7 @@ def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, lim
 
 def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str) -> Element:
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = loads_json(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         fault = f"byte 0x{data[exc.start]:02x} at offset {start + exc.start} (line {number}) is not valid UTF-8"
     except json.JSONDecodeError as exc:

@@ -147,3 +147,38 @@ def test_a_binary_file_fails_its_source_with_a_message_naming_the_byte(app: Flas
 
     assert source_run.status == "failed"
     assert "byte 0x89 at offset 0 (line 1) is not valid utf-8-sig; expected a CSV text file" in source_run.error
+
+
+def test_nan_and_infinity_cells_are_rejected_rows_not_a_failed_source(app: Flask, sources_file: Path,
+                                                                       client: FlaskClient, tmp_path: Path) -> None:
+    # float() reads "nan", "inf" and "-Infinity"; none of them may reach a JSON column or a price.
+    path = write(tmp_path / "daily.csv", f"{BTC}\nethereum,2019-04-20,nan,1,2\nripple,2019-04-20,inf,1,2\n"
+                                         "tether,2019-04-20,1.0,-Infinity,NaN\n")
+
+    source_run = run_file(app, sources_file, path)
+
+    assert source_run.status == "partial"
+    assert counts(source_run) == {"extracted": 4, "loaded": 1, "rejected": 3, "duplicates": 0, "skipped": 0}
+    assert set(reasons_by_field(client)) == {"daily.csv:3", "daily.csv:4", "daily.csv:5"}
+
+
+def reasons_by_field(client: FlaskClient) -> dict[str, dict[str, list[str]]]:
+    """The /rejects API: position -> reasons per field."""
+    return {r["position"]: r["reason"] for r in client.get("/rejects?limit=100").get_json()["data"]}
+
+
+def test_nan_in_an_ndjson_drop_is_one_rejected_line_and_the_rest_loads(app: Flask, sources_file: Path,
+                                                                       client: FlaskClient, tmp_path: Path) -> None:
+    # Python's json parser reads NaN and Infinity, which are not JSON and which JSONB refuses.
+    path = tmp_path / "ticks.ndjson"
+    path.write_text('{"id": "bitcoin", "t": "2024-01-01T00:00:00Z", "p": 42000.5}\n'
+                    '{"id": "ethereum", "t": "2024-01-01T00:00:00Z", "p": NaN}\n'
+                    '{"id": "tether", "t": "2024-01-01T00:00:00Z", "p": -Infinity}\n')
+    declare(sources_file, {"ticks": {"kind": "json", "path": str(path), "settle_seconds": 0,
+                                     "fields": {"source_asset_id": "id", "observed_at": "t", "price_usd": "p"}}})
+
+    source_run = run_in_process(app, "ticks")
+
+    assert law_holds(source_run), counts(source_run)
+    assert (source_run.status, source_run.loaded, source_run.rejected) == ("partial", 1, 2)
+    assert set(reasons_by_field(client)) == {"ticks.ndjson:2", "ticks.ndjson:3"}

@@ -10,7 +10,7 @@ import pytest
 
 from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
 from kasparro.fake_upstream import FakeUpstream
-from kasparro.sources.base import RequestStats
+from kasparro.sources.base import RequestStats, loads_json
 from kasparro.sources.http import HttpClient, display_url, parse_retry_after
 from kasparro.sources.ratelimit import RedisBudgets
 
@@ -165,3 +165,9 @@ def test_retry_after_and_url_parsing() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert display_url("https://u:p@h.example/x?token=abc", {"page": 2}) == "https://h.example/x?token=***&page=2"
+
+
+def test_nan_and_infinity_in_a_body_stay_text_so_only_their_record_is_rejected() -> None:
+    body = b'[{"id": "a", "price": NaN}, {"id": "b", "price": Infinity}, {"id": "c", "price": -Infinity}]'
+
+    assert [record["price"] for record in loads_json(body)] == ["NaN", "Infinity", "-Infinity"]

@@ -63,8 +63,9 @@ def describe(slug: str, series: dict[str, list[tuple[datetime, float]]]) -> str:
 
 def render_svg(slug: str, series: dict[str, list[tuple[datetime, float]]]) -> Markup:
     """Render the series as one inline SVG line chart with a text alternative."""
+    # Dots as well as lines: a source with one quote in the window has no line to draw.
     chart = pygal.DateTimeLine(js=[], disable_xml_declaration=True, style=STYLE, width=900, height=380,
-                               title=f"{slug}: price in USD by source", x_label_rotation=20, show_dots=False,
+                               title=f"{slug}: price in USD by source", x_label_rotation=20, show_dots=True, dots_size=3,
                                legend_at_bottom=True, truncate_legend=-1, x_value_formatter=_day,
                                stroke_style={"width": 2})
     for source, points in sorted(series.items()):

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= kasparro
 
-.PHONY: help run serve test bench bench-full up down init-db env venv fake-upstream etl-run demo-recovery clean
+.PHONY: help run serve test bench bench-full up down init-db env venv fake-upstream etl-run status demo-recovery clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ bench: venv ## measure load speed against a plain COPY of the same file (BENCH_A
 bench-full: venv ## the issue's matrix: 1M and 5M rows x 1 and 2 worker processes, median of 3 (hours)
 	$(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging
 
-etl-run: venv ## queue a run of every enabled source and follow it
-	$(BIN)/flask --app wsgi etl run --wait
+etl-run: venv ## queue a run of every enabled source and follow it (reaches a running `make run`'s servers)
+	$(BIN)/python -m kasparro.embedded use -- $(BIN)/flask --app wsgi etl run --wait
+
+status: venv ## one screen: last run per source, freshness, schedule, health (reaches a running `make run`'s servers)
+	$(BIN)/python -m kasparro.embedded use -- $(BIN)/flask --app wsgi etl status
 
 demo-recovery: venv ## with `make run` up: inject a failed load and a killed worker, show the resumed totals
 	$(BIN)/python -m scripts.demo_recovery

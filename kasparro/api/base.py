@@ -6,12 +6,15 @@ from typing import Any
 
 import flask_smorest
 from marshmallow import RAISE, ValidationError
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute
 from webargs.flaskparser import FlaskParser
 
 from kasparro.api import cursor
 from kasparro.api.auth import SECURITY_SCHEME
 from kasparro.api.envelope import listing
 from kasparro.api.errors import ApiError
+from kasparro.db import db
 
 # Error responses by status, as registered on the Api (components/responses).
 ERROR_RESPONSES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 415: "UNSUPPORTED_MEDIA_TYPE",
@@ -72,3 +75,19 @@ def keyset_page(scope: str, filters: dict[str, Any], params: dict[str, Any], typ
     after = cursor_key(params.get("cursor"), tag, types)
     rows, next_cursor = cursor.page(fetch(after), params["limit"], key, tag)
     return listing([convert(row) for row in rows] if convert else rows, filters, params["limit"], next_cursor)
+
+
+def newest_first(scope: str, query: Select[Any], id_column: InstrumentedAttribute[int], filters: dict[str, Any],
+                 params: dict[str, Any], scalars: bool = False,
+                 convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Serve a filtered list newest first by id, keyset paged on the id (runs, drift, anomalies, rejects).
+
+    `scalars` when `query` selects one entity (rows are then its objects); `convert` shapes each row.
+    """
+    query = query.order_by(id_column.desc()).limit(params["limit"] + 1)
+
+    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
+        result = db.session.execute(query if after is None else query.where(id_column < after[0]))
+        return result.scalars().all() if scalars else result.all()
+
+    return keyset_page(scope, filters, params, (int,), fetch, lambda row: (row.id,), convert=convert)

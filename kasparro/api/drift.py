@@ -1,16 +1,14 @@
 """Serve schema drift events: GET /drift."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 
 from kasparro.api.auth import read_access
-from kasparro.api.base import Blueprint, keyset_page
+from kasparro.api.base import Blueprint, newest_first
 from kasparro.api.params import DriftParams
 from kasparro.api.schemas import DriftEventSchema, envelope
-from kasparro.db import db
 from kasparro.models import DriftEvent
 
 blp = Blueprint("drift", __name__, description="Schema drift: fields added, missing, renamed or retyped by sources.")
@@ -24,14 +22,9 @@ blp = Blueprint("drift", __name__, description="Schema drift: fields added, miss
 def list_drift(params: dict[str, Any]) -> dict[str, Any]:
     """List drift events, newest first, optionally for one source and since an instant."""
     filters = {"source": params.get("source"), "since": params.get("since")}
-    query = select(DriftEvent).order_by(DriftEvent.id.desc()).limit(params["limit"] + 1)
+    query = select(DriftEvent)
     if filters["source"]:
         query = query.where(DriftEvent.source == filters["source"])
     if filters["since"]:
         query = query.where(DriftEvent.created_at >= filters["since"])
-
-    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
-        page = query if after is None else query.where(DriftEvent.id < after[0])
-        return db.session.execute(page).scalars().all()
-
-    return keyset_page("drift", filters, params, (int,), fetch, lambda e: (e.id,))
+    return newest_first("drift", query, DriftEvent.id, filters, params, scalars=True)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 from flask import request, url_for
 from sqlalchemy import select
 
 from kasparro.api.auth import key_required, read_access
-from kasparro.api.base import Blueprint, keyset_page
+from kasparro.api.base import Blueprint, newest_first
 from kasparro.api.compare import compare_runs
 from kasparro.api.envelope import single
 from kasparro.api.errors import ApiError
@@ -105,17 +104,12 @@ def create_run(body: dict[str, Any], headers: dict[str, Any]) -> tuple[dict[str,
 def list_runs(params: dict[str, Any]) -> dict[str, Any]:
     """List runs, newest first, optionally by status and trigger."""
     filters = {"status": params.get("status"), "trigger": params.get("trigger")}
-    query = select(Run).order_by(Run.id.desc()).limit(params["limit"] + 1)
+    query = select(Run)
     if filters["status"]:
         query = query.where(Run.status == filters["status"])
     if filters["trigger"]:
         query = query.where(Run.trigger == filters["trigger"])
-
-    def fetch(after: tuple[Any, ...] | None) -> Sequence[Any]:
-        page = query if after is None else query.where(Run.id < after[0])
-        return db.session.execute(page).scalars().all()
-
-    return keyset_page("runs", filters, params, (int,), fetch, lambda r: (r.id,), convert=run_summary)
+    return newest_first("runs", query, Run.id, filters, params, scalars=True, convert=run_summary)
 
 
 @blp.route("/runs/compare")

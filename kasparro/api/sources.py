@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,9 +55,12 @@ def _last_run(stats: dict[str, Any] | None) -> dict[str, Any] | None:
             "last_error": stats["last_error"]}
 
 
-def source_overview() -> list[dict[str, Any]]:
-    """Return every declared source with its settings, last run, checkpoint, totals and next scheduled run."""
-    stats = {row["source"]: row for row in source_stats()}
+def source_overview(stats: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Return every declared source with its settings, last run, checkpoint, totals and next scheduled run.
+
+    `stats` is `source_stats()` by source, when the caller has already read it.
+    """
+    stats = stats if stats is not None else {row["source"]: row for row in source_stats()}
     checkpoints = _checkpoints()
     next_run = next_scheduled_run()
     interval = current_app.config["ETL_INTERVAL_SECONDS"]

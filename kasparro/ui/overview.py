@@ -48,7 +48,7 @@ def _findings(run_ids: set[int]) -> Counter[tuple[int, str]]:
 def tiles() -> list[dict[str, Any]]:
     """Return one tile per declared source: last run, freshness, rows, rejects, drift, findings, waits."""
     stats = {row["source"]: row for row in source_stats()}
-    overview = source_overview()
+    overview = source_overview(stats)
     findings = _findings({entry["last_run"]["run_id"] for entry in overview if entry["last_run"]})
     result = []
     for entry in overview:

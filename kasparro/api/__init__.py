@@ -1,6 +1,6 @@
 """Register the HTTP API: OpenAPI document and docs, blueprints, JSON errors and request-id hooks.
 
-Reads (/data, /assets, /news, /sources, /runs, /rejects, /anomalies, /drift, /stats) are open unless READS_REQUIRE_KEY is set; writes
+Reads (/data, /assets, /raw, /news, /sources, /runs, /rejects, /anomalies, /drift, /stats) are open unless READS_REQUIRE_KEY is set; writes
 (POST /run-etl, /runs, /backfill, /reprocess, /replay-rejects) always need X-API-Key; /health, /health/live, /metrics, /docs and
 /openapi.json are always open.
 """
@@ -97,7 +97,7 @@ def _document_declared_sources(app: Flask, api: Api) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the API, its OpenAPI document and docs, error handlers and request hooks."""
-    from kasparro.api import anomalies, data, drift, health, news, rejects, repair, runs, sources, stats
+    from kasparro.api import anomalies, data, drift, health, news, raw, rejects, repair, runs, sources, stats
 
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
@@ -109,7 +109,7 @@ def init_app(app: Flask) -> None:
     api = Api(spec_kwargs=_spec_options(app))
     api.init_app(app)
     api.spec.components.security_scheme(SECURITY_SCHEME, {"type": "apiKey", "in": "header", "name": API_KEY_HEADER})
-    for module in (data, news, sources, runs, repair, rejects, anomalies, drift, stats, health):
+    for module in (data, raw, news, sources, runs, repair, rejects, anomalies, drift, stats, health):
         api.register_blueprint(module.blp)
     _document_metrics(app, api)
     _document_declared_sources(app, api)

@@ -22,7 +22,7 @@ blp = Blueprint("data", __name__, description="Unified market quotes and canonic
 
 QUOTE_FILTERS = ("asset", "symbol", "source", "since", "until", "sort")
 LATEST_COLUMNS = ("id", "source", "observed_at", "price_usd", "market_cap_usd", "volume_24h_usd",
-                  "percent_change_24h", "raw_record_id", "run_id", "ingested_at")
+                  "percent_change_24h", "raw_record_id", "raw_chunk_id", "raw_line", "run_id", "ingested_at")
 
 
 def _quote_columns() -> tuple[Any, ...]:

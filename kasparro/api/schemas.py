@@ -49,9 +49,25 @@ class QuoteSchema(Schema):
     market_cap_usd = fields.Float(allow_none=True)
     volume_24h_usd = fields.Float(allow_none=True)
     percent_change_24h = fields.Float(allow_none=True)
-    raw_record_id = fields.Integer(required=True, metadata={"description": "Lineage: the raw payload row."})
+    raw_record_id = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "Lineage: the raw record the quote was read from (null when it was read from a file's raw chunk)."})
+    raw_chunk_id = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "Lineage for a file: the raw chunk holding the line as received (GET /raw/chunks/{id}/lines/{line})."})
+    raw_line = fields.Integer(required=True, allow_none=True, metadata={"description": "Lineage for a file: the line."})
     run_id = fields.Integer(required=True, metadata={"description": "The run that last wrote this quote."})
     ingested_at = fields.DateTime(required=True)
+
+
+class RawLineSchema(Schema):
+    source = fields.String(required=True)
+    file = fields.String(required=True)
+    chunk_id = fields.Integer(required=True)
+    line = fields.Integer(required=True, metadata={"description": "The line's number in the file."})
+    header = fields.String(required=True, metadata={"description": "The header line the chunk was read under."})
+    text = fields.String(required=True, metadata={"description": "The line exactly as received, without its line break."})
+    byte_start = fields.Integer(required=True, metadata={"description": "Where the chunk began in the file."})
+    sha256 = fields.String(required=True, metadata={"description": "The chunk's hash (header and lines), hex."})
+    received_at = fields.DateTime(required=True)
 
 
 class AssetSchema(Schema):

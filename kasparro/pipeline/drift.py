@@ -179,7 +179,7 @@ def _add_column(stats: FieldStats, column: tuple[Any, ...]) -> None:
     # float() reads "nan" and "inf": they bound no range, and JSON (the snapshot's column) cannot hold them.
     numbers = list(filter(math.isfinite, _numbers(column, set(kinds))))
     if numbers:
-        low, high = min(numbers), max(numbers)
+        low, high = min(numbers) + 0.0, max(numbers) + 0.0  # + 0.0: -0.0 and 0.0 are one bound, whichever came first
         stats["min"] = low if stats["min"] is None else min(stats["min"], low)
         stats["max"] = high if stats["max"] is None else max(stats["max"], high)
 

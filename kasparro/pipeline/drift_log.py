@@ -30,6 +30,8 @@ class Check:
     found: list[drift.Drift]
     snapshot: drift.Snapshot
     flat: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Records that all have the same fields, when they were not looked at one by one (a raw chunk).
+    uniform: int = 0
 
     @property
     def renames(self) -> dict[str, str]:
@@ -54,23 +56,34 @@ def check(session: Session, batch: RawBatch, source_run: SourceRun, source: Sour
 
     `restage`: the batch was checked before (its staged rows were lost), so compare as then and keep nothing new.
     """
-    policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
     expected = source.expected_schema()
     parents = drift.parents_of(expected)
     flat = {rid: drift.flatten(payload, expected, parents) for rid, payload in records if UNREADABLE not in payload}
-    snapshot = drift.observe(flat.values())
+    found = check_snapshot(session, batch, source_run, source, drift.observe(flat.values()), len(flat), restage)
+    found.flat = flat
+    return found
+
+
+def check_snapshot(session: Session, batch: RawBatch, source_run: SourceRun, source: Source,
+                   snapshot: drift.Snapshot, records: int, restage: bool = False) -> Check:
+    """Compare a snapshot taken elsewhere (a raw chunk's, in SQL) and keep it, as `check` does.
+
+    Every finding is taken to touch all `records` (true of a chunk: each line has every column).
+    """
+    policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
     previous = previous_snapshot(session, source_run.source, batch.id, restage)
-    found = drift.compare(expected, previous, snapshot, policy.threshold)
+    found = drift.compare(source.expected_schema(), previous, snapshot, policy.threshold)
     if not restage:
         session.add(SchemaSnapshot(source=source_run.source, run_id=source_run.run_id, batch_id=batch.id,
-                                   fields=snapshot, records=len(flat)))
-    return Check(policy, found, snapshot, flat)
+                                   fields=snapshot, records=records))
+    return Check(policy, found, snapshot, uniform=records)
 
 
 def record(session: Session, batch: RawBatch, source_run: SourceRun, outcome: Check, rejected: set[int]) -> None:
     """Add a drift event per finding, with what was done about it, and log each as a warning."""
     for found in outcome.found:
-        touched = [rid for rid, flat in outcome.flat.items() if found.touches(flat)]
+        touched = [rid for rid, flat in outcome.flat.items() if found.touches(flat)] if outcome.flat \
+            else range(outcome.uniform)
         action = drift.decide(found, outcome.policy, any(rid in rejected for rid in touched))
         session.add(DriftEvent(source=source_run.source, run_id=source_run.run_id, run_source_id=source_run.id,
                                batch_id=batch.id, field=found.field, kind=found.kind, old=found.old, new=found.new,

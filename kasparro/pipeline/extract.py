@@ -11,11 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kasparro.models import Checkpoint, RawBatch, SourceRun
-from kasparro.pipeline import durability, leases, runs
+from kasparro.pipeline import chunks, durability, leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.sources.base import UNREADABLE, Page, RawItem, RequestStats, Source
+from kasparro.sources.base import UNREADABLE, Chunk, Page, RawItem, RequestStats, Source
 from kasparro.sources.window import Window, Windowed
 
 
@@ -115,13 +115,19 @@ def extract(session: Session, source_run: SourceRun, source: Source, stats: Requ
     window from its start instead of reading on from the checkpoint.
     """
     cursor, seq = resume_cursor(session, source_run, from_checkpoint=window is None)
-    pages = source.pages(cursor, batch_size) if window is None else \
-        cast(Windowed, source).window_pages(window, cursor, batch_size)
+    pages: Iterator[Page | Chunk]
+    if window is not None:
+        pages = cast(Windowed, source).window_pages(window, cursor, batch_size)
+    elif hasattr(source, "chunks"):  # a file: plain stretches are kept as raw chunks (pipeline/chunks.py)
+        pages = source.chunks(cursor, batch_size)
+    else:
+        pages = source.pages(cursor, batch_size)
     written = records = 0
     for page in pages:
         lease.take(session, source_run.source, source_run.run_id)
         try:
-            batch = store_page(session, source_run, seq + written, page)
+            batch = chunks.store_chunk(session, source_run, seq + written, page) if isinstance(page, Chunk) \
+                else store_page(session, source_run, seq + written, page)
         except IntegrityError:
             session.rollback()
             return written

@@ -1,56 +1,25 @@
-"""Turn a raw batch into validated records of its target (quotes, news) waiting to load; reject the rest."""
+"""Turn a raw batch into validated records of its target (quotes, news) waiting to load; reject the rest.
+
+A file's raw chunk is turned by `chunks`; the validation of records is in `records`.
+"""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from marshmallow import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kasparro.errors import SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import drift, drift_log, durability, leases, runs, targets
+from kasparro.pipeline import chunks, durability, leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
-from kasparro.sources.base import UNREADABLE, Source
+from kasparro.pipeline.records import Validated, validate_batch, validate_checked, validate_record
+from kasparro.sources.base import Source
 
-
-@dataclass
-class Validated:
-    """The outcome of validating one batch's records (`quotes` holds whatever the source's target validates)."""
-
-    quotes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    rejects: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-
-
-def validate_record(source: Source, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Map and validate one payload; raise ValidationError naming what is wrong."""
-    if UNREADABLE in payload:
-        raise ValidationError({"_schema": [str(payload[UNREADABLE])]})
-    try:
-        fields = source.to_unified(payload)
-    except KeyError as exc:
-        raise ValidationError({"_schema": [f"missing field: {exc.args[0]}"]}) from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ValidationError({"_schema": [str(exc) or type(exc).__name__]}) from None
-    return targets.of_source(source).validate(fields)
-
-
-def validate_batch(source: Source, records: list[tuple[int, Mapping[str, Any]]],
-                   renames: Mapping[str, str] | None = None) -> Validated:
-    """Validate every record of a batch, keeping each failure's reasons; `renames` maps drifted names back first."""
-    outcome = Validated()
-    for record_id, payload in records:
-        try:
-            mapped = drift.remap(payload, renames) if renames else payload
-            outcome.quotes.append((record_id, validate_record(source, mapped)))
-        except ValidationError as exc:
-            messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-            outcome.rejects.append((record_id, messages))
-    return outcome
+__all__ = ["Validated", "validate_batch", "validate_record", "transform_batch", "transform_pending"]
 
 
 def batch_records(session: Session, batch: RawBatch) -> list[tuple[int, Mapping[str, Any]]]:
@@ -67,18 +36,14 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     The batch's shape is checked for schema drift first (see `drift_log`); under `freeze` a drifted
     batch raises SchemaDriftFrozen with its events recorded and nothing staged.
     """
+    if batch.chunk_id is not None:
+        return chunks.transform_chunk(session, batch, source_run, source, kind, overrides)
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False
     records = batch_records(session, batch)
     restage = batch.staged is not None  # transformed before, staged rows lost (see load): count nothing twice
-    shape = drift_log.check(session, batch, source_run, source, records, restage)
-    if shape.found and shape.policy.mode == "freeze":
-        drift_log.record(session, batch, source_run, shape, set())
-        raise drift_log.frozen_error(shape)
-    outcome = validate_batch(source, records, shape.renames)
-    if not restage:
-        drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
+    outcome = validate_checked(session, batch, source_run, source, records, restage)
     target = targets.of_source(source)
     replay = source_run.run.trigger == "replay"
     _unstage(session, batch, records, outcome, target.stage_table, replay)
@@ -92,8 +57,11 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
 
 def transform_pending(session: Session, source_run: SourceRun, source: Source, kind: str,
                       overrides: Mapping[tuple[str, str], str], lease: leases.Terms,
-                      faults: tuple[Fault, ...] = ()) -> int:
-    """Transform every extracted batch of a source run, one transaction each; return records transformed."""
+                      faults: tuple[Fault, ...] = (), on_batch: Callable[[RawBatch], None] | None = None) -> int:
+    """Transform every extracted batch of a source run, one transaction each; return records transformed.
+
+    `on_batch` is called after each batch commits (the tasks use it to start loading meanwhile).
+    """
     records = 0
     for batch in runs.pending_batches(session, source_run, "extracted"):
         lease.take(session, source_run.source, source_run.run_id)
@@ -106,6 +74,8 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
             records += batch.new_records
         session.commit()
         check_fault(faults, source_run.source, "transform", records)
+        if transformed and on_batch is not None:
+            on_batch(batch)
     return records
 
 

@@ -71,6 +71,29 @@ class Page:
     progress: Progress | None = None
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Records of a file kept as the bytes they were, not parsed: the raw layer of a plain stretch of a file.
+
+    A source yields one in place of a Page when its records are simple enough for
+    PostgreSQL's own parser to read exactly as the source would (`pipeline/chunks.py`).
+    `header` is the line the records are read under; `first_line` the line number of
+    the first record, each later record being on the next line; `repeats` lists the
+    lines whose bytes repeat an earlier line of the chunk (kept as received, loaded once).
+    """
+
+    file: str
+    header: bytes
+    data: bytes
+    first_line: int
+    byte_start: int
+    byte_end: int
+    records: int
+    repeats: list[int]
+    cursor: dict[str, Any]
+    progress: Progress | None = None
+
+
 @dataclass
 class RequestStats:
     """Evidence of how a source used its upstream: requests, retries, throttling, waits."""

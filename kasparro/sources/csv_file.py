@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -28,7 +29,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Chunk, Expected, Page, Progress, RawItem
 from kasparro.sources.csv_scan import Record
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 from kasparro.sources.window import Window
@@ -38,6 +39,9 @@ MAX_ROW_BYTES = 1024 * 1024
 # How much of an unreadable row the raw layer keeps, beside its hash and length.
 PREFIX_BYTES = 1024
 HEADER_HINT = "expected a CSV text file with a header line"
+# Bytes that keep a stretch of the file out of a chunk: PostgreSQL's CSV parser could read it otherwise
+# than the csv module (a quote, a byte order mark) or than str.strip (a control byte, non-ASCII space).
+_NOT_PLAIN = re.compile(rb'["\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]')
 
 
 class Unreadable(Exception):
@@ -46,6 +50,19 @@ class Unreadable(Exception):
 
 def _where(line: int, offset: int) -> str:
     return f"line {line} at byte offset {offset}"
+
+
+def _repeats(lines: list[bytes], first_line: int) -> list[int]:
+    """Return the numbers of the lines that repeat an earlier one byte for byte."""
+    if len(set(lines)) == len(lines):
+        return []
+    seen: set[bytes] = set()
+    found = []
+    for number, line in enumerate(lines, first_line):
+        if line in seen:
+            found.append(number)
+        seen.add(line)
+    return found
 
 
 def _line_of(data: bytes, index: int, first_line: int) -> int:
@@ -90,7 +107,11 @@ class CsvSource:
     def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         header, header_end = self._header(handle)
         offset, line_no = self._resume_point(handle, cursor, header_end)
-        size, start = os.fstat(handle.fileno()).st_size, offset
+        size = os.fstat(handle.fileno()).st_size
+        return self._pages_from(handle, header, offset, line_no, page_size, size, offset)
+
+    def _pages_from(self, handle: BinaryIO, header: list[str], offset: int, line_no: int, page_size: int,
+                    size: int, start: int) -> Iterator[Page]:
         page: list[Record] = []
         for record in self._records(handle, offset, line_no):
             if record.fault is None and not record.data.strip():
@@ -101,6 +122,76 @@ class CsvSource:
                 page = []
         if page:
             yield self._page(handle, header, page, start, size)
+
+    def chunks(self, cursor: Mapping[str, Any] | None, size: int) -> Iterator[Page | Chunk]:
+        """Yield what follows `cursor`: plain stretches of `size` lines as chunks, anything else as pages.
+
+        A chunk is kept as its bytes and parsed by PostgreSQL (`pipeline/chunks.py`). It holds only
+        complete lines of ASCII text with no quote character, no control byte but tab and CR, and
+        none longer than `max_field_bytes`: there the csv module and PostgreSQL's parser agree, or
+        PostgreSQL refuses the chunk and it is read record by record after all. Any other stretch
+        (a quoted field, a blank line, a fault) is read record by record here, as `pages` does.
+        """
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            raise SourceConfigError(f"file {self.path} not found", source=self.name) from None
+        with handle:
+            header, header_end = self._header(handle)
+            handle.seek(0)
+            header_bytes = handle.read(header_end)
+            offset, line_no = self._resume_point(handle, cursor, header_end)
+            file_size, start = os.fstat(handle.fileno()).st_size, offset
+            while True:
+                handle.seek(offset)
+                lines = self._plain_lines(handle, size)
+                if lines:
+                    data = b"".join(lines)
+                    end = offset + len(data)
+                    progress = Progress(end, max(file_size, end), "bytes", start)
+                    yield Chunk(self.path.name, header_bytes, data, line_no + 1, offset, end, len(lines),
+                                _repeats(lines, line_no + 1), self._cursor(handle, end, line_no + len(lines)),
+                                progress)
+                    offset, line_no = end, line_no + len(lines)
+                    continue
+                page = next(self._pages_from(handle, header, offset, line_no, size, file_size, start), None)
+                if page is None:
+                    return
+                yield page
+                offset, line_no = page.cursor["offset"], page.cursor["line"]
+
+    def _plain_lines(self, handle: BinaryIO, size: int) -> list[bytes]:
+        """Read up to `size` lines at the handle if they make a plain chunk; [] if the next line is not plain."""
+        if not self._utf8 or len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            return []
+        lines: list[bytes] = []
+        position = handle.tell()
+        while len(lines) < size:
+            line = handle.readline(self.max_field_bytes + 1)
+            if not (line.endswith(b"\n") and len(line) <= self.max_field_bytes and line.strip()
+                    and not _NOT_PLAIN.search(line)):
+                break
+            lines.append(line)
+            position += len(line)
+        handle.seek(position)
+        return lines
+
+    def header_names(self, header: bytes) -> list[str]:
+        """Parse a chunk's header line as the file's header was parsed."""
+        return self._parse(self._decode(header, 0, 1), 1, 0)
+
+    def chunk_items(self, chunk_header: bytes, data: bytes, first_line: int,
+                    byte_start: int) -> list[tuple[int, RawItem]]:
+        """Read a chunk's lines record by record, exactly as `pages` reads them; return (line, item) pairs.
+
+        A chunk holds only complete, unquoted lines, so each line is one record.
+        """
+        header, records, offset = self.header_names(chunk_header), [], byte_start
+        for number, line in enumerate(data.split(b"\n")[:-1], first_line):
+            records.append(Record(line + b"\n", offset, offset + len(line) + 1, number, number))
+            offset += len(line) + 1
+        records = [r for r in records if r.data.strip()]
+        return [(r.line, item) for r, item in zip(records, self._items(header, records))]
 
     def _page(self, handle: BinaryIO, header: list[str], records: list[Record], start: int, size: int) -> Page:
         """Turn records into a page ending after the last, with progress in bytes since `start` of the file's `size`."""

@@ -44,8 +44,10 @@ def test_data_lists_unified_quotes_newest_first_with_lineage_and_meta(client: Fl
                                                                   reverse=True)
     first = body["data"][0]
     assert set(first) == {"id", "asset", "symbol", "name", "source", "observed_at", "price_usd", "market_cap_usd",
-                          "volume_24h_usd", "percent_change_24h", "raw_record_id", "run_id", "ingested_at"}
+                          "volume_24h_usd", "percent_change_24h", "raw_record_id", "raw_chunk_id", "raw_line", "run_id",
+                          "ingested_at"}
     assert first["run_id"] == seeded["run_id"] and first["raw_record_id"] > 0
+    assert first["raw_chunk_id"] is None and first["raw_line"] is None  # an API's quote: its lineage is a record
     assert body["meta"]["request_id"] == "trace-123" == response.headers["X-Request-ID"]
     assert body["meta"]["api_latency_ms"] >= 0
     assert body["meta"] | {"api_latency_ms": 0} == {

@@ -24,7 +24,7 @@ ENDPOINTS = {
     "/run-etl": {"post"}, "/runs": {"get", "post"}, "/runs/compare": {"get"}, "/runs/{run_id}": {"get"},
     "/rejects": {"get"}, "/anomalies": {"get"}, "/drift": {"get"}, "/stats": {"get"}, "/sources": {"get"},
     "/health": {"get"}, "/health/live": {"get"}, "/metrics": {"get"}, "/backfill": {"post"}, "/reprocess": {"post"},
-    "/replay-rejects": {"post"},
+    "/replay-rejects": {"post"}, "/raw/chunks/{chunk_id}/lines/{line}": {"get"},
 }
 
 

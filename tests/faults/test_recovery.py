@@ -56,8 +56,15 @@ def assert_equals_a_clean_load(stack: Stack, path: Path) -> None:
                        "ON al.asset_id = q.asset_id AND al.source = q.source")
     assert len(stored) == len(set(map(tuple, stored))), "a quote was stored twice"
     assert set(map(tuple, stored)) == expected_rows(path)
-    raw = stack.sql("SELECT count(*) AS n, count(DISTINCT position) AS positions FROM raw_records")[0]
-    assert raw.n == raw.positions == len(stored)
+    # The raw layer holds each line once: raw chunks whose line ranges do not overlap, and each quote's
+    # lineage is a line of its own.
+    raw = stack.sql("SELECT coalesce(sum(records), 0) AS lines, count(*) AS chunks FROM raw_chunks")[0]
+    records = stack.sql("SELECT count(*) AS n FROM raw_records")[0].n
+    overlaps = stack.sql("SELECT count(*) AS n FROM raw_chunks a JOIN raw_chunks b ON a.id < b.id"
+                         " AND a.first_line < b.first_line + b.records AND b.first_line < a.first_line + a.records")
+    lineage = stack.sql("SELECT count(DISTINCT (raw_chunk_id, raw_line, raw_record_id)) AS n FROM market_quotes")[0]
+    assert raw.lines + records == len(stored) and overlaps[0].n == 0
+    assert lineage.n == len(stored)
     assert stack.sql("SELECT cursor->>'offset' AS offset FROM checkpoints")[0].offset == str(path.stat().st_size)
     counted = stack.sql("SELECT sum(inserted) AS inserted, sum(rejected) AS rejected FROM run_sources")[0]
     assert (counted.inserted, counted.rejected) == (len(stored), 0)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 
 from kasparro.db import db
-from kasparro.models import MarketQuote, RawBatch, RawRecord, SourceRun
+from kasparro.models import MarketQuote, RawChunk, RawRecord, SourceRun
 from tests.pipeline.helpers import HEADER, csv_spec, declare
 from tests.pipeline.inprocess import Stages, law_holds, run_in_process
 
@@ -41,8 +41,8 @@ def reasons(client: FlaskClient) -> dict[str, str]:
     return {r["position"]: r["reason"]["_schema"][0] for r in body["data"]}
 
 
-def test_a_line_repeated_in_one_batch_is_stored_once_and_counted(app: Flask, sources_file: Path,
-                                                                 tmp_path: Path) -> None:
+def test_a_line_repeated_in_one_chunk_is_kept_as_received_and_loaded_once(app: Flask, sources_file: Path,
+                                                                          tmp_path: Path) -> None:
     path = write(tmp_path / "daily.csv", f"{BTC}\n{BTC}\n{ETH}\n")
 
     source_run = run_file(app, sources_file, path)
@@ -50,21 +50,24 @@ def test_a_line_repeated_in_one_batch_is_stored_once_and_counted(app: Flask, sou
     assert source_run.status == "success"
     assert counts(source_run) == {"extracted": 3, "loaded": 2, "rejected": 0, "duplicates": 1, "skipped": 0}
     with app.app_context():
-        assert db.session.execute(select(func.count()).select_from(RawRecord)).scalar_one() == 2
+        (chunk,) = db.session.execute(select(RawChunk)).scalars().all()
+        assert (chunk.records, chunk.repeats, chunk.data) == (3, [3], f"{BTC}\n{BTC}\n{ETH}\n".encode())
+        assert db.session.execute(select(MarketQuote.raw_line).where(MarketQuote.price_usd == 5296.23)
+                                  ).scalar_one() == 2
 
 
-def test_a_line_repeated_in_a_later_batch_stays_in_its_first_batch(app: Flask, sources_file: Path,
-                                                                   tmp_path: Path) -> None:
+def test_a_line_repeated_in_a_later_chunk_changes_nothing_and_is_skipped(app: Flask, sources_file: Path,
+                                                                        tmp_path: Path) -> None:
     path = write(tmp_path / "daily.csv", f"{BTC}\n{ETH}\n{BTC}\n{XRP}\n")
 
     source_run = run_file(app, sources_file, path, batch_size=2)
 
-    assert counts(source_run) == {"extracted": 4, "loaded": 3, "rejected": 0, "duplicates": 1, "skipped": 0}
+    assert counts(source_run) == {"extracted": 4, "loaded": 3, "rejected": 0, "duplicates": 0, "skipped": 1}
     with app.app_context():
-        (seq, position), = db.session.execute(
-            select(RawBatch.seq, RawRecord.position).join(RawBatch, RawBatch.id == RawRecord.batch_id)
-            .where(RawRecord.payload["currency"].astext == "bitcoin")).all()
-    assert (seq, position) == (1, "daily.csv:2")
+        (first_chunk, line), = db.session.execute(
+            select(RawChunk.first_line, MarketQuote.raw_line).join(RawChunk, RawChunk.id == MarketQuote.raw_chunk_id)
+            .where(MarketQuote.price_usd == 5296.23)).all()
+    assert (first_chunk, line) == (2, 2)  # the lineage stays with the line that first loaded it
 
 
 def test_records_of_an_earlier_failed_run_are_taken_over_not_counted_twice(app: Flask, sources_file: Path,
@@ -83,15 +86,28 @@ def test_records_of_an_earlier_failed_run_are_taken_over_not_counted_twice(app: 
     assert counts(again) == {"extracted": 3, "loaded": 3, "rejected": 0, "duplicates": 0, "skipped": 0}
 
 
-def test_a_rerun_over_a_replaced_file_counts_old_rows_as_duplicates(app: Flask, sources_file: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_rerun_over_a_replaced_file_loads_the_new_row_and_skips_the_old(app: Flask, sources_file: Path,
+                                                                         tmp_path: Path) -> None:
     path = write(tmp_path / "daily.csv", f"{BTC}\n{ETH}\n")
     run_file(app, sources_file, path)
     write(path, f"{XRP}\n{BTC}\n{ETH}\n")
 
     again = run_file(app, sources_file, path)
 
-    assert counts(again) == {"extracted": 3, "loaded": 1, "rejected": 0, "duplicates": 2, "skipped": 0}
+    assert counts(again) == {"extracted": 3, "loaded": 1, "rejected": 0, "duplicates": 0, "skipped": 2}
+
+
+def test_a_chunk_received_again_after_a_lost_checkpoint_is_all_duplicates(app: Flask, sources_file: Path,
+                                                                          tmp_path: Path) -> None:
+    path = write(tmp_path / "daily.csv", f"{BTC}\n{ETH}\n")
+    run_file(app, sources_file, path)
+    with app.app_context():  # a restored database, say: the file is read from its start again
+        db.session.execute(text("DELETE FROM checkpoints"))
+        db.session.commit()
+
+    again = run_file(app, sources_file, path)
+
+    assert counts(again) == {"extracted": 2, "loaded": 0, "rejected": 0, "duplicates": 2, "skipped": 0}
 
 
 def test_a_row_superseded_in_its_batch_or_unchanged_is_skipped(app: Flask, sources_file: Path,

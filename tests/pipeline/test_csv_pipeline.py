@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from kasparro.db import db
-from kasparro.models import Checkpoint, MarketQuote, RawRecord, RejectedRecord
+from kasparro.models import Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -36,10 +36,12 @@ def test_a_run_loads_every_valid_row_and_keeps_raw_lineage(app: Flask, sources_f
     assert (source_run.extracted, source_run.inserted, source_run.rejected) == (4, 4, 0)
     with app.app_context():
         quote = db.session.execute(select(MarketQuote).where(MarketQuote.price_usd == 5296.23)).scalar_one()
-        raw = db.session.get(RawRecord, quote.raw_record_id)
-        assert raw.payload == {"currency": "bitcoin", "date": "2019-04-20", "close": "5296.23",
-                               "volume": "13893183515", "market_cap": "93510546402"}
-        assert quote.asset.slug == "bitcoin"
+        raw = db.session.get(RawChunk, quote.raw_chunk_id)
+        # The raw layer is the file's bytes: the quote's line, under the header it was read with.
+        assert raw.header.decode() == HEADER and quote.raw_line == 2 and raw.first_line == 2
+        assert raw.data.decode().splitlines()[quote.raw_line - raw.first_line] == \
+            "bitcoin,2019-04-20,5296.23,13893183515,93510546402"
+        assert quote.raw_record_id is None and quote.asset.slug == "bitcoin"
 
 
 def test_running_again_over_unchanged_files_changes_nothing(app: Flask, sources_file: Path, tmp_path: Path) -> None:
@@ -77,7 +79,8 @@ def test_a_replaced_file_is_reread_without_duplicating_quotes(app: Flask, source
     run = run_now(app)
 
     (source_run,) = run.source_runs
-    assert (source_run.extracted, source_run.inserted, source_run.duplicates, source_run.skipped) == (5, 1, 4, 0)
+    # A new first line makes a new raw chunk: the four old rows are read again and change nothing.
+    assert (source_run.extracted, source_run.inserted, source_run.duplicates, source_run.skipped) == (5, 1, 0, 4)
     assert quote_count(app) == 5
 
 

@@ -1,6 +1,7 @@
 """The fast snapshot (fields read as columns) says exactly what the record-by-record one said."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,7 +22,8 @@ def reference_flat(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def reference_observe(records: Iterable[Mapping[str, Any]]) -> drift.Snapshot:
-    """The observe of before the fast path, kept verbatim as the oracle."""
+    """The observe of before the fast path, kept as the oracle, with its two later rules: a value that is
+    not finite ("inf" read from text) bounds no range, and -0.0 is the bound 0.0."""
     snapshot: drift.Snapshot = {}
     for record in records:
         for name, value in record.items():
@@ -29,7 +31,8 @@ def reference_observe(records: Iterable[Mapping[str, Any]]) -> drift.Snapshot:
             kind = drift.json_type(value)
             stats["types"][kind] = stats["types"].get(kind, 0) + 1
             number = drift._number(value)
-            if number is not None:
+            if number is not None and math.isfinite(number):
+                number += 0.0
                 stats["min"] = number if stats["min"] is None else min(stats["min"], number)
                 stats["max"] = number if stats["max"] is None else max(stats["max"], number)
     return snapshot

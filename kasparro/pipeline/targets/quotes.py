@@ -12,8 +12,11 @@ from kasparro.pipeline.pgcopy import copy_rows
 from kasparro.pipeline.targets import Target, Valid
 from kasparro.pipeline.validation import load_quote
 
-STAGE_COLUMNS = ("raw_record_id", "batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd",
-                 "market_cap_usd", "volume_24h_usd", "percent_change_24h")
+QUOTE_COLUMNS = ("batch_id", "run_id", "source", "asset_id", "observed_at", "price_usd", "market_cap_usd",
+                 "volume_24h_usd", "percent_change_24h")
+STAGE_COLUMNS = ("raw_record_id", *QUOTE_COLUMNS)
+# A quote read from a raw chunk (pipeline/chunks.py) traces back to the chunk and its line instead.
+CHUNK_STAGE_COLUMNS = ("raw_chunk_id", "raw_line", *QUOTE_COLUMNS)
 
 # DISTINCT ON: one row per key even if a batch repeats it (ON CONFLICT may touch
 # a row once per statement). The WHERE keeps identical re-loads from rewriting rows.
@@ -22,17 +25,19 @@ _UPSERT = text(
     WITH staged AS (
         SELECT DISTINCT ON (asset_id, observed_at) *
         FROM quote_stage WHERE batch_id = :batch_id
-        ORDER BY asset_id, observed_at, raw_record_id DESC
+        ORDER BY asset_id, observed_at, raw_line DESC, raw_record_id DESC
     ), written AS (
         INSERT INTO market_quotes AS q (asset_id, source, observed_at, price_usd, market_cap_usd,
-                                        volume_24h_usd, percent_change_24h, raw_record_id, run_id)
+                                        volume_24h_usd, percent_change_24h, raw_record_id, raw_chunk_id,
+                                        raw_line, run_id)
         SELECT asset_id, source, observed_at, price_usd, market_cap_usd, volume_24h_usd,
-               percent_change_24h, raw_record_id, run_id
+               percent_change_24h, raw_record_id, raw_chunk_id, raw_line, run_id
         FROM staged
         ON CONFLICT (source, asset_id, observed_at) DO UPDATE SET
             price_usd = EXCLUDED.price_usd, market_cap_usd = EXCLUDED.market_cap_usd,
             volume_24h_usd = EXCLUDED.volume_24h_usd, percent_change_24h = EXCLUDED.percent_change_24h,
-            raw_record_id = EXCLUDED.raw_record_id, run_id = EXCLUDED.run_id, updated_at = now()
+            raw_record_id = EXCLUDED.raw_record_id, raw_chunk_id = EXCLUDED.raw_chunk_id,
+            raw_line = EXCLUDED.raw_line, run_id = EXCLUDED.run_id, updated_at = now()
         WHERE (q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h)
               IS DISTINCT FROM (EXCLUDED.price_usd, EXCLUDED.market_cap_usd,
                                 EXCLUDED.volume_24h_usd, EXCLUDED.percent_change_24h)
@@ -47,13 +52,17 @@ _UPSERT = text(
 
 
 def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
-          overrides: Mapping[tuple[str, str], str], quotes: Valid) -> None:
-    """Resolve each quote's canonical asset and stage the quotes of a batch."""
+          overrides: Mapping[tuple[str, str], str], quotes: Valid, chunk_id: int | None = None) -> None:
+    """Resolve each quote's canonical asset and stage the quotes of a batch.
+
+    Each quote's id is its raw record's, or with `chunk_id` its line in that raw chunk.
+    """
     refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
             for _, q in quotes}
     assets = identity.resolve(session, source_run.source, kind, refs, overrides)
-    copy_rows(session, "quote_stage", STAGE_COLUMNS, (
-        (rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]],
+    lineage: tuple[int, ...] = () if chunk_id is None else (chunk_id,)
+    copy_rows(session, "quote_stage", STAGE_COLUMNS if chunk_id is None else CHUNK_STAGE_COLUMNS, (
+        (*lineage, rid, batch.id, source_run.run_id, source_run.source, assets[q["source_asset_id"]],
          q["observed_at"].isoformat(), q["price_usd"], q["market_cap_usd"], q["volume_24h_usd"],
          q["percent_change_24h"])
         for rid, q in quotes

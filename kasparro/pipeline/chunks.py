@@ -1,0 +1,260 @@
+"""Keep a file's plain stretches as raw chunks, and let PostgreSQL parse, type and check them.
+
+For a file, the raw layer is the bytes: each batch of lines is one `raw_chunks` row (the header line
+and the lines exactly as read, with their sha256, once per source), and a quote's lineage is the
+chunk and its line. Nothing is built per row in Python.
+
+extract: `store_chunk` keeps the chunk and points a raw batch at it. A chunk received before is
+counted as duplicate lines and not transformed again, unless only a failed run ever received it.
+
+transform: `transform_chunk` COPYs the chunk into a TEMP table with PostgreSQL's CSV parser,
+casts and checks every row in one statement (`chunk_sql`), resolves the coins it has not seen, and
+stages the quotes with their lineage for load, as any batch. That fast path decides the chunk only
+if PostgreSQL read as many rows as the chunk has lines and every row passed. Otherwise, or if a
+cast raised, everything it did is rolled back to a savepoint and the chunk is read the careful
+way: line by line by the CSV source itself, validated in Python, with each reject worded and kept
+as a raw record of its line (so /rejects and replay see it like any other).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg2
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from kasparro.models import RawBatch, RawChunk, SourceRun
+from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, runs
+from kasparro.pipeline.records import validate_checked
+from kasparro.pipeline.targets import quotes
+from kasparro.sources.base import UNREADABLE, Chunk
+
+_INSERT_CHUNK = text(
+    """
+    INSERT INTO raw_chunks (source, run_id, file, header, data, first_line, byte_start, byte_end, records, repeats,
+                            sha256)
+    VALUES (:source, :run_id, :file, :header, :data, :first_line, :byte_start, :byte_end, :records, :repeats, :sha)
+    ON CONFLICT (source, sha256) DO NOTHING
+    RETURNING id
+    """
+)
+# A chunk received again is new work only if no batch loaded it and this run has not received it. A
+# statement of its own: after ON CONFLICT waited out another transaction's insert, only a new statement's
+# snapshot sees that row.
+_KNOWN_CHUNK = text(
+    """
+    SELECT c.id, NOT EXISTS (SELECT 1 FROM raw_batches b WHERE b.chunk_id = c.id
+                             AND (b.state = 'loaded' OR b.run_source_id = :run_source_id))
+    FROM raw_chunks c WHERE c.source = :source AND c.sha256 = :sha
+    """
+)
+
+
+def store_chunk(session: Session, source_run: SourceRun, seq: int, chunk: Chunk) -> RawBatch:
+    """Keep a chunk (once per source) and record the raw batch that stands for it."""
+    durability.defer_flush(session)
+    # The header is part of what the lines mean, so it is part of what makes a chunk the same.
+    digest = hashlib.sha256(chunk.header + b"\n" + chunk.data).digest()
+    chunk_id = session.execute(_INSERT_CHUNK, {
+        "source": source_run.source, "run_id": source_run.run_id, "file": chunk.file, "header": chunk.header,
+        "data": chunk.data, "first_line": chunk.first_line, "byte_start": chunk.byte_start,
+        "byte_end": chunk.byte_end, "records": chunk.records, "repeats": chunk.repeats, "sha": digest,
+    }).scalar()
+    fresh = True
+    if chunk_id is None:
+        chunk_id, fresh = session.execute(_KNOWN_CHUNK, {"source": source_run.source, "sha": digest,
+                                                         "run_source_id": source_run.id}).one()
+    new = chunk.records - len(chunk.repeats) if fresh else 0
+    batch = RawBatch(run_source_id=source_run.id, source=source_run.source, seq=seq, cursor_after=chunk.cursor,
+                     received=chunk.records, new_records=new, chunk_id=chunk_id)
+    session.add(batch)
+    session.flush()
+    runs.add_counts(session, source_run, chunk.progress, extracted=chunk.records, duplicates=chunk.records - new)
+    return batch
+
+
+class _Doubtful(Exception):
+    """The fast path did not keep every line of a chunk: read it the careful way."""
+
+
+def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
+                    overrides: Mapping[tuple[str, str], str]) -> bool:
+    """Stage a chunk batch's quotes with lineage (chunk, line) and keep its rejects; False if already done."""
+    session.refresh(batch, with_for_update=True)
+    if batch.state != "extracted":
+        return False
+    durability.defer_flush(session)
+    restage = batch.staged is not None
+    if batch.new_records:
+        chunk = session.get(RawChunk, batch.chunk_id)
+        assert chunk is not None
+        # The same chunk may still be staged by a run that never loaded it.
+        session.execute(text("DELETE FROM quote_stage WHERE batch_id IN"
+                             " (SELECT id FROM raw_batches WHERE chunk_id = :chunk AND id <> :batch)"),
+                        {"chunk": chunk.id, "batch": batch.id})
+        header = source.header_names(chunk.header)
+        plan = chunk_sql.plan(header, source.columns, source.date_format, source.delimiter)
+        rejected = None
+        if plan is not None:
+            rejected = _fast(session, batch, source_run, source, kind, overrides, chunk, header, plan, restage)
+        if rejected is None:
+            rejected = _careful(session, batch, source_run, source, kind, overrides, chunk, restage)
+        if not restage:
+            runs.add_counts(session, source_run, rejected=rejected)
+    batch.state, batch.staged = "transformed", durability.staged_rows(session, "quote_stage", batch.id)
+    return True
+
+
+def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
+          overrides: Mapping[tuple[str, str], str], chunk: RawChunk, header: list[str], plan: chunk_sql.Plan,
+          restage: bool) -> int | None:
+    """Stage the chunk set-based; None (with nothing done) if PostgreSQL read it otherwise or a row is doubtful."""
+    ranges = _parse_and_type(session, chunk, plan)
+    if ranges is None:
+        return None
+    shape = drift_log.check_snapshot(session, batch, source_run, source, _snapshot(header, chunk.records, ranges, plan),
+                                     chunk.records, restage)
+    if shape.found and shape.policy.mode == "freeze":
+        drift_log.record(session, batch, source_run, shape, set())
+        raise drift_log.frozen_error(shape)
+    if not restage:
+        drift_log.record(session, batch, source_run, shape, set())
+    _resolve_new_coins(session, source_run.source, kind, overrides)
+    staged = session.execute(_STAGE, {"chunk": chunk.id, "batch": batch.id, "run": source_run.run_id,
+                                      "source": source_run.source}).rowcount
+    if staged != chunk.records - len(chunk.repeats):  # identity resolved every coin just above
+        raise RuntimeError(f"chunk {chunk.id}: staged {staged} of {chunk.records} typed rows")
+    if source_run.run.trigger == "reprocess":
+        _forget_rejects(session, chunk.id, None)
+    return 0
+
+
+def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> tuple[Any, ...] | None:
+    """COPY the chunk and type its rows into TEMP tables; None, with both undone, unless every line passed."""
+    try:
+        with session.begin_nested():
+            cursor = session.connection().connection.cursor()
+            try:
+                cursor.execute(plan.create_rows)
+                cursor.copy_expert(plan.copy, io.BytesIO(chunk.data))
+                if cursor.rowcount != chunk.records:
+                    raise _Doubtful  # e.g. a line `\.`, which ends COPY's input
+                cursor.execute(plan.create_typed, {"first_line": chunk.first_line})
+                if cursor.rowcount != chunk.records:
+                    raise _Doubtful
+                if chunk.repeats:  # a repeated line is loaded once, as a repeated raw record is
+                    cursor.execute("DELETE FROM chunk_typed WHERE line = ANY(%(lines)s)", {"lines": chunk.repeats})
+                cursor.execute(_RANGES)
+                return tuple(cursor.fetchone())
+            finally:
+                cursor.close()
+    except (_Doubtful, DBAPIError, psycopg2.Error):
+        return None
+
+
+# Per mapped number, its range over the chunk, for the drift snapshot (as drift.observe would see it).
+_RANGES = "SELECT " + ", ".join(f"min({f})::float8, max({f})::float8" for f in chunk_sql.NUMBER_FIELDS) + \
+          " FROM chunk_typed"
+
+_STAGE = text(
+    """
+    INSERT INTO quote_stage (raw_chunk_id, raw_line, batch_id, run_id, source, asset_id, observed_at, price_usd,
+                             market_cap_usd, volume_24h_usd, percent_change_24h)
+    SELECT :chunk, t.line, :batch, :run, :source, a.asset_id, t.observed_at, t.price_usd, t.market_cap_usd,
+           t.volume_24h_usd, t.percent_change_24h
+    FROM chunk_typed t JOIN asset_aliases a ON a.source = :source AND a.source_asset_id = t.sid
+    """
+)
+
+# The coins of the chunk without an alias yet, each with its last line's symbol and name (the
+# careful way keeps the last too); identity.resolve decides them by the usual rules.
+_NEW_COINS = text(
+    """
+    SELECT DISTINCT ON (sid) sid, symbol, name FROM chunk_typed t
+    WHERE NOT EXISTS (SELECT 1 FROM asset_aliases a WHERE a.source = :source AND a.source_asset_id = t.sid)
+    ORDER BY sid, line DESC
+    """
+)
+
+
+def _resolve_new_coins(session: Session, source: str, kind: str, overrides: Mapping[tuple[str, str], str]) -> None:
+    refs = {sid: identity.CoinRef(sid, symbol, name)
+            for sid, symbol, name in session.execute(_NEW_COINS, {"source": source})}
+    if refs:
+        identity.resolve(session, source, kind, refs, overrides)
+
+
+def _snapshot(header: list[str], rows: int, ranges: tuple[Any, ...], plan: chunk_sql.Plan) -> drift.Snapshot:
+    """The drift snapshot of a chunk that parsed whole: every column is text in every row.
+
+    Ranges are kept for the mapped numbers (the only ranges a rename is judged by), not for other columns.
+    """
+    mapped = dict(zip(chunk_sql.NUMBER_FIELDS, zip(ranges[::2], ranges[1::2])))
+    snapshot: drift.Snapshot = {}
+    for name in header:
+        if name.startswith("_"):
+            continue
+        field = plan.numbers.get(name)
+        low, high = mapped[field] if field else (None, None)
+        snapshot[name] = {"types": {"string": rows}, "min": low, "max": high}
+    return snapshot
+
+
+def _careful(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
+             overrides: Mapping[tuple[str, str], str], chunk: RawChunk, restage: bool) -> int:
+    """Read the chunk line by line in Python, as a page of records would be; return the rejects."""
+    repeats = set(chunk.repeats)
+    lines = [(line, item) for line, item in source.chunk_items(chunk.header, chunk.data, chunk.first_line,
+                                                                chunk.byte_start) if line not in repeats]
+    records = [(line, item.payload if item.error is None else {**item.payload, UNREADABLE: item.error})
+               for line, item in lines]
+    outcome = validate_checked(session, batch, source_run, source, records, restage)
+    quotes.stage(session, batch, source_run, kind, overrides, outcome.quotes, chunk_id=chunk.id)
+    if source_run.run.trigger == "reprocess":
+        _forget_rejects(session, chunk.id, [line for line, _ in outcome.quotes])
+    positions = {line: item for line, item in lines}
+    _keep_rejects(session, batch, source_run, chunk, outcome.rejects, positions)
+    return len(outcome.rejects)
+
+
+def _forget_rejects(session: Session, chunk_id: int, lines: list[int] | None) -> None:
+    """A reprocessed line that is valid now is no longer a reject (`lines` None: every line of the chunk)."""
+    session.execute(text("DELETE FROM rejected_records r USING raw_records rr WHERE rr.id = r.raw_record_id"
+                         " AND rr.chunk_id = :chunk AND (CAST(:lines AS int[]) IS NULL OR rr.line = ANY(:lines))"),
+                    {"chunk": chunk_id, "lines": lines})
+
+
+# A rejected line becomes a raw record of its own (kept once per content, like any record).
+_KEEP_LINE = text(
+    """
+    INSERT INTO raw_records (source, run_id, batch_id, position, payload, content_hash, chunk_id, line)
+    VALUES (:source, :run_id, :batch_id, :position, CAST(:payload AS jsonb), :hash, :chunk, :line)
+    ON CONFLICT (source, content_hash) DO UPDATE SET chunk_id = coalesce(raw_records.chunk_id, EXCLUDED.chunk_id)
+    RETURNING id
+    """
+)
+
+
+def _keep_rejects(session: Session, batch: RawBatch, source_run: SourceRun, chunk: RawChunk,
+                  rejects: list[tuple[int, dict[str, Any]]], items: Mapping[int, Any]) -> None:
+    from kasparro.pipeline.extract import content_hash, payload_json  # extract imports this module
+
+    replay_again = "run_id = EXCLUDED.run_id, reason = EXCLUDED.reason"
+    for line, reason in rejects:
+        item = items[line]
+        received = payload_json(item.payload)
+        stored = received if item.error is None else payload_json({**item.payload, UNREADABLE: item.error})
+        record_id = session.execute(_KEEP_LINE, {
+            "source": source_run.source, "run_id": source_run.run_id, "batch_id": batch.id,
+            "position": item.position, "payload": stored, "hash": content_hash(received), "chunk": chunk.id,
+            "line": line}).scalar_one()
+        session.execute(text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
+                             " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
+                             f" ON CONFLICT (raw_record_id) DO UPDATE SET {replay_again}"),
+                        {"rid": record_id, "run_id": source_run.run_id, "source": source_run.source,
+                         "reason": json.dumps(reason)})

@@ -1,0 +1,139 @@
+"""A CSV file's raw layer as chunks, end to end on a real worker: lineage, rejects, repeats, reprocess, the API."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, text
+
+from kasparro.db import db
+from kasparro.models import MarketQuote, RawChunk, RawRecord, RejectedRecord
+from kasparro.tasks import enqueue_reprocess
+from tests.conftest import wait_for_run
+from tests.pipeline.helpers import HEADER, csv_spec, declare, run_now
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+# 12 lines in batches of 4 (`batch_size`): chunk 1 is plain and valid (PostgreSQL decides it),
+# chunk 2 holds a bad price (read again line by line, one reject), lines 10-11 are quoted (read as records).
+LINES = [
+    "bitcoin,2019-04-20,5296.23,13893183515,93510546402",
+    "ethereum,2019-04-20,174.26,6159014000,18409744213",
+    "ripple,2019-04-20,0.33,1000,2000",
+    "bitcoin,2019-04-21,5300.1,1,2",
+    "ethereum,2019-04-21,n/a,1,2",
+    "ripple,2019-04-21,0.34,1000,2000",
+    "bitcoin,2019-04-22,5310,1,2",
+    "ethereum,2019-04-22,175,1,2",
+    '"ripple",2019-04-22,0.35,1000,2000',
+    '"bitcoin",2019-04-23,5320,1,2',
+    "ethereum,2019-04-23,176,1,2",
+    "ripple,2019-04-23,0.36,1000,2000",
+]
+
+
+def _file(tmp_path: Path, lines: list[str] = LINES) -> Path:
+    path = tmp_path / "daily.csv"
+    path.write_text(HEADER + "".join(line + "\n" for line in lines))
+    return path
+
+
+def test_every_valid_line_loads_once_and_leads_back_to_the_bytes_received(app: Flask, sources_file: Path,
+                                                                          tmp_path: Path,
+                                                                          client: FlaskClient) -> None:
+    path = _file(tmp_path)
+    declare(sources_file, {"daily": csv_spec(path, batch_size=4)})
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert run.status == "partial"
+    assert (source_run.extracted, source_run.inserted, source_run.rejected) == (12, 11, 1)
+    with app.app_context():
+        chunks = db.session.execute(select(RawChunk).order_by(RawChunk.first_line)).scalars().all()
+        assert [(c.first_line, c.records) for c in chunks] == [(2, 4), (6, 4)]  # lines 10-13 hold quotes
+        assert db.session.execute(select(func.count()).select_from(RawRecord).where(RawRecord.chunk_id.is_(None))
+                                  ).scalar_one() == 4  # the quoted stretch, read record by record
+        lineage = db.session.execute(select(MarketQuote.raw_chunk_id, MarketQuote.raw_line)
+                                     .where(MarketQuote.raw_chunk_id.is_not(None))).all()
+    file_lines = path.read_text().splitlines()
+    assert len(lineage) == 7
+    for chunk_id, line in lineage:
+        shown = client.get(f"/raw/chunks/{chunk_id}/lines/{line}").get_json()["data"]
+        assert shown["text"] == file_lines[line - 1] and shown["header"] == HEADER.strip()
+    rejects = client.get("/rejects").get_json()["data"]
+    assert [(r["position"], r["payload"]["close"], list(r["reason"])) for r in rejects] == \
+        [("daily.csv:6", "n/a", ["price_usd"])]
+    quote = client.get("/data?asset=bitcoin&sort=observed_at").get_json()["data"][0]
+    assert (quote["raw_record_id"], quote["raw_line"]) == (None, 2) and quote["raw_chunk_id"] == chunks[0].id
+
+
+def test_a_raw_line_outside_its_chunk_is_a_json_404(app: Flask, sources_file: Path, tmp_path: Path,
+                                                    client: FlaskClient) -> None:
+    declare(sources_file, {"daily": csv_spec(_file(tmp_path, LINES[:4]), batch_size=4)})
+    run_now(app)
+    with app.app_context():
+        chunk_id = db.session.execute(select(RawChunk.id)).scalar_one()
+
+    beyond = client.get(f"/raw/chunks/{chunk_id}/lines/6")
+    unknown = client.get(f"/raw/chunks/{chunk_id + 1}/lines/2")
+
+    assert beyond.status_code == unknown.status_code == 404
+    assert "holds lines 2 to 5, not 6" in beyond.get_json()["error"]["message"]
+
+
+def test_a_replaced_file_with_the_same_lines_loads_nothing_again(app: Flask, sources_file: Path,
+                                                                 tmp_path: Path) -> None:
+    path = _file(tmp_path, LINES[:8])
+    declare(sources_file, {"daily": csv_spec(path, batch_size=4)})
+    run_now(app)
+    with app.app_context():  # as if the file had been replaced: the next run reads it from the start
+        db.session.execute(text("UPDATE checkpoints SET cursor = '{}'"))
+        db.session.commit()
+
+    again = run_now(app)
+
+    (source_run,) = again.source_runs
+    assert (source_run.extracted, source_run.duplicates, source_run.inserted, source_run.updated) == (8, 8, 0, 0)
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(RawChunk)).scalar_one() == 2
+
+
+def test_reprocessing_chunks_after_a_mapping_fix_updates_the_rows_once(app: Flask, sources_file: Path,
+                                                                       tmp_path: Path) -> None:
+    path = _file(tmp_path, LINES[:4])
+    swapped = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close",
+               "volume_24h_usd": "market_cap", "market_cap_usd": "volume"}
+    declare(sources_file, {"daily": csv_spec(path, columns=swapped, batch_size=4)})
+    run_now(app)
+    declare(sources_file, {"daily": csv_spec(path, batch_size=4)})
+
+    outcomes = []
+    for _ in range(2):
+        with app.app_context():
+            run_id = enqueue_reprocess("daily").run.id
+        (source_run,) = wait_for_run(app, run_id, 60).source_runs
+        outcomes.append((source_run.extracted, source_run.updated, source_run.inserted, source_run.skipped))
+
+    assert outcomes == [(4, 4, 0, 0), (4, 0, 0, 4)]
+    with app.app_context():
+        btc = db.session.execute(select(MarketQuote).where(MarketQuote.price_usd == 5296.23)).scalar_one()
+        assert (btc.market_cap_usd, btc.volume_24h_usd) == (93510546402, 13893183515)
+
+
+def test_reprocess_clears_a_reject_the_fix_makes_valid(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = _file(tmp_path, ["bitcoin,20/04/2019,5296.23,1,2", "ethereum,21/04/2019,174.26,1,2"])
+    declare(sources_file, {"daily": csv_spec(path, batch_size=4)})
+    first = run_now(app)
+    assert first.source_runs[0].rejected == 2
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=4)})
+
+    with app.app_context():
+        run_id = enqueue_reprocess("daily").run.id
+    (source_run,) = wait_for_run(app, run_id, 60).source_runs
+
+    assert (source_run.inserted, source_run.rejected) == (2, 0)
+    with app.app_context():
+        assert db.session.execute(select(func.count()).select_from(RejectedRecord)).scalar_one() == 0

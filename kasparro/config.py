@@ -115,6 +115,8 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         # No default: an unset key means the protected endpoints refuse everyone.
         "API_KEY": get("API_KEY") or None,
         "READS_REQUIRE_KEY": parse_bool("READS_REQUIRE_KEY", get("READS_REQUIRE_KEY", "false")),
+        # A raw chunk next in order is upserted by its transform (no staging write); false: always stage.
+        "LOAD_IN_TRANSFORM": parse_bool("LOAD_IN_TRANSFORM", get("LOAD_IN_TRANSFORM", "true")),
         "ETL_INTERVAL_SECONDS": parse_int("ETL_INTERVAL_SECONDS", get("ETL_INTERVAL_SECONDS", "300"), 5),
         "ETL_RUN_ON_START": parse_bool("ETL_RUN_ON_START", get("ETL_RUN_ON_START", "true")),
         "SOURCES_FILE": get("SOURCES_FILE", str(PROJECT_ROOT / "sources.toml")),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kasparro.pipeline.validation import MAX_PRICE, MAX_TOTAL
+from kasparro.pipeline.validation import EARLIEST, MAX_PRICE, MAX_TOTAL
 
 # Shapes a cell must have to be cast here; anything else goes the careful way.
 # What datetime.fromisoformat reads the same way PostgreSQL does: no hour 24, no leap second,
@@ -78,7 +78,8 @@ def plan(header: Sequence[str], columns: Mapping[str, str], date_format: str | N
     else:
         typed.append(f"CASE WHEN observed_at ~ '{_ISO_NAIVE}' THEN observed_at::timestamp AT TIME ZONE 'UTC'"
                      f" WHEN observed_at ~ '{_ISO_OFFSET}' THEN observed_at::timestamptz END AS observed_at")
-    checks.append("observed_at >= '2009-01-03 00:00+00' AND observed_at <= now() + interval '1 day'")
+    # `latest` is now + validation.FUTURE_TOLERANCE, passed in: a constant, not an expression per row.
+    checks.append(f"observed_at >= '{EARLIEST.isoformat()}' AND observed_at <= %(latest)s")
     for field, low, high in _NUMBERS:
         if field not in columns:
             typed.append(f"NULL::numeric AS {field}")

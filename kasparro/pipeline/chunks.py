@@ -8,9 +8,11 @@ extract: `store_chunk` keeps the chunk and points a raw batch at it. A chunk rec
 counted as duplicate lines and not transformed again, unless only a failed run ever received it.
 
 transform: `transform_chunk` COPYs the chunk into a TEMP table with PostgreSQL's CSV parser,
-casts and checks every row in one statement (`chunk_sql`), resolves the coins it has not seen, and
-stages the quotes with their lineage for load, as any batch. That fast path decides the chunk only
-if PostgreSQL read as many rows as the chunk has lines and every row passed. Otherwise, or if a
+casts and checks every row in one statement (`chunk_sql`), and resolves the coins it has not seen.
+If the batch before it has loaded, it then loads the rows straight from the TEMP table, moving the
+checkpoint in the same transaction (load's own bookkeeping, `load.mark_loaded`); otherwise it stages
+them with their lineage for load, as any batch, so batches still load in order. That fast path
+decides the chunk only if PostgreSQL read as many rows as the chunk has lines and every row passed. Otherwise, or if a
 cast raised, everything it did is rolled back to a savepoint and the chunk is read the careful
 way: line by line by the CSV source itself, validated in Python, with each reject worded and kept
 as a raw record of its line (so /rejects and replay see it like any other).
@@ -21,6 +23,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -29,9 +32,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawChunk, SourceRun
-from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, runs
+from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, load, runs
 from kasparro.pipeline.records import validate_checked
 from kasparro.pipeline.targets import quotes
+from kasparro.pipeline.validation import FUTURE_TOLERANCE
 from kasparro.sources.base import UNREADABLE, Chunk
 
 _INSERT_CHUNK = text(
@@ -83,40 +87,48 @@ class _Doubtful(Exception):
 
 
 def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
-                    overrides: Mapping[tuple[str, str], str]) -> bool:
-    """Stage a chunk batch's quotes with lineage (chunk, line) and keep its rejects; False if already done."""
+                    overrides: Mapping[tuple[str, str], str], load_now: bool = True) -> bool:
+    """Stage a chunk batch's quotes with lineage (chunk, line) and keep its rejects; False if already done.
+
+    When PostgreSQL decides the chunk and the batch before it has loaded, the quotes are loaded
+    at once instead, from the TEMP table, with the checkpoint in the same transaction as ever:
+    staging them only to read them back would cost a write and a read of every row. `load_now` False:
+    stage them anyway (another process is loading this run's batches as they come).
+    """
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False
     durability.defer_flush(session)
     restage = batch.staged is not None
-    if batch.new_records:
-        chunk = session.get(RawChunk, batch.chunk_id)
-        assert chunk is not None
-        # The same chunk may still be staged by a run that never loaded it.
-        session.execute(text("DELETE FROM quote_stage WHERE batch_id IN"
-                             " (SELECT id FROM raw_batches WHERE chunk_id = :chunk AND id <> :batch)"),
-                        {"chunk": chunk.id, "batch": batch.id})
-        header = source.header_names(chunk.header)
-        plan = chunk_sql.plan(header, source.columns, source.date_format, source.delimiter)
-        rejected = None
-        if plan is not None:
-            rejected = _fast(session, batch, source_run, source, kind, overrides, chunk, header, plan, restage)
-        if rejected is None:
-            rejected = _careful(session, batch, source_run, source, kind, overrides, chunk, restage)
-        if not restage:
-            runs.add_counts(session, source_run, rejected=rejected)
+    if not batch.new_records:
+        batch.state, batch.staged = "transformed", 0  # a chunk received before: nothing to load again
+        return True
+    chunk = session.get(RawChunk, batch.chunk_id)
+    assert chunk is not None
+    # The same chunk may still be staged by a run that never loaded it.
+    session.execute(text("DELETE FROM quote_stage WHERE batch_id IN"
+                         " (SELECT id FROM raw_batches WHERE chunk_id = :chunk AND id <> :batch)"),
+                    {"chunk": chunk.id, "batch": batch.id})
+    header = source.header_names(chunk.header)
+    plan = chunk_sql.plan(header, source.columns, source.date_format, source.delimiter)
+    ranges = _parse_and_type(session, chunk, plan) if plan is not None else None
+    if plan is not None and ranges is not None:
+        _fast(session, batch, source_run, source, kind, overrides, chunk, header, plan, ranges, restage, load_now)
+        if batch.state == "loaded":
+            return True
+        rejected = 0
+    else:
+        rejected = _careful(session, batch, source_run, source, kind, overrides, chunk, restage)
+    if not restage:
+        runs.add_counts(session, source_run, rejected=rejected)
     batch.state, batch.staged = "transformed", durability.staged_rows(session, "quote_stage", batch.id)
     return True
 
 
 def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
           overrides: Mapping[tuple[str, str], str], chunk: RawChunk, header: list[str], plan: chunk_sql.Plan,
-          restage: bool) -> int | None:
-    """Stage the chunk set-based; None (with nothing done) if PostgreSQL read it otherwise or a row is doubtful."""
-    ranges = _parse_and_type(session, chunk, plan)
-    if ranges is None:
-        return None
+          ranges: tuple[Any, ...], restage: bool, load_now: bool) -> None:
+    """Record the chunk's shape, resolve its new coins, then load its rows now if it is next, else stage them."""
     shape = drift_log.check_snapshot(session, batch, source_run, source, _snapshot(header, chunk.records, ranges, plan),
                                      chunk.records, restage)
     if shape.found and shape.policy.mode == "freeze":
@@ -125,13 +137,22 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
     if not restage:
         drift_log.record(session, batch, source_run, shape, set())
     _resolve_new_coins(session, source_run.source, kind, overrides)
-    staged = session.execute(_STAGE, {"chunk": chunk.id, "batch": batch.id, "run": source_run.run_id,
-                                      "source": source_run.source}).rowcount
-    if staged != chunk.records - len(chunk.repeats):  # identity resolved every coin just above
-        raise RuntimeError(f"chunk {chunk.id}: staged {staged} of {chunk.records} typed rows")
     if source_run.run.trigger == "reprocess":
         _forget_rejects(session, chunk.id, None)
-    return 0
+    rows = chunk.records - len(chunk.repeats)
+    if load_now and not restage and load.predecessor_loaded(session, batch):
+        inserted, updated, typed = quotes.load_chunk(session, chunk.id, source_run.source, source_run.run_id)
+        _check_count(chunk, typed, rows)
+        load.mark_loaded(session, batch, source_run, inserted, updated, typed)
+        return
+    staged = session.execute(_STAGE, {"chunk": chunk.id, "batch": batch.id, "run": source_run.run_id,
+                                      "source": source_run.source}).rowcount
+    _check_count(chunk, staged, rows)
+
+
+def _check_count(chunk: RawChunk, found: int, rows: int) -> None:
+    if found != rows:  # identity resolved every coin of the chunk just before
+        raise RuntimeError(f"chunk {chunk.id}: {found} of {rows} typed rows joined their assets")
 
 
 def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> tuple[Any, ...] | None:
@@ -144,7 +165,8 @@ def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> 
                 cursor.copy_expert(plan.copy, io.BytesIO(chunk.data))
                 if cursor.rowcount != chunk.records:
                     raise _Doubtful  # e.g. a line `\.`, which ends COPY's input
-                cursor.execute(plan.create_typed, {"first_line": chunk.first_line})
+                cursor.execute(plan.create_typed, {"first_line": chunk.first_line,
+                                                   "latest": datetime.now(UTC) + FUTURE_TOLERANCE})
                 if cursor.rowcount != chunk.records:
                     raise _Doubtful
                 if chunk.repeats:  # a repeated line is loaded once, as a repeated raw record is

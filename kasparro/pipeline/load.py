@@ -51,18 +51,26 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     if not _stage_intact(session, batch, target.stage_table):
         batch.state = "extracted"  # the stage table is UNLOGGED and a crash empties it: transform the batch again
         return None
-    if not _predecessor_loaded(session, batch):
+    if not predecessor_loaded(session, batch):
         return None
     durability.defer_flush(session)
     inserted, updated, staged = target.load(session, batch.id)
-    trigger = source_run.run.trigger
-    if trigger == "replay":
+    if source_run.run.trigger == "replay":
         session.execute(text(_REPLAYED.format(stage_table=target.stage_table)),
                         {"batch_id": batch.id, "run_id": source_run.run_id})
-    if trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored records: the checkpoint stays
+    session.execute(text(f"DELETE FROM {target.stage_table} WHERE batch_id = :b"), {"b": batch.id})
+    return mark_loaded(session, batch, source_run, inserted, updated, staged)
+
+
+def mark_loaded(session: Session, batch: RawBatch, source_run: SourceRun, inserted: int, updated: int,
+                staged: int) -> LoadResult:
+    """Record that a batch loaded: move the checkpoint to it (unless a repair), its state, the run's counts.
+
+    The caller upserted the batch's rows in this same transaction.
+    """
+    if source_run.run.trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored data: the checkpoint stays
         session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
                                       "run_id": source_run.run_id, "batch_id": batch.id})
-    session.execute(text(f"DELETE FROM {target.stage_table} WHERE batch_id = :b"), {"b": batch.id})
     batch.state = "loaded"
     result = LoadResult(inserted, updated, staged - inserted - updated)
     runs.add_counts(session, source_run, inserted=result.inserted, updated=result.updated,
@@ -70,18 +78,22 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
     return result
 
 
+
 def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
-                 faults: tuple[Fault, ...] = ()) -> int:
-    """Load every transformed batch of a source run in order, one transaction each; return records loaded."""
+                 faults: tuple[Fault, ...] = (), counted: int = 0) -> int:
+    """Load every transformed batch of a source run in order, one transaction each; return records loaded.
+
+    `counted`: records this task loaded in earlier calls, for fault injection's count.
+    """
     records = 0
-    check_fault(faults, source_run.source, "load", records)
+    check_fault(faults, source_run.source, "load", counted)
     for batch in runs.pending_batches(session, source_run, "transformed"):
         lease.take(session, source_run.source, source_run.run_id)
         result = load_batch(session, batch, source_run)
         session.commit()
         if result is not None:
             records += result.inserted + result.updated + result.unchanged
-            check_fault(faults, source_run.source, "load", records)
+            check_fault(faults, source_run.source, "load", counted + records)
     refresh = targets.of_run(source_run).refresh
     if refresh is not None:
         refresh(session, source_run.source)
@@ -99,7 +111,8 @@ def lost_stage(session: Session, source_run: SourceRun) -> bool:
     return any(batch.staged is not None for batch in runs.pending_batches(session, source_run, "extracted"))
 
 
-def _predecessor_loaded(session: Session, batch: RawBatch) -> bool:
+def predecessor_loaded(session: Session, batch: RawBatch) -> bool:
+    """Return whether a batch may load now: the batch before it in its source run has loaded (or there is none)."""
     state = session.execute(
         text("SELECT state FROM raw_batches WHERE run_source_id = :rs AND seq = :seq"),
         {"rs": batch.run_source_id, "seq": batch.seq - 1},

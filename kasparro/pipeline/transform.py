@@ -30,14 +30,14 @@ def batch_records(session: Session, batch: RawBatch) -> list[tuple[int, Mapping[
 
 
 def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, source: Source, kind: str,
-                    overrides: Mapping[tuple[str, str], str]) -> bool:
+                    overrides: Mapping[tuple[str, str], str], load_now: bool = True) -> bool:
     """Stage a batch's valid records for its target and keep its rejects; False if it was already transformed.
 
     The batch's shape is checked for schema drift first (see `drift_log`); under `freeze` a drifted
     batch raises SchemaDriftFrozen with its events recorded and nothing staged.
     """
     if batch.chunk_id is not None:
-        return chunks.transform_chunk(session, batch, source_run, source, kind, overrides)
+        return chunks.transform_chunk(session, batch, source_run, source, kind, overrides, load_now)
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
         return False
@@ -57,26 +57,48 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
 
 def transform_pending(session: Session, source_run: SourceRun, source: Source, kind: str,
                       overrides: Mapping[tuple[str, str], str], lease: leases.Terms,
-                      faults: tuple[Fault, ...] = (), on_batch: Callable[[RawBatch], None] | None = None) -> int:
+                      faults: tuple[Fault, ...] = (), on_batch: Callable[[RawBatch], None] | None = None,
+                      skip_busy: bool = False, stage_all: Callable[[], bool] | None = None) -> int:
     """Transform every extracted batch of a source run, one transaction each; return records transformed.
 
     `on_batch` is called after each batch commits (the tasks use it to start loading meanwhile).
+    `skip_busy`: pass over a batch another process is transforming instead of waiting for it at the end
+    (the overlapping transform does; the chain's own transform waits, so no batch is left behind).
+    `stage_all`, asked before each batch: stage it even if it could load at once (another process loads).
     """
-    records = 0
-    for batch in runs.pending_batches(session, source_run, "extracted"):
-        lease.take(session, source_run.source, source_run.run_id)
-        try:
-            transformed = transform_batch(session, batch, source_run, source, kind, overrides)
-        except SchemaDriftFrozen:
-            session.commit()  # keep the drift events: the source fails, the batch stays unloaded
-            raise
-        if transformed:
-            records += batch.new_records
-        session.commit()
-        check_fault(faults, source_run.source, "transform", records)
-        if transformed and on_batch is not None:
-            on_batch(batch)
+    records = loaded = 0
+    # First the batches no other process is on (SKIP LOCKED); then, unless `skip_busy`, wait for the
+    # rest, so a batch whose transform died with its process is not left behind.
+    for claim in (True, False) if not skip_busy else (True,):
+        for batch in runs.pending_batches(session, source_run, "extracted"):
+            lease.take(session, source_run.source, source_run.run_id)  # commits: claim after it
+            if claim and not _claim(session, batch):
+                continue
+            try:
+                transformed = transform_batch(session, batch, source_run, source, kind, overrides,
+                                              load_now=not (stage_all and stage_all()))
+            except SchemaDriftFrozen:
+                session.commit()  # keep the drift events: the source fails, the batch stays unloaded
+                raise
+            if transformed:
+                records += batch.new_records
+            session.commit()
+            check_fault(faults, source_run.source, "transform", records)
+            if batch.state == "loaded":  # a raw chunk loaded by its transform (see chunks.transform_chunk)
+                loaded += batch.new_records
+                check_fault(faults, source_run.source, "load", loaded)
+            if transformed and on_batch is not None:
+                on_batch(batch)
     return records
+
+
+def _claim(session: Session, batch: RawBatch) -> bool:
+    """Lock a batch still waiting for transform, unless another transaction holds it; whether it is ours."""
+    claimed = session.execute(text("SELECT id FROM raw_batches WHERE id = :id AND state = 'extracted'"
+                                   " FOR UPDATE SKIP LOCKED"), {"id": batch.id}).first()
+    if claimed is None:
+        session.rollback()
+    return claimed is not None
 
 
 def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping[str, Any]]],

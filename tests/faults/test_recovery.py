@@ -104,15 +104,18 @@ def start_mid_run(stack: Stack, **env: str) -> tuple[Worker, int]:
     return worker, run_id
 
 
-@pytest.mark.parametrize(("point", "batch_size", "fault"), [
-    ("mid-extract", "250", "history:extract:1000:exit"),
-    # One batch: the worker dies once it is transformed, before any of it loads.
-    ("between transform and load", "5000", "history:load:0:exit"),
-    ("mid-load", "250", "history:load:1000:exit"),
+@pytest.mark.parametrize(("point", "batch_size", "fault", "load_in_transform"), [
+    ("mid-extract", "250", "history:extract:1000:exit", "true"),
+    # One batch, always staged: the worker dies once it is transformed, before any of it loads.
+    ("between transform and load", "5000", "history:load:0:exit", "false"),
+    # Raw chunks next in order load within their transform: the worker dies after 1,000 rows of that.
+    ("mid-load", "250", "history:load:1000:exit", "true"),
+    ("mid-load from staging", "250", "history:load:1000:exit", "false"),
 ])
 def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(
-        stack: Stack, quotes: Path, point: str, batch_size: str, fault: str) -> None:
-    doomed = stack.start_worker(BATCH_SIZE=batch_size, FAULT_INJECTION=fault, **FAST)
+        stack: Stack, quotes: Path, point: str, batch_size: str, fault: str, load_in_transform: str) -> None:
+    doomed = stack.start_worker(BATCH_SIZE=batch_size, FAULT_INJECTION=fault, LOAD_IN_TRANSFORM=load_in_transform,
+                                **FAST)
     run_id = stack.queue_run()
     wait_dead(doomed)
     interrupted = stack.sql("SELECT status, stage FROM run_sources")[0]
@@ -121,7 +124,7 @@ def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(
     # sooner than that cannot tell a dead holder from a live peer, so it records no interruption.
     time.sleep(float(FAST["WORKER_LIVENESS_TTL_SECONDS"]) + 0.5)
 
-    stack.start_worker(BATCH_SIZE=batch_size, **FAST)
+    stack.start_worker(BATCH_SIZE=batch_size, LOAD_IN_TRANSFORM=load_in_transform, **FAST)
     status = resume_until_done(stack, run_id)
 
     assert "injected fault" in doomed.log()

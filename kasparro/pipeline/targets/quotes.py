@@ -19,12 +19,11 @@ STAGE_COLUMNS = ("raw_record_id", *QUOTE_COLUMNS)
 CHUNK_STAGE_COLUMNS = ("raw_chunk_id", "raw_line", *QUOTE_COLUMNS)
 
 # DISTINCT ON: one row per key even if a batch repeats it (ON CONFLICT may touch
-# a row once per statement). The WHERE keeps identical re-loads from rewriting rows.
-_UPSERT = text(
-    """
+# a row once per statement; the last line or record of a key wins). The WHERE keeps
+# identical re-loads from rewriting rows. `{staged}` is what the batch's quotes are read from.
+_UPSERT_TEMPLATE = """
     WITH staged AS (
-        SELECT DISTINCT ON (asset_id, observed_at) *
-        FROM quote_stage WHERE batch_id = :batch_id
+        SELECT DISTINCT ON (asset_id, observed_at) * FROM ({staged}) AS batch
         ORDER BY asset_id, observed_at, raw_line DESC, raw_record_id DESC
     ), written AS (
         INSERT INTO market_quotes AS q (asset_id, source, observed_at, price_usd, market_cap_usd,
@@ -45,10 +44,16 @@ _UPSERT = text(
     )
     SELECT count(*) FILTER (WHERE inserted) AS inserted,
            count(*) FILTER (WHERE NOT inserted) AS updated,
-           (SELECT count(*) FROM quote_stage WHERE batch_id = :batch_id) AS staged
+           (SELECT count(*) FROM ({staged}) AS batch) AS staged
     FROM written
-    """
-)
+"""
+_UPSERT = text(_UPSERT_TEMPLATE.format(staged="SELECT * FROM quote_stage WHERE batch_id = :batch_id"))
+# A raw chunk's typed rows loaded straight from its TEMP table (pipeline/chunks.py), with their assets.
+_UPSERT_CHUNK = text(_UPSERT_TEMPLATE.format(staged="""
+    SELECT a.asset_id, :source AS source, t.observed_at, t.price_usd, t.market_cap_usd, t.volume_24h_usd,
+           t.percent_change_24h, NULL::bigint AS raw_record_id, CAST(:chunk AS bigint) AS raw_chunk_id,
+           t.line AS raw_line, CAST(:run AS bigint) AS run_id
+    FROM chunk_typed t JOIN asset_aliases a ON a.source = :source AND a.source_asset_id = t.sid"""))
 
 
 def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
@@ -72,6 +77,13 @@ def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
 def load(session: Session, batch_id: int) -> tuple[int, int, int]:
     """Upsert a batch's staged quotes; return (inserted, updated, staged)."""
     inserted, updated, staged = session.execute(_UPSERT, {"batch_id": batch_id}).one()
+    return inserted, updated, staged
+
+
+def load_chunk(session: Session, chunk_id: int, source: str, run_id: int) -> tuple[int, int, int]:
+    """Upsert a raw chunk's typed rows (TEMP `chunk_typed`) without staging them; return (inserted, updated, rows)."""
+    inserted, updated, staged = session.execute(_UPSERT_CHUNK, {"chunk": chunk_id, "source": source,
+                                                                "run": run_id}).one()
     return inserted, updated, staged
 
 

@@ -273,6 +273,9 @@ class MarketQuote(db.Model):
     raw_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
     raw_line: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[int] = mapped_column(BigInteger)
+    # The raw batch that last wrote the row: one run's batches may load in any order, and a later
+    # batch of the same run wins over an earlier one (see targets/quotes.py). NULL before migration 0013.
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
     ingested_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

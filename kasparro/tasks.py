@@ -4,8 +4,9 @@ A run is one chain per source: extract | transform | load. Messages carry only
 the source-run id; every task first checks the world (a finished source or
 batch is skipped), so a message delivered twice has the effect of one. Two
 follow-ups overlap the chain on other worker processes: a transform of what is
-extracted so far (`_overlap`), and a load that follows the transform, batch by
-batch in order (`_overlap_load`, `_follow`).
+extracted so far (`_overlap`), and a load of what transform staged
+(`_overlap_load`). A raw chunk loads in its own transform, so once extraction
+ends every process transforms and loads the source's chunks at once.
 
 What a failure does (see `_on_failure`):
 - transient (upstream 5xx/429, database or broker unreachable): retried with
@@ -253,7 +254,7 @@ def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict
         _stage(source_run, None if overlap else "transform",
                lambda lease: transform_pending(db.session, source_run, source, kind, overrides, lease, _faults(),
                                                on_batch=lambda batch: _overlap_load(source_run_id),
-                                               skip_busy=overlap, stage_all=_follower(source_run_id)))
+                                               skip_busy=overlap, stage_all=_stage_all))
 
     _guard(self, source_run_id, "transform", work, retry or {})
 
@@ -274,15 +275,9 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
     _guard(self, source_run_id, "load", work, retry or {})
 
 
-# How long an overlapping load waits for the next batch in order before it leaves the rest to the chain.
-FOLLOW_IDLE_SECONDS = 10.0
-
-
 def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overlap: bool) -> None:
     load_pending(db.session, source_run, lease, _faults())
-    if overlap:
-        _follow(source_run, lease)
-    elif lost_stage(db.session, source_run):
+    if not overlap and lost_stage(db.session, source_run):
         # A PostgreSQL crash emptied quote_stage (UNLOGGED) under transformed batches: stage them again, then load.
         source, kind = _source(source_run, stats)
         overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
@@ -290,40 +285,9 @@ def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overl
         load_pending(db.session, source_run, lease, _faults())
 
 
-def _following_key(source_run_id: int) -> str:
-    return _overlap_key(source_run_id) + ":following"
-
-
-def _follow(source_run: SourceRun, lease: leases.Terms) -> None:
-    # Keep loading, in order, what other processes transform meanwhile: the upsert of a source's batches
-    # is serial by nature, so one process doing it while another transforms uses both cores. While this
-    # runs, transform stages every batch for it rather than loading the batch itself (see `_follower`).
-    client, key = redis_store.client(), _following_key(source_run.id)
-    idle_since, total = time.monotonic(), 0
-    try:
-        while time.monotonic() - idle_since < FOLLOW_IDLE_SECONDS and runs.unloaded_batches(db.session, source_run):
-            client.set(key, 1, ex=int(FOLLOW_IDLE_SECONDS * 3))
-            loaded = load_pending(db.session, source_run, lease, _faults(), counted=total)
-            if loaded:
-                idle_since, total = time.monotonic(), total + loaded
-            else:
-                db.session.rollback()  # end the snapshot, so the next look sees what committed meanwhile
-                time.sleep(0.05)
-    finally:
-        client.delete(key)
-
-
-def _follower(source_run_id: int) -> Callable[[], bool]:
-    """Say whether transform should stage every batch: another process loads them as they come, or
-    LOAD_IN_TRANSFORM is off."""
-    def following() -> bool:
-        if not current_app.config["LOAD_IN_TRANSFORM"]:
-            return True
-        try:
-            return bool(redis_store.client().exists(_following_key(source_run_id)))
-        except (OSError, redis.RedisError):
-            return False
-    return following
+def _stage_all() -> bool:
+    """Say whether transform should stage every batch for the load task (LOAD_IN_TRANSFORM off)."""
+    return not current_app.config["LOAD_IN_TRANSFORM"]
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

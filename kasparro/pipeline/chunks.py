@@ -9,9 +9,12 @@ counted as duplicate lines and not transformed again, unless only a failed run e
 
 transform: `transform_chunk` COPYs the chunk into a TEMP table with PostgreSQL's CSV parser,
 casts and checks every row in one statement (`chunk_sql`), and resolves the coins it has not seen.
-If the batch before it has loaded, it then loads the rows straight from the TEMP table, moving the
-checkpoint in the same transaction (load's own bookkeeping, `load.mark_loaded`); otherwise it stages
-them with their lineage for load, as any batch, so batches still load in order. That fast path
+It then loads the rows straight from the TEMP table, with load's own bookkeeping in the same
+transaction (`load.mark_loaded`: counts, and the checkpoint once the loaded batches before it form a
+gap-free prefix). Chunks of one run load in any order and at once, on as many processes as transform
+them: the upsert keeps a later batch's row over an earlier one's (targets/quotes.py), so the outcome
+is that of loading in order. With LOAD_IN_TRANSFORM off, or when staged rows were lost, the rows are
+staged with their lineage for the load task instead, as any batch. That fast path
 decides the chunk only if PostgreSQL read as many rows as the chunk has lines and every row passed. Otherwise, or if a
 cast raised, everything it did is rolled back to a savepoint and the chunk is read the careful
 way: line by line by the CSV source itself, validated in Python, with each reject worded and kept
@@ -90,10 +93,9 @@ def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, so
                     overrides: Mapping[tuple[str, str], str], load_now: bool = True) -> bool:
     """Stage a chunk batch's quotes with lineage (chunk, line) and keep its rejects; False if already done.
 
-    When PostgreSQL decides the chunk and the batch before it has loaded, the quotes are loaded
-    at once instead, from the TEMP table, with the checkpoint in the same transaction as ever:
-    staging them only to read them back would cost a write and a read of every row. `load_now` False:
-    stage them anyway (another process is loading this run's batches as they come).
+    When PostgreSQL decides the chunk, the quotes are loaded at once instead, from the TEMP table,
+    with load's bookkeeping in the same transaction: staging them only to read them back would cost
+    a write and a read of every row. `load_now` False: stage them anyway (LOAD_IN_TRANSFORM is off).
     """
     session.refresh(batch, with_for_update=True)
     if batch.state != "extracted":
@@ -140,8 +142,9 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
     if source_run.run.trigger == "reprocess":
         _forget_rejects(session, chunk.id, None)
     rows = chunk.records - len(chunk.repeats)
-    if load_now and not restage and load.predecessor_loaded(session, batch):
-        inserted, updated, typed = quotes.load_chunk(session, chunk.id, source_run.source, source_run.run_id)
+    if load_now and not restage:
+        inserted, updated, typed = quotes.load_chunk(session, chunk.id, batch.id, source_run.source,
+                                                     source_run.run_id, rows)
         _check_count(chunk, typed, rows)
         load.mark_loaded(session, batch, source_run, inserted, updated, typed)
         return

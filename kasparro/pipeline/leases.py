@@ -23,12 +23,15 @@ logger = logging.getLogger(__name__)
 
 # Only a run whose part for this source is still open may take or renew the lease, so a
 # stage still working after its source run closed (failed elsewhere) cannot hold it up.
+# FOR SHARE waits for a transaction closing the source run (it updates the row and deletes the
+# lease) and then reads the row as it committed; without it, an acquire that began before that
+# commit would see the run still open and write the lease back for a closed run.
 _ACQUIRE = text(
     """
     INSERT INTO source_leases (source, run_id, holder, expires_at)
     SELECT :source, :run_id, :holder, now() + make_interval(secs => :seconds)
     WHERE EXISTS (SELECT 1 FROM run_sources WHERE run_id = :run_id AND source = :source
-                  AND status IN ('queued', 'running'))
+                  AND status IN ('queued', 'running') FOR SHARE)
     ON CONFLICT (source) DO UPDATE
         SET run_id = EXCLUDED.run_id, holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
         WHERE source_leases.run_id = EXCLUDED.run_id OR source_leases.expires_at < now()

@@ -64,19 +64,43 @@ def load_batch(session: Session, batch: RawBatch, source_run: SourceRun) -> Load
 
 def mark_loaded(session: Session, batch: RawBatch, source_run: SourceRun, inserted: int, updated: int,
                 staged: int) -> LoadResult:
-    """Record that a batch loaded: move the checkpoint to it (unless a repair), its state, the run's counts.
+    """Record that a batch loaded: its state, the run's counts, and the checkpoint (unless a repair).
 
-    The caller upserted the batch's rows in this same transaction.
+    The caller upserted the batch's rows in this same transaction. A raw chunk loads in its transform,
+    so batches may load out of order and at once; the checkpoint moves to the end of the gap-free prefix
+    of loaded batches, and only in the transaction that extends that prefix (see `_advance_checkpoint`).
     """
-    if source_run.run.trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored data: the checkpoint stays
-        session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(batch.cursor_after),
-                                      "run_id": source_run.run_id, "batch_id": batch.id})
     batch.state = "loaded"
     result = LoadResult(inserted, updated, staged - inserted - updated)
+    # The counts' UPDATE also locks the source run's row until commit: the transactions loading this
+    # run's batches pass the checkpoint step one at a time, each seeing what the others committed.
     runs.add_counts(session, source_run, inserted=result.inserted, updated=result.updated,
                     loaded=result.inserted + result.updated, skipped=result.unchanged)
+    if source_run.run.trigger not in REPAIR_TRIGGERS:  # a repair read a window or stored data: the checkpoint stays
+        _advance_checkpoint(session, batch, source_run)
     return result
 
+
+# The last batch of the gap-free prefix of a source run's loaded batches. A statement of its own, after the
+# lock: under READ COMMITTED it sees every batch another transaction marked loaded and committed.
+_LOADED_PREFIX = text(
+    """
+    SELECT id, seq, cursor_after FROM raw_batches
+    WHERE run_source_id = :rs AND state = 'loaded'
+      AND seq < coalesce((SELECT min(seq) FROM raw_batches WHERE run_source_id = :rs AND state <> 'loaded'),
+                         2147483647)
+    ORDER BY seq DESC LIMIT 1
+    """
+)
+
+
+def _advance_checkpoint(session: Session, batch: RawBatch, source_run: SourceRun) -> None:
+    session.flush()  # this batch's state, before the prefix is read
+    end = session.execute(_LOADED_PREFIX, {"rs": source_run.id}).first()
+    if end is None or end.seq < batch.seq:
+        return  # an earlier batch is still loading: the transaction that loads it moves the checkpoint
+    session.execute(_CHECKPOINT, {"source": batch.source, "cursor": json.dumps(end.cursor_after),
+                                  "run_id": source_run.run_id, "batch_id": end.id})
 
 
 def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, text
@@ -61,35 +62,68 @@ def transform_pending(session: Session, source_run: SourceRun, source: Source, k
                       skip_busy: bool = False, stage_all: Callable[[], bool] | None = None) -> int:
     """Transform every extracted batch of a source run, one transaction each; return records transformed.
 
+    Several processes may run this for one source run at once: each claims the batches no other is on
+    (SKIP LOCKED), and looks again for batches extracted meanwhile until it finds none to claim.
     `on_batch` is called after each batch commits (the tasks use it to start loading meanwhile).
     `skip_busy`: pass over a batch another process is transforming instead of waiting for it at the end
     (the overlapping transform does; the chain's own transform waits, so no batch is left behind).
-    `stage_all`, asked before each batch: stage it even if it could load at once (another process loads).
+    `stage_all`, asked before each batch: stage it even if it could load at once.
     """
-    records = loaded = 0
-    # First the batches no other process is on (SKIP LOCKED); then, unless `skip_busy`, wait for the
-    # rest, so a batch whose transform died with its process is not left behind.
-    for claim in (True, False) if not skip_busy else (True,):
+    work = _Pass(session, source_run, source, kind, overrides, faults, on_batch, stage_all)
+    while work.claimable(lease):
+        pass
+    if not skip_busy:
+        # Then wait for the batches other processes hold, so one whose transform died with its process
+        # is not left behind (its lock went with its connection).
         for batch in runs.pending_batches(session, source_run, "extracted"):
-            lease.take(session, source_run.source, source_run.run_id)  # commits: claim after it
-            if claim and not _claim(session, batch):
-                continue
-            try:
-                transformed = transform_batch(session, batch, source_run, source, kind, overrides,
-                                              load_now=not (stage_all and stage_all()))
-            except SchemaDriftFrozen:
-                session.commit()  # keep the drift events: the source fails, the batch stays unloaded
-                raise
-            if transformed:
-                records += batch.new_records
-            session.commit()
-            check_fault(faults, source_run.source, "transform", records)
-            if batch.state == "loaded":  # a raw chunk loaded by its transform (see chunks.transform_chunk)
-                loaded += batch.new_records
-                check_fault(faults, source_run.source, "load", loaded)
-            if transformed and on_batch is not None:
-                on_batch(batch)
-    return records
+            lease.take(session, source_run.source, source_run.run_id)
+            work.one(batch)
+    return work.records
+
+
+@dataclass
+class _Pass:
+    """One transform_pending call: what it transforms with, and what it did so far."""
+
+    session: Session
+    source_run: SourceRun
+    source: Source
+    kind: str
+    overrides: Mapping[tuple[str, str], str]
+    faults: tuple[Fault, ...]
+    on_batch: Callable[[RawBatch], None] | None
+    stage_all: Callable[[], bool] | None
+    records: int = 0  # records transformed
+    loaded: int = 0  # of them, loaded by their transform (raw chunks)
+
+    def claimable(self, lease: leases.Terms) -> bool:
+        """Transform the extracted batches no other process holds; whether there was any."""
+        claimed = False
+        for batch in runs.pending_batches(self.session, self.source_run, "extracted"):
+            lease.take(self.session, self.source_run.source, self.source_run.run_id)  # commits: claim after it
+            if _claim(self.session, batch):
+                claimed = True
+                self.one(batch)
+        return claimed
+
+    def one(self, batch: RawBatch) -> None:
+        """Transform one batch and commit."""
+        session, source_run = self.session, self.source_run
+        try:
+            transformed = transform_batch(session, batch, source_run, self.source, self.kind, self.overrides,
+                                          load_now=not (self.stage_all and self.stage_all()))
+        except SchemaDriftFrozen:
+            session.commit()  # keep the drift events: the source fails, the batch stays unloaded
+            raise
+        if transformed:
+            self.records += batch.new_records
+        session.commit()
+        check_fault(self.faults, source_run.source, "transform", self.records)
+        if batch.state == "loaded":  # a raw chunk loaded by its transform (see chunks.transform_chunk)
+            self.loaded += batch.new_records
+            check_fault(self.faults, source_run.source, "load", self.loaded)
+        if transformed and self.on_batch is not None:
+            self.on_batch(batch)
 
 
 def _claim(session: Session, batch: RawBatch) -> bool:

@@ -42,6 +42,10 @@ HEADER_HINT = "expected a CSV text file with a header line"
 # Bytes that keep a stretch of the file out of a chunk: PostgreSQL's CSV parser could read it otherwise
 # than the csv module (a quote, a byte order mark) or than str.strip (a control byte, non-ASCII space).
 _NOT_PLAIN = re.compile(rb'["\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]')
+# A blank line (nothing but spaces, tabs and CRs) is skipped as a row: it ends a chunk too.
+_BLANK = re.compile(rb"^[ \t\r]*\n", re.MULTILINE)
+# Bytes per line a chunk's first read assumes.
+_GUESS_LINE_BYTES = 128
 
 
 class Unreadable(Exception):
@@ -146,7 +150,7 @@ class CsvSource:
                 handle.seek(offset)
                 lines = self._plain_lines(handle, size)
                 if lines:
-                    data = b"".join(lines)
+                    data = b"\n".join(lines) + b"\n"
                     end = offset + len(data)
                     progress = Progress(end, max(file_size, end), "bytes", start)
                     yield Chunk(self.path.name, header_bytes, data, line_no + 1, offset, end, len(lines),
@@ -161,19 +165,33 @@ class CsvSource:
                 offset, line_no = page.cursor["offset"], page.cursor["line"]
 
     def _plain_lines(self, handle: BinaryIO, size: int) -> list[bytes]:
-        """Read up to `size` lines at the handle if they make a plain chunk; [] if the next line is not plain."""
+        """Read up to `size` lines at the handle if they make a plain chunk; [] if the next line is not plain.
+
+        The lines come without their newline. The bytes are read in blocks and checked a block at a time
+        (a regular expression over the block finds the first byte or blank line that is not plain), so
+        a chunk costs no Python work per line but the split.
+        """
         if not self._utf8 or len(self.delimiter) != 1 or self.delimiter in '"\r\n':
             return []
-        lines: list[bytes] = []
-        position = handle.tell()
-        while len(lines) < size:
-            line = handle.readline(self.max_field_bytes + 1)
-            if not (line.endswith(b"\n") and len(line) <= self.max_field_bytes and line.strip()
-                    and not _NOT_PLAIN.search(line)):
+        start, data = handle.tell(), b""
+        while True:
+            # A first guess of the chunk's bytes, then doubling: a chunk takes a read or two.
+            block = handle.read(max(size * _GUESS_LINE_BYTES, len(data)))
+            data += block
+            bad = _NOT_PLAIN.search(data)
+            plain_end = bad.start() if bad is not None else len(data)
+            blank = _BLANK.search(data, 0, plain_end)
+            if blank is not None:
+                plain_end = blank.start()
+            complete = data.rfind(b"\n", 0, plain_end) + 1
+            parts = data[:complete].split(b"\n", size)  # the last part is what follows the lines
+            lines = parts[:min(size, len(parts) - 1)]
+            if (len(lines) >= size or plain_end < len(data) or not block
+                    or len(data) - complete > self.max_field_bytes):
                 break
-            lines.append(line)
-            position += len(line)
-        handle.seek(position)
+        if lines and max(map(len, lines)) >= self.max_field_bytes:  # each with its newline within the limit
+            lines = lines[:next(n for n, line in enumerate(lines) if len(line) >= self.max_field_bytes)]
+        handle.seek(start + sum(map(len, lines)) + len(lines))
         return lines
 
     def header_names(self, header: bytes) -> list[str]:

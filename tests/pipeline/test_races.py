@@ -5,6 +5,7 @@ through a second connection, as another worker would.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kasparro import catalog
@@ -168,6 +170,31 @@ def test_a_stage_still_working_after_its_source_run_failed_cannot_take_the_lease
 
     assert leases.holder(db.session, "daily") is None
     assert runs.create_run(db.session, "api", catalog.select_sources(current_app.config, None)).created
+
+
+def test_a_lease_renewal_racing_the_close_of_its_source_run_does_not_write_the_lease_back(started) -> None:
+    source_run, _ = started
+    db.session.commit()
+    closing = db.engine.connect()  # another process closing the source run: not committed yet
+    closing.execute(text("UPDATE run_sources SET status = 'success' WHERE id = :id"), {"id": source_run.id})
+    closing.execute(text("DELETE FROM source_leases WHERE source = 'daily'"))
+    renewed: list[bool] = []
+    engine, run_id = db.engine, source_run.run_id
+    renewal = threading.Thread(target=lambda: renewed.append(_acquire_on_own_session(engine, run_id)))
+    renewal.start()
+    time.sleep(0.5)  # the renewal's statement starts while the run is still open and waits on the lease row
+
+    closing.commit()
+    renewal.join(timeout=10)
+    closing.close()
+
+    assert renewed == [False]
+    assert leases.holder(db.session, "daily") is None, "the lease was written back for a closed run"
+
+
+def _acquire_on_own_session(engine: Engine, run_id: int) -> bool:
+    with Session(engine) as session, session.begin():
+        return leases.acquire(session, "daily", run_id, 60, "renewer/1")
 
 
 def test_a_worker_taking_over_from_a_dead_one_records_the_interruption(started) -> None:

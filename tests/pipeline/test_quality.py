@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kasparro.db import db
@@ -174,3 +174,25 @@ def test_a_failing_rule_records_nothing_and_the_others_still_run(session: Sessio
 
     assert [x.rule for x in found] == ["volume"]
     assert [a.rule for a in stored(session)] == ["volume"]
+
+
+def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before_its_rules(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    this = f.run(sources=("csv",)).source_runs[0]
+    batch = f.batch(this)
+    estimate = "SELECT reltuples FROM pg_class WHERE oid = 'market_quotes'::regclass"
+    for day in range(5):
+        f.quote(coin, batch, f.T0 + day * DAY, 100)
+
+    this.inserted = 20_000  # as after a large load
+    quality.evaluate(session, this, LIMITS)
+    analyzed = session.execute(text(estimate)).scalar()
+    for day in range(5, 9):
+        f.quote(coin, batch, f.T0 + day * DAY, 100)
+    this.inserted = 9_999  # under the floor: the statistics stay as they were
+    quality.evaluate(session, this, LIMITS)
+    kept = session.execute(text(estimate)).scalar()
+    this.inserted = 20_000
+    quality.evaluate(session, this, LIMITS)
+
+    assert (analyzed, kept, session.execute(text(estimate)).scalar()) == (5, 5, 9)

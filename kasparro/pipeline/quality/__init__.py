@@ -55,9 +55,12 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
 
     The caller commits. Runs under a statement timeout of `limits.timeout_seconds`, restored afterwards.
     """
-    previous = session.execute(text("SELECT current_setting('statement_timeout')")).scalar()
-    session.execute(text("SELECT set_config('statement_timeout', :v, true)"),
+    previous = session.execute(text("SELECT current_setting('statement_timeout'), current_setting('jit')")).one()
+    # Plans over a table that just grew by a large load are only good with its statistics up to date,
+    # and compiling them (JIT) costs more than these statements on a bounded number of rows take.
+    session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', 'off', true)"),
                     {"v": f"{int(limits.timeout_seconds * 1000)}ms"})
+    _analyze_if_grown(session, source_run)
     found: list[Finding] = []
     for rule in RULES:
         try:
@@ -68,8 +71,28 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
         except Exception:  # noqa: BLE001 - a quality rule must never fail the load
             logger.warning("quality rule %s failed on source run %s", getattr(rule, "__name__", rule),
                            source_run.id, exc_info=True)
-    session.execute(text("SELECT set_config('statement_timeout', :v, true)"), {"v": previous})
+    session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', :jit, true)"),
+                    {"v": previous[0], "jit": previous[1]})
     return found
+
+
+# Autovacuum analyzes a table once a tenth of it changed, but maybe only after this run's rules ran.
+_ANALYZE_SHARE = 0.1
+_ANALYZE_MIN_ROWS = 10_000
+
+
+def _analyze_if_grown(session: Session, source_run: SourceRun) -> None:
+    """ANALYZE market_quotes if this run wrote a tenth of it or more since its statistics were taken."""
+    written = (source_run.inserted or 0) + (source_run.updated or 0)
+    if written < _ANALYZE_MIN_ROWS:
+        return
+    estimated = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()
+    if estimated is None or written >= _ANALYZE_SHARE * max(float(estimated), 0.0):
+        try:
+            with session.begin_nested():
+                session.execute(text("ANALYZE market_quotes"))
+        except Exception:  # noqa: BLE001 - e.g. the statement timeout; the rules run with older statistics
+            logger.warning("could not analyze market_quotes before the quality rules", exc_info=True)
 
 
 def check_source_run(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:

@@ -29,10 +29,15 @@ _PRICE_JUMP = text(
         SELECT q.asset_id, q.observed_at, q.price_usd, q.run_id,
                lag(q.price_usd) OVER w AS previous_price, lag(q.observed_at) OVER w AS previous_at
         FROM touched t
-        JOIN market_quotes q ON q.source = :source AND q.asset_id = t.asset_id
-         AND q.observed_at >= coalesce((SELECT max(p.observed_at) FROM market_quotes p
-                                        WHERE p.source = :source AND p.asset_id = t.asset_id
-                                          AND p.observed_at < t.first_at), t.first_at)
+        -- LATERAL (OFFSET 0 keeps it from being flattened into a join): a range scan of the unique
+        -- index per asset, never a scan of the whole table.
+        CROSS JOIN LATERAL (
+            SELECT q.asset_id, q.observed_at, q.price_usd, q.run_id FROM market_quotes q
+            WHERE q.source = :source AND q.asset_id = t.asset_id
+              AND q.observed_at >= coalesce((SELECT max(p.observed_at) FROM market_quotes p
+                                             WHERE p.source = :source AND p.asset_id = t.asset_id
+                                               AND p.observed_at < t.first_at), t.first_at)
+            OFFSET 0) AS q
         WINDOW w AS (PARTITION BY q.asset_id ORDER BY q.observed_at)
     )
     SELECT s.asset_id, a.slug, s.observed_at, s.price_usd, s.previous_price, s.previous_at,

@@ -60,9 +60,10 @@ def plan(header: Sequence[str], columns: Mapping[str, str], date_format: str | N
     # Level 1: each mapped cell once, as str.strip() leaves an ASCII cell (a chunk holds no other
     # control bytes); '' is missing.
     cells = ", ".join(f"nullif(btrim(c{index[column]}, E' \\t'), '') AS {field}" for field, column in columns.items())
-    # Level 2: casts, each behind a cheap shape check (ltrim with a set of characters is a C loop,
-    # several times cheaper than a regular expression). A malformed cell that passes it makes the
-    # cast raise, which sends the chunk the careful way: never a wrong value.
+    # Level 2: casts, each behind a cheap shape check (for a date, ltrim with a set of characters, a C
+    # loop; for a number, a cached regular expression, measured a little cheaper than that ltrim there).
+    # A malformed cell that passes it makes the cast raise, which sends the chunk the careful way: never
+    # a wrong value.
     typed = ["%(first_line)s - 1 + ord AS line", "source_asset_id AS sid"]
     checks = ["sid IS NOT NULL", "length(sid) <= 200"]
     for field, longest in _TEXTS:
@@ -84,7 +85,7 @@ def plan(header: Sequence[str], columns: Mapping[str, str], date_format: str | N
         if field not in columns:
             typed.append(f"NULL::numeric AS {field}")
             continue
-        typed.append(f"CASE WHEN ltrim({field}, '0123456789.eE+-') = '' THEN {field}::numeric END AS {field}")
+        typed.append(f"CASE WHEN {field} ~ '^[0-9.eE+-]+$' THEN {field}::numeric END AS {field}")
         typed.append(f"{field} IS NULL AS {field}_missing")
         bounded = f"{field} >= {low} AND {field} <= {high}"
         checks.append(bounded if field == "price_usd" else f"({field}_missing OR ({field} IS NOT NULL AND {bounded}))")

@@ -44,8 +44,25 @@ HEADER_HINT = "expected a CSV text file with a header line"
 _NOT_PLAIN = re.compile(rb'["\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]')
 # A blank line (nothing but spaces, tabs and CRs) is skipped as a row: it ends a chunk too.
 _BLANK = re.compile(rb"^[ \t\r]*\n", re.MULTILINE)
-# Bytes per line a chunk's first read assumes.
-_GUESS_LINE_BYTES = 128
+_PLAIN_BYTES = bytes(b for b in range(256) if not _NOT_PLAIN.match(bytes([b])))
+# Where a blank line may start: at the start, or after a newline followed by one of these.
+_MAY_BLANK = (b"\n\n", b"\n ", b"\n\t", b"\n\r")
+
+
+def _plain_prefix(data: bytes) -> int:
+    """Return where the first byte or blank line that is not plain starts in `data` (its length if none).
+
+    The byte-level checks run in C over the whole buffer (translate, find); the regular expressions,
+    several times slower, only run to locate what those found.
+    """
+    end = len(data)
+    if data.translate(None, _PLAIN_BYTES):
+        end = _NOT_PLAIN.search(data).start()  # type: ignore[union-attr]  # translate left one
+    if data[:1] in (b" ", b"\t", b"\r", b"\n") or any(data.find(mark, 0, end) >= 0 for mark in _MAY_BLANK):
+        blank = _BLANK.search(data, 0, end)
+        if blank is not None:
+            end = blank.start()
+    return end
 
 
 class Unreadable(Exception):
@@ -95,6 +112,7 @@ class CsvSource:
             raise SourceConfigError(f"unknown encoding {self.encoding!r}", source=name) from None
         self._skips_bom = codec == "utf-8-sig"
         self._utf8 = codec in ("utf-8", "utf-8-sig")  # rows may be decoded many at a time
+        self._line_bytes = 128.0  # bytes per line of the last chunk read, to size the next read
         # The csv module's own limit counts characters; ours count bytes and are checked
         # around it, so lift its limit to the longest row it can be handed.
         csv.field_size_limit(max(csv.field_size_limit(), self.max_row_bytes))
@@ -175,14 +193,10 @@ class CsvSource:
             return []
         start, data = handle.tell(), b""
         while True:
-            # A first guess of the chunk's bytes, then doubling: a chunk takes a read or two.
-            block = handle.read(max(size * _GUESS_LINE_BYTES, len(data)))
+            # A guess of the chunk's bytes from the last chunk's lines, then doubling: a read or two.
+            block = handle.read(max(int(size * self._line_bytes * 1.05) + 1024, len(data)))
             data += block
-            bad = _NOT_PLAIN.search(data)
-            plain_end = bad.start() if bad is not None else len(data)
-            blank = _BLANK.search(data, 0, plain_end)
-            if blank is not None:
-                plain_end = blank.start()
+            plain_end = _plain_prefix(data)
             complete = data.rfind(b"\n", 0, plain_end) + 1
             parts = data[:complete].split(b"\n", size)  # the last part is what follows the lines
             lines = parts[:min(size, len(parts) - 1)]
@@ -191,7 +205,10 @@ class CsvSource:
                 break
         if lines and max(map(len, lines)) >= self.max_field_bytes:  # each with its newline within the limit
             lines = lines[:next(n for n, line in enumerate(lines) if len(line) >= self.max_field_bytes)]
-        handle.seek(start + sum(map(len, lines)) + len(lines))
+        consumed = sum(map(len, lines)) + len(lines)
+        if lines:
+            self._line_bytes = consumed / len(lines)
+        handle.seek(start + consumed)
         return lines
 
     def header_names(self, header: bytes) -> list[str]:

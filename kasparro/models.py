@@ -254,8 +254,10 @@ class MarketQuote(db.Model):
         # Keyset pagination walks these in both directions.
         Index("ix_market_quotes_observed_id", "observed_at", "id"),
         Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
-        # The quality rules look at the quotes one run wrote.
-        Index("ix_market_quotes_run_id_id", "run_id", "id"),
+        # The quality rules look at the quotes one run wrote: its rows are appended together, so block
+        # ranges find them (migration 0014).
+        Index("ix_market_quotes_run_id_brin", "run_id", postgresql_using="brin",
+              postgresql_with={"pages_per_range": 32, "autosummarize": "on"}),
         CheckConstraint("(raw_record_id IS NULL) <> (raw_chunk_id IS NULL AND raw_line IS NULL)", name="lineage"),
     )
 

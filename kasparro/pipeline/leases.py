@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kasparro.errors import SourceBusy, SourceRunClosed
+from kasparro.pipeline import durability
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,11 @@ class Terms:
     def take(self, session: Session, source: str, run_id: int) -> None:
         """Acquire or renew the lease and commit at once; raise SourceBusy naming the run that has it,
         or SourceRunClosed if this run's part for the source has ended meanwhile."""
+        # Committed on its own: a lease row held through a stage's work would serialise the stages. The
+        # commit need not wait for the disk: a crash that loses it leaves the lease as last renewed, a
+        # few seconds older, and its holder renews it again well before it lapses.
+        durability.defer_flush(session)
         taken = acquire(session, source, run_id, self.seconds, self.holder)
-        # Committed on its own: a lease row held through a stage's work would serialise the stages.
         session.commit()
         if taken:
             return

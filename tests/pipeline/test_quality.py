@@ -196,3 +196,17 @@ def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before
     quality.evaluate(session, this, LIMITS)
 
     assert (analyzed, kept, session.execute(text(estimate)).scalar()) == (5, 5, 9)
+
+
+def test_the_rules_summarize_the_new_block_ranges_so_the_run_index_finds_this_runs_quotes(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    this = f.run(sources=("csv",)).source_runs[0]
+    # Enough rows for whole block ranges (32 pages each; the last, partial one is left for later).
+    session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
+                         " raw_line, run_id) SELECT :asset, 'csv', :t0 + n * interval '1 day', 100, 1, n, :run"
+                         " FROM generate_series(1, 6000) AS n"), {"asset": coin.id, "t0": f.T0, "run": this.run_id})
+    summarize = text("SELECT brin_summarize_new_values('ix_market_quotes_run_id_brin')")
+
+    quality.evaluate(session, this, LIMITS)
+
+    assert session.execute(summarize).scalar_one() == 0  # nothing left: evaluate summarized the new ranges

@@ -60,6 +60,7 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
     # and compiling them (JIT) costs more than these statements on a bounded number of rows take.
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', 'off', true)"),
                     {"v": f"{int(limits.timeout_seconds * 1000)}ms"})
+    _summarize_new_ranges(session)
     _analyze_if_grown(session, source_run)
     found: list[Finding] = []
     for rule in RULES:
@@ -74,6 +75,16 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', :jit, true)"),
                     {"v": previous[0], "jit": previous[1]})
     return found
+
+
+def _summarize_new_ranges(session: Session) -> None:
+    """Summarize the block ranges of market_quotes written since the last time, so the BRIN index on
+    run_id finds this run's quotes there (autovacuum does it too, but maybe later, or is off)."""
+    try:
+        with session.begin_nested():
+            session.execute(text("SELECT brin_summarize_new_values('ix_market_quotes_run_id_brin')"))
+    except Exception:  # noqa: BLE001 - unsummarized ranges are still searched, only more slowly
+        logger.warning("could not summarize the new ranges of market_quotes", exc_info=True)
 
 
 # Autovacuum analyzes a table once a tenth of it changed, but maybe only after this run's rules ran.

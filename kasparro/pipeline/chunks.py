@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawChunk, SourceRun
 from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, load, runs
-from kasparro.pipeline.records import validate_checked
+from kasparro.pipeline.records import keep_rejects, validate_checked
 from kasparro.pipeline.targets import quotes
 from kasparro.pipeline.validation import FUTURE_TOLERANCE
 from kasparro.sources.base import UNREADABLE, Chunk
@@ -269,17 +268,13 @@ def _keep_rejects(session: Session, batch: RawBatch, source_run: SourceRun, chun
                   rejects: list[tuple[int, dict[str, Any]]], items: Mapping[int, Any]) -> None:
     from kasparro.pipeline.extract import content_hash, payload_json  # extract imports this module
 
-    replay_again = "run_id = EXCLUDED.run_id, reason = EXCLUDED.reason"
+    kept = []
     for line, reason in rejects:
         item = items[line]
         received = payload_json(item.payload)
         stored = received if item.error is None else payload_json({**item.payload, UNREADABLE: item.error})
-        record_id = session.execute(_KEEP_LINE, {
+        kept.append((session.execute(_KEEP_LINE, {
             "source": source_run.source, "run_id": source_run.run_id, "batch_id": batch.id,
             "position": item.position, "payload": stored, "hash": content_hash(received), "chunk": chunk.id,
-            "line": line}).scalar_one()
-        session.execute(text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
-                             " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
-                             f" ON CONFLICT (raw_record_id) DO UPDATE SET {replay_again}"),
-                        {"rid": record_id, "run_id": source_run.run_id, "source": source_run.source,
-                         "reason": json.dumps(reason)})
+            "line": line}).scalar_one(), reason))
+    keep_rejects(session, source_run, kept)

@@ -1,11 +1,14 @@
-"""Validate a batch's records: their shape against schema drift first, then each record on its own."""
+"""Validate a batch's records (their shape against schema drift first, then each record on its own),
+and keep the rejects."""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, SourceRun
@@ -63,3 +66,24 @@ def validate_checked(session: Session, batch: RawBatch, source_run: SourceRun, s
     if not restage:
         drift_log.record(session, batch, source_run, shape, {rid for rid, _ in outcome.rejects})
     return outcome
+
+
+# A replay keeps the run that first rejected a record and notes its own attempt beside it.
+_REJECT_AGAIN = {
+    False: "run_id = EXCLUDED.run_id, reason = EXCLUDED.reason",
+    True: "reason = EXCLUDED.reason, replayed_at = now(), replay_run_id = EXCLUDED.run_id, replay_outcome = 'rejected'",
+}
+
+
+def keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]],
+                 replay: bool = False) -> None:
+    """Keep each (raw record id, reason) as a reject of this run; a record rejected before is updated."""
+    if not rejects:
+        return
+    session.execute(
+        text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
+             " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
+             f" ON CONFLICT (raw_record_id) DO UPDATE SET {_REJECT_AGAIN[replay]}"),
+        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": json.dumps(reason)}
+         for rid, reason in rejects],
+    )

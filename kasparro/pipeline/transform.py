@@ -4,7 +4,6 @@ A file's raw chunk is turned by `chunks`; the validation of records is in `recor
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from kasparro.models import RawBatch, RawRecord, SourceRun
 from kasparro.pipeline import chunks, durability, leases, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
-from kasparro.pipeline.records import Validated, validate_batch, validate_checked, validate_record
+from kasparro.pipeline.records import Validated, keep_rejects, validate_batch, validate_checked, validate_record
 from kasparro.sources.base import Source
 
 __all__ = ["Validated", "validate_batch", "validate_record", "transform_batch", "transform_pending"]
@@ -49,7 +48,7 @@ def transform_batch(session: Session, batch: RawBatch, source_run: SourceRun, so
     replay = source_run.run.trigger == "replay"
     _unstage(session, batch, records, outcome, target.stage_table, replay)
     target.stage(session, batch, source_run, kind, overrides, outcome.quotes)
-    _keep_rejects(session, source_run, outcome.rejects, replay)
+    keep_rejects(session, source_run, outcome.rejects, replay)
     batch.state, batch.staged = "transformed", durability.staged_rows(session, target.stage_table, batch.id)
     if not restage:
         runs.add_counts(session, source_run, rejected=len(outcome.rejects))
@@ -144,23 +143,3 @@ def _unstage(session: Session, batch: RawBatch, records: list[tuple[int, Mapping
         # Reprocessing: a record that validates now is no longer a reject.
         session.execute(text("DELETE FROM rejected_records WHERE raw_record_id = ANY(:ids)"),
                         {"ids": [rid for rid, _ in outcome.quotes]})
-
-
-# A replay keeps the run that first rejected a record and notes its own attempt beside it.
-_REJECT_AGAIN = {
-    False: "run_id = EXCLUDED.run_id, reason = EXCLUDED.reason",
-    True: "reason = EXCLUDED.reason, replayed_at = now(), replay_run_id = EXCLUDED.run_id, replay_outcome = 'rejected'",
-}
-
-
-def _keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]],
-                  replay: bool) -> None:
-    if not rejects:
-        return
-    session.execute(
-        text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
-             " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
-             f" ON CONFLICT (raw_record_id) DO UPDATE SET {_REJECT_AGAIN[replay]}"),
-        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": json.dumps(reason)}
-         for rid, reason in rejects],
-    )

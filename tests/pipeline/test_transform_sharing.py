@@ -2,6 +2,7 @@
 the chunks come: in process, with real row locks. The outcome is that of loading the batches in order."""
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -117,3 +118,34 @@ def test_chunks_loaded_in_any_order_leave_what_loading_them_in_order_leaves(
         keys = {(line.split(",")[0], line.split(",")[1][-2:]) for line in lines}
         assert set(any_order) == keys  # nothing lost
         assert inserted == inserted_in_order == len(keys)  # nothing doubled
+
+
+def test_a_key_another_process_inserted_meanwhile_makes_the_plain_insert_give_way_to_the_upsert(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    lines = ["btc,2019-04-20,1.5,1000,2000", "eth,2019-04-20,2.5,1000,2000",
+             "btc,2019-04-21,3.5,1000,2000", "eth,2019-04-21,4.5,1000,2000"]
+    with app.app_context():
+        stages = _extracted(sources_file, tmp_path, lines, batch_size=2)
+        first, second = stages.batches()
+        stages.transform(first)  # the coins exist now
+        run_id, engine = stages.source_run().run_id, db.engine
+        peer = engine.connect()  # another process loading a later batch with btc on the 21st, not committed yet
+        peer.execute(text(
+            "INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id, raw_line, run_id,"
+            " batch_id) SELECT asset_id, 'daily', '2019-04-21', 99, :chunk, 99, :run, :later FROM asset_aliases"
+            " WHERE source = 'daily' AND source_asset_id = 'btc'"),
+            {"chunk": second.chunk_id, "run": run_id, "later": second.id + 1})
+        committer = threading.Timer(1.0, peer.commit)
+        committer.start()
+
+        stages.transform(second)  # its INSERT waits for the peer's key, then meets it taken
+
+        committer.join()
+        peer.close()
+        prices = dict(db.session.execute(text(
+            "SELECT a.slug || ' ' || to_char(q.observed_at AT TIME ZONE 'UTC', 'DD'), q.price_usd"
+            " FROM market_quotes q JOIN assets a ON a.id = q.asset_id")).all())
+        assert prices == {"btc 20": Decimal("1.5"), "eth 20": Decimal("2.5"), "btc 21": Decimal("99"),
+                          "eth 21": Decimal("4.5")}  # the later batch's btc row stands
+        assert stages.batches()[1].state == "loaded"
+        assert stages.source_run().inserted == 3  # eth on the 21st; btc's was the peer's

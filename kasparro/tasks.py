@@ -37,7 +37,7 @@ from kasparro import catalog, liveness, logs, redis_store
 from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceConfigError, SourceRunClosed
-from kasparro.models import Run, SourceRun
+from kasparro.models import RawBatch, Run, SourceRun
 from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending, lost_stage
@@ -244,6 +244,12 @@ def _overlap_load(source_run_id: int) -> None:
         logger.warning("could not start overlapping load for source run %s: %s", source_run_id, exc)
 
 
+def _overlap_load_staged(source_run_id: int, batch: RawBatch) -> None:
+    # A raw chunk loaded by its transform leaves nothing for a load task.
+    if batch.state == "transformed":
+        _overlap_load(source_run_id)
+
+
 @shared_task(**STAGE_TASK)
 def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str, Any] | None = None) -> None:
     """Validate and resolve every extracted batch of a source run (`overlap`: while extraction goes on)."""
@@ -253,7 +259,7 @@ def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict
         overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
         _stage(source_run, None if overlap else "transform",
                lambda lease: transform_pending(db.session, source_run, source, kind, overrides, lease, _faults(),
-                                               on_batch=lambda batch: _overlap_load(source_run_id),
+                                               on_batch=lambda batch: _overlap_load_staged(source_run_id, batch),
                                                skip_busy=overlap, stage_all=_stage_all))
 
     _guard(self, source_run_id, "transform", work, retry or {})

@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", "--concurrency", dest="workers", type=_counts, default=[2],
                         help="worker processes (celery -c), comma-separated for several cells (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="scenarios per cell; median, min and max are shown")
-    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE") or 5000),
-                        help="worker BATCH_SIZE (default 5000)")
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE") or 0) or None,
+                        help="worker BATCH_SIZE (default: unset, the product's own: 20000 lines per raw chunk)")
     parser.add_argument("--append-pct", type=float, default=1.0, help="rows appended for the incremental run, %%")
     parser.add_argument("--copies", type=int, default=3, help="baseline COPY repetitions; the median counts")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for one run")
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                               "postgresql+psycopg2://postgres@127.0.0.1:5432"))
     parser.add_argument("--broker", default=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.batch_size < 1:
+    if args.repeat < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--repeat and --batch-size must be positive")
     try:
         # The baseline COPY opens its own engine, so it needs the driver named as the app does.

@@ -37,7 +37,7 @@ class Settings:
 
     rows: int
     workers: int
-    batch_size: int
+    batch_size: int | None  # None: BATCH_SIZE unset, each kind's default
     append_pct: float
     copies: int
     timeout: float
@@ -192,9 +192,9 @@ def check(problems: list[str], result: RunResult, **expected: int) -> None:
 
 
 def _app_settings(settings: Settings, db_url: str, queue: str, sources_file: Path) -> dict[str, str]:
+    batch = {} if settings.batch_size is None else {"BATCH_SIZE": str(settings.batch_size)}
     return {"DATABASE_URL": db_url, "BROKER_URL": settings.broker, "RESULT_BACKEND": settings.broker,
-            "REDIS_URL": settings.broker, "TASK_QUEUE": queue, "SOURCES_FILE": str(sources_file),
-            "BATCH_SIZE": str(settings.batch_size)}
+            "REDIS_URL": settings.broker, "TASK_QUEUE": queue, "SOURCES_FILE": str(sources_file), **batch}
 
 
 def _build(settings: Settings, db_url: str, env: dict[str, str]) -> Any:

@@ -115,13 +115,14 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         # No default: an unset key means the protected endpoints refuse everyone.
         "API_KEY": get("API_KEY") or None,
         "READS_REQUIRE_KEY": parse_bool("READS_REQUIRE_KEY", get("READS_REQUIRE_KEY", "false")),
-        # A raw chunk next in order is upserted by its transform (no staging write); false: always stage.
+        # A raw chunk is loaded by its transform (no staging write); false: always stage.
         "LOAD_IN_TRANSFORM": parse_bool("LOAD_IN_TRANSFORM", get("LOAD_IN_TRANSFORM", "true")),
         "ETL_INTERVAL_SECONDS": parse_int("ETL_INTERVAL_SECONDS", get("ETL_INTERVAL_SECONDS", "300"), 5),
         "ETL_RUN_ON_START": parse_bool("ETL_RUN_ON_START", get("ETL_RUN_ON_START", "true")),
         "SOURCES_FILE": get("SOURCES_FILE", str(PROJECT_ROOT / "sources.toml")),
         "ENABLED_SOURCES": [s.strip() for s in get("ENABLED_SOURCES", "").split(",") if s.strip()],
-        "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE", "5000"), 1),
+        # Unset: each kind's own default (a page of records 5000, a raw chunk of a file's lines 20000).
+        "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE"), 1) if get("BATCH_SIZE") else None,
         # Task-level retries of transient failures: exponential backoff with full jitter.
         "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
         "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),

@@ -45,7 +45,7 @@ from kasparro.pipeline.runs import RunStart
 from kasparro.pipeline.transform import transform_pending
 from kasparro.redact import redact_text
 from kasparro.sources import SourceContext, build_source
-from kasparro.sources.base import RequestStats, Source
+from kasparro.sources.base import DEFAULT_BATCH_SIZE, RequestStats, Source
 from kasparro.sources.ratelimit import RedisBudgets
 from kasparro.sources.window import Window, as_utc
 
@@ -164,9 +164,11 @@ def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
 
 
-def _batch_size(source_run: SourceRun) -> int:
+def _batch_size(source_run: SourceRun, source: Source) -> int:
     # A source may set its own batch size (`batch_size`): a batch is a page, a raw chunk or a transaction.
-    size = source_run.run.config[source_run.source].get("batch_size", current_app.config["BATCH_SIZE"])
+    # Else BATCH_SIZE, if set; else the kind's own default.
+    size = source_run.run.config[source_run.source].get("batch_size", current_app.config["BATCH_SIZE"]
+                                                        or getattr(source, "default_batch_size", DEFAULT_BATCH_SIZE))
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise SourceConfigError(f"batch_size must be a positive whole number, not {size!r}", source=source_run.source)
     return size
@@ -207,7 +209,7 @@ def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None)
         def read(lease: leases.Terms) -> None:
             runs.start_source(db.session, source_run)  # only once the lease is ours
             db.session.commit()
-            extract_stage.extract(db.session, source_run, source, stats, _batch_size(source_run), lease,
+            extract_stage.extract(db.session, source_run, source, stats, _batch_size(source_run, source), lease,
                                   _faults(), on_batch=lambda batch: _overlap(source_run_id),
                                   window=backfill.window_of(source_run.run.config[source_run.source]))
 
@@ -353,7 +355,7 @@ def enqueue_reprocess(source: str, run_id: int | None = None, since: datetime | 
     """Record a reprocess run over a source's stored raw records (of one run, or since a time) and dispatch it."""
     specs = catalog.select_sources(current_app.config, [source])
     return _launch(reprocess.stage_reprocess(db.session, source, specs[source], reprocess.Selection(run_id, since),
-                                             current_app.config["BATCH_SIZE"]))
+                                             current_app.config["BATCH_SIZE"] or DEFAULT_BATCH_SIZE))
 
 
 def enqueue_replay(source: str | None = None, run_id: int | None = None,
@@ -361,7 +363,8 @@ def enqueue_replay(source: str | None = None, run_id: int | None = None,
     """Record a replay run over rejected records (of one source, or every source with some) and dispatch it."""
     specs = catalog.select_sources(current_app.config, [source] if source else None)
     return _launch(reprocess.stage_replay(db.session, specs, reprocess.Selection(run_id, since),
-                                          current_app.config["BATCH_SIZE"], named=source is not None))
+                                          current_app.config["BATCH_SIZE"] or DEFAULT_BATCH_SIZE,
+                                          named=source is not None))
 
 
 def _launch(start: RunStart) -> RunStart:

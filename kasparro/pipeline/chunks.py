@@ -209,8 +209,14 @@ _NEW_COINS = text(
 def _resolve_new_coins(session: Session, source: str, kind: str, overrides: Mapping[tuple[str, str], str]) -> None:
     refs = {sid: identity.CoinRef(sid, symbol, name)
             for sid, symbol, name in session.execute(_NEW_COINS, {"source": source})}
-    if refs:
-        identity.resolve(session, source, kind, refs, overrides)
+    if not refs:
+        return
+    # In a transaction of its own, committed at once: the rows of a new coin's asset and alias are then
+    # locked for that moment only, not through the chunk's load, which another process loading a chunk
+    # with the same coin would wait out. An asset whose chunk then fails stays; its retry needs it anyway.
+    with Session(session.get_bind()) as own, own.begin():
+        durability.defer_flush(own)  # WAL order: the chunk's commit, later, cannot outlive this one
+        identity.resolve(own, source, kind, refs, overrides)
 
 
 def _snapshot(header: list[str], rows: int, ranges: tuple[Any, ...], plan: chunk_sql.Plan) -> drift.Snapshot:

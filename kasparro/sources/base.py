@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 # The payload key under which extract keeps why a row could not be read; transform rejects such a payload.
 UNREADABLE = "_unreadable"
+# Records per raw batch (a page, a transaction) when neither the source's `batch_size` nor BATCH_SIZE says;
+# a kind may set its own `default_batch_size` (a CSV file's raw chunks are larger: see csv_file).
+DEFAULT_BATCH_SIZE = 5000
 # The cursor key holding one human-readable line on where the cursor stands ("line 301, byte 18,234 of
 # 18,234"). A source writes it into its own cursors and ignores it when reading one back; GET /sources
 # shows it, so the API can describe a checkpoint without knowing any source's cursor shape.

@@ -18,8 +18,9 @@ depends_on = None
 def upgrade():
     # Only the quality rules look quotes up by run, once per source run. A run's rows are appended
     # together (new rows and new row versions go to the end of the heap), so a BRIN index over block
-    # ranges finds them; it costs next to nothing per inserted row, where the B-tree cost about a
-    # fifth of the insert. New ranges are summarized when a run closes (quality rules) and by autovacuum.
+    # ranges finds them; it costs next to nothing per inserted row, where the B-tree cost about 0.8 of
+    # the insert's 10 µs per row. New ranges are summarized by the quality rules when a run closes (after a run
+    # large enough to be analyzed instead, at the next one) and by autovacuum.
     op.drop_index('ix_market_quotes_run_id_id', table_name='market_quotes')
     op.execute("CREATE INDEX ix_market_quotes_run_id_brin ON market_quotes USING brin (run_id)"
                " WITH (pages_per_range = 32, autosummarize = on)")

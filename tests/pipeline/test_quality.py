@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from kasparro.db import db
@@ -83,7 +84,7 @@ def test_price_jump_flags_only_this_runs_quotes_that_moved_past_the_threshold(se
     earlier = f.run(sources=("csv",)).source_runs[0]
     f.quote(coin, f.batch(earlier), f.T0, 100)
     f.quote(coin, f.batch(earlier, seq=1), f.T0 + DAY, 300)  # an old jump: not this run's
-    this = f.run(sources=("csv",)).source_runs[0]
+    this = f.run(sources=("csv",), inserted=2).source_runs[0]
     batch = f.batch(this)
     f.quote(coin, batch, f.T0 + 2 * DAY, 320)   # +7% on the previous (earlier run's) observation
     f.quote(coin, batch, f.T0 + 3 * DAY, 100)   # -69%
@@ -98,7 +99,7 @@ def test_price_jump_flags_only_this_runs_quotes_that_moved_past_the_threshold(se
 
 def test_source_disagreement_flags_a_price_far_from_the_cross_source_median(session: Session) -> None:
     coin = f.asset("bitcoin")
-    run = f.run(sources=("a", "b", "c"))
+    run = f.run(sources=("a", "b", "c"), inserted=1)
     parts = {sr.source: sr for sr in run.source_runs}
     for source, price, hours in (("a", 100, 1), ("b", 103, 5), ("c", 150, 9)):
         f.quote(coin, f.batch(parts[source]), f.T0 + timedelta(hours=hours), price)
@@ -113,7 +114,7 @@ def test_source_disagreement_flags_a_price_far_from_the_cross_source_median(sess
 
 def test_an_hour_bucket_keeps_quotes_of_different_hours_apart(session: Session) -> None:
     coin = f.asset("bitcoin")
-    run = f.run(sources=("a", "b"))
+    run = f.run(sources=("a", "b"), inserted=1)
     for part, price, hours in zip(run.source_runs, (100, 150), (1, 5)):
         f.quote(coin, f.batch(part), f.T0 + timedelta(hours=hours), price)
 
@@ -200,7 +201,7 @@ def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before
 
 def test_the_rules_summarize_the_new_block_ranges_so_the_run_index_finds_this_runs_quotes(session: Session) -> None:
     coin = f.asset("bitcoin")
-    this = f.run(sources=("csv",)).source_runs[0]
+    this = f.run(sources=("csv",), inserted=6000).source_runs[0]
     # Enough rows for whole block ranges (32 pages each; the last, partial one is left for later).
     session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
                          " raw_line, run_id) SELECT :asset, 'csv', :t0 + n * interval '1 day', 100, 1, n, :run"
@@ -210,3 +211,24 @@ def test_the_rules_summarize_the_new_block_ranges_so_the_run_index_finds_this_ru
     quality.evaluate(session, this, LIMITS)
 
     assert session.execute(summarize).scalar_one() == 0  # nothing left: evaluate summarized the new ranges
+
+
+def test_the_price_rules_look_at_nothing_for_a_run_that_wrote_no_quotes(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    this = f.run(sources=("csv",)).source_runs[0]  # read nothing new: inserted and updated are 0
+    batch = f.batch(this)
+    f.quote(coin, batch, f.T0, 100)
+    f.quote(coin, batch, f.T0 + DAY, 500)  # would be a jump, were it this run's writing
+    statements: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(session.get_bind(), "before_cursor_execute", note)
+    try:
+        found = quality.evaluate(session, this, LIMITS)
+    finally:
+        event.remove(session.get_bind(), "before_cursor_execute", note)
+
+    assert found == []
+    assert not [s for s in statements if "market_quotes" in s]  # no price rule ran, no range summarized

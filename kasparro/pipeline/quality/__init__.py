@@ -47,7 +47,20 @@ def _listing_rule(session: Session, source_run: SourceRun, limits: Thresholds) -
     return listing.asset_listing(session, source_run, kind, limits)
 
 
-RULES: tuple[Rule, ...] = (_history_rules, prices.price_jump, prices.source_disagreement, _listing_rule)
+def _wrote_quotes(rule: Rule) -> Rule:
+    """A rule over the quotes a run wrote: nothing to look at, and no statement, when it wrote none."""
+    def checked(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
+        return rule(session, source_run, limits) if _written(source_run) else []
+    checked.__name__ = getattr(rule, "__name__", "rule")
+    return checked
+
+
+def _written(source_run: SourceRun) -> int:
+    return (source_run.inserted or 0) + (source_run.updated or 0)
+
+
+RULES: tuple[Rule, ...] = (_history_rules, _wrote_quotes(prices.price_jump), _wrote_quotes(prices.source_disagreement),
+                           _listing_rule)
 
 
 def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
@@ -60,7 +73,7 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
     # and compiling them (JIT) costs more than these statements on a bounded number of rows take.
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', 'off', true)"),
                     {"v": f"{int(limits.timeout_seconds * 1000)}ms"})
-    if not _analyze_if_grown(session, source_run):
+    if not _analyze_if_grown(session, source_run) and _written(source_run):
         _summarize_new_ranges(session)  # after a large run the plans read its quotes by id instead
     found: list[Finding] = []
     for rule in RULES:
@@ -98,7 +111,7 @@ def _analyze_if_grown(session: Session, source_run: SourceRun) -> bool:
     Only the columns the rules' plans turn on: sampling reads the table anyway, but each column's
     statistics cost their own sort. Autovacuum brings the others up to date later.
     """
-    written = (source_run.inserted or 0) + (source_run.updated or 0)
+    written = _written(source_run)
     if written < _ANALYZE_MIN_ROWS:
         return False
     estimated = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()

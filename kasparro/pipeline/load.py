@@ -104,20 +104,17 @@ def _advance_checkpoint(session: Session, batch: RawBatch, source_run: SourceRun
 
 
 def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
-                 faults: tuple[Fault, ...] = (), counted: int = 0) -> int:
-    """Load every transformed batch of a source run in order, one transaction each; return records loaded.
-
-    `counted`: records this task loaded in earlier calls, for fault injection's count.
-    """
+                 faults: tuple[Fault, ...] = ()) -> int:
+    """Load every transformed batch of a source run in order, one transaction each; return records loaded."""
     records = 0
-    check_fault(faults, source_run.source, "load", counted)
+    check_fault(faults, source_run.source, "load", 0)
     for batch in runs.pending_batches(session, source_run, "transformed"):
         lease.take(session, source_run.source, source_run.run_id)
         result = load_batch(session, batch, source_run)
         session.commit()
         if result is not None:
             records += result.inserted + result.updated + result.unchanged
-            check_fault(faults, source_run.source, "load", counted + records)
+            check_fault(faults, source_run.source, "load", records)
     refresh = targets.of_run(source_run).refresh
     if refresh is not None:
         refresh(session, source_run.source)

@@ -195,13 +195,6 @@ def pending_batches(session: Session, source_run: SourceRun, state: str) -> list
     ).scalars())
 
 
-def unloaded_batches(session: Session, source_run: SourceRun) -> bool:
-    """Return whether a source run has batches extracted or transformed but not loaded yet."""
-    return session.execute(
-        select(RawBatch.id).where(RawBatch.run_source_id == source_run.id, RawBatch.state != "loaded").limit(1)
-    ).first() is not None
-
-
 def close_if_loaded(session: Session, source_run: SourceRun) -> bool:
     """Close the source's part of the run if extraction ended and every batch loaded; True if closed now.
 

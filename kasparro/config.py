@@ -114,6 +114,9 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
                                                  get("RATE_LIMIT_WINDOW_SECONDS", "60"), 0.1),
         # No default: an unset key means the protected endpoints refuse everyone.
         "API_KEY": get("API_KEY") or None,
+        # Request bodies: bytes (413 past it) and JSON nesting (400 past it); our own POST bodies are small and flat.
+        "MAX_REQUEST_BYTES": parse_int("MAX_REQUEST_BYTES", get("MAX_REQUEST_BYTES", "1048576"), 1024),
+        "MAX_REQUEST_DEPTH": parse_int("MAX_REQUEST_DEPTH", get("MAX_REQUEST_DEPTH", "32"), 2),
         "READS_REQUIRE_KEY": parse_bool("READS_REQUIRE_KEY", get("READS_REQUIRE_KEY", "false")),
         # A raw chunk is loaded by its transform (no staging write); false: always stage.
         "LOAD_IN_TRANSFORM": parse_bool("LOAD_IN_TRANSFORM", get("LOAD_IN_TRANSFORM", "true")),

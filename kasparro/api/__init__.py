@@ -97,7 +97,7 @@ def _document_declared_sources(app: Flask, api: Api) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the API, its OpenAPI document and docs, error handlers and request hooks."""
-    from kasparro.api import anomalies, data, drift, health, news, raw, rejects, repair, runs, sources, stats
+    from kasparro.api import anomalies, bodies, data, drift, health, news, raw, rejects, repair, runs, sources, stats
 
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
@@ -106,6 +106,7 @@ def init_app(app: Flask) -> None:
     if assets and app.config["OPENAPI_SWAGGER_UI_URL"] == LOCAL_SWAGGER_UI:
         _serve_docs_offline(app, assets)
     envelope.init_app(app)
+    bodies.init_app(app)
     api = Api(spec_kwargs=_spec_options(app))
     api.init_app(app)
     api.spec.components.security_scheme(SECURITY_SCHEME, {"type": "apiKey", "in": "header", "name": API_KEY_HEADER})

@@ -57,7 +57,7 @@ demo-recovery: venv ## with `make run` up: inject a failed load and a killed wor
 fake-upstream: venv ## serve recorded CoinPaprika/CoinGecko payloads on :8900
 	$(BIN)/python -m kasparro.fake_upstream --port 8900
 
-up: ## build the image once, start the stack in docker compose (the fake upstream too when OFFLINE is on), wait, print URLs
+up: ## build, start the compose stack (with the fake upstream when OFFLINE is on), wait, print URLs
 	sh scripts/ensure-env.sh .env
 	$(COMPOSE) build migrate
 	@# The fake upstream is in the `demo` profile: started only when OFFLINE (shell, else .env) is on.

@@ -7,7 +7,9 @@
 # psycopg2-binary ships its own libpq, so no compiler or -dev packages are
 # needed and a single stage stays small.
 
-FROM python:3.11-slim
+# Pinned by digest (python:3.11.16-slim when pinned): a rebuild gets the same base, not whatever the tag
+# points at today. To update: docker pull python:3.11-slim, then docker inspect --format '{{index .RepoDigests 0}}'.
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ARG APP_UID=10001
 ARG APP_GID=10001
@@ -17,7 +19,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/app \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    GUNICORN_BIND=0.0.0.0:8000
 
 # Fixed, non-zero uid/gid so volume permissions are predictable across rebuilds.
 RUN groupadd --system --gid "${APP_GID}" app \
@@ -30,7 +33,7 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 
-# Then the project (see .dockerignore: no .env, .venv, .git, caches).
+# Then the project (see .dockerignore: no .env, .venv, var/ (make run's databases and passwords), .git, caches).
 # Code stays root-owned, i.e. read-only for the app user; writable state goes
 # to /tmp (beat schedule) and the database.
 COPY . .

@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed ## create the virtualenv and install the requirements
 
-env: ## create .env from .env.example and generate missing secrets (printed once)
+env: ## create .env from .env.example and generate missing secrets (kept there, never printed)
 	@sh scripts/ensure-env.sh .env
 
 init-db: venv env ## create the database if missing and apply the migrations
@@ -31,6 +31,7 @@ run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABAS
 
 serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
+	@# Every server of `make run` listens on 127.0.0.1 only; GUNICORN_BIND=0.0.0.0:8000 widens the API's.
 	@echo "Status page http://127.0.0.1:8000/  API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
 	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
@@ -56,16 +57,19 @@ demo-recovery: venv ## with `make run` up: inject a failed load and a killed wor
 fake-upstream: venv ## serve recorded CoinPaprika/CoinGecko payloads on :8900
 	$(BIN)/python -m kasparro.fake_upstream --port 8900
 
-up: ## build the image once, start the stack in docker compose, wait for the API, print URLs
+up: ## build, start the compose stack (with the fake upstream when OFFLINE is on), wait, print URLs
 	sh scripts/ensure-env.sh .env
 	$(COMPOSE) build migrate
-	$(COMPOSE) up -d
+	@# The fake upstream is in the `demo` profile: started only when OFFLINE (shell, else .env) is on.
+	offline="$${OFFLINE:-$$(sed -n 's/^OFFLINE=//p' .env | tail -n 1)}"; \
+	case "$$(echo "$$offline" | tr A-Z a-z)" in 1|true|yes|on) profile="--profile demo" ;; *) profile="" ;; esac; \
+	$(COMPOSE) $$profile up -d
 	COMPOSE="$(COMPOSE)" sh docker/wait-healthy.sh api 180
 	@echo "API:    http://localhost:$$($(COMPOSE) port api 8000 | sed 's/.*://')  (GET /health, /docs)"
 	@echo "Flower: http://localhost:$$($(COMPOSE) port flower 5555 | sed 's/.*://')  (login: FLOWER_BASIC_AUTH in .env)"
 
 down: ## stop the compose stack (keeps the database volume)
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE) --profile demo --profile observability down --remove-orphans
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var

@@ -3,7 +3,9 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# Loopback unless told otherwise: `make run` serves this machine only. Containers set 0.0.0.0:8000 (Dockerfile,
+# docker-compose.yml), where the port mapping decides; Render passes --bind itself.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30

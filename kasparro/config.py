@@ -90,6 +90,46 @@ def read_environment(env_file: str | None = None) -> dict[str, str]:
     return values
 
 
+# What APP_ENV may say. Only these two allow FAULT_INJECTION, and only when named: unset is not enough.
+APP_ENVS = ("development", "test", "production")
+FAULT_INJECTION_ENVS = ("development", "test")
+# A production API_KEY is at least this long with at least this many different characters. 24 random hex
+# characters are 96 bits, far past online guessing (the key is only ever tried against the API); what
+# ensure-env.sh (48 hex) and Render's generateValue make passes, "x" or "changeme" or "aaaa..." does not.
+API_KEY_MIN_LENGTH = 24
+API_KEY_MIN_DISTINCT = 8
+
+
+def parse_app_env(value: str) -> str | None:
+    """Return APP_ENV (None when unset), refusing a name we do not know: `prod` must not pass for production."""
+    if not value:
+        return None
+    if value not in APP_ENVS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(APP_ENVS)} (or unset), got {value!r}")
+    return value
+
+
+def weak_key_reason(key: str) -> str | None:
+    """Say why `key` is too weak to guard a production API, or None when it is strong enough."""
+    if len(key) < API_KEY_MIN_LENGTH:
+        return f"it has {len(key)} characters, fewer than {API_KEY_MIN_LENGTH}"
+    if len(set(key)) < API_KEY_MIN_DISTINCT:
+        return f"it has {len(set(key))} different characters, fewer than {API_KEY_MIN_DISTINCT}"
+    return None
+
+
+def check_safety(config: Mapping[str, Any]) -> None:
+    """Refuse a weak API_KEY in production, and FAULT_INJECTION unless APP_ENV names development or test."""
+    app_env, key = config.get("APP_ENV"), config.get("API_KEY")
+    if app_env == "production" and key and (reason := weak_key_reason(key)):
+        raise ConfigError(f"API_KEY is too weak for APP_ENV=production: {reason} (at least {API_KEY_MIN_LENGTH} "
+                          f"characters, {API_KEY_MIN_DISTINCT} of them different; make env generates one)")
+    # `exit` kills a worker: a deployment that forgot APP_ENV must not be one setting away from it.
+    if config.get("FAULT_INJECTION") and app_env not in FAULT_INJECTION_ENVS:
+        raise ConfigError(f"FAULT_INJECTION is refused unless APP_ENV is development or test, and it is "
+                          f"{app_env or 'unset'}")
+
+
 def load_config(env: Mapping[str, str]) -> dict[str, Any]:
     """Build the Flask config mapping from environment-style strings."""
     def get(name: str, default: str = "") -> str:
@@ -144,8 +184,9 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
                                                   get("TASK_SOFT_TIME_LIMIT_SECONDS", "1800"), 10),
         "BROKER_VISIBILITY_TIMEOUT_SECONDS": parse_int("BROKER_VISIBILITY_TIMEOUT_SECONDS",
                                                        get("BROKER_VISIBILITY_TIMEOUT_SECONDS", "3600"), 10),
-        # Deliberate failures for tests and demos (see kasparro.pipeline.faults); refused in production.
-        "APP_ENV": get("APP_ENV", "development"),
+        # None when unset: development's leniency, but no FAULT_INJECTION (check_safety says why).
+        "APP_ENV": parse_app_env(get("APP_ENV")),
+        # Deliberate failures for tests and demos (see kasparro.pipeline.faults); development and test only.
         "FAULT_INJECTION": get("FAULT_INJECTION"),
         # /health: beat is stale after this long without a heartbeat; timeouts of each probe.
         "HEALTH_BEAT_STALE_SECONDS": parse_float("HEALTH_BEAT_STALE_SECONDS", get("HEALTH_BEAT_STALE_SECONDS", "120")),
@@ -217,8 +258,10 @@ def check_timing(config: Mapping[str, Any]) -> list[str]:
 
     A task still running, or waiting out a retry countdown, when the visibility
     timeout passes is delivered a second time; so the timeout must exceed the
-    hard time limit and every countdown we ask for.
+    hard time limit and every countdown we ask for. Every process calls this at start, so it also
+    runs check_safety.
     """
+    check_safety(config)
     visibility = config["BROKER_VISIBILITY_TIMEOUT_SECONDS"]
     hard_limit = config["TASK_SOFT_TIME_LIMIT_SECONDS"] + HARD_LIMIT_MARGIN_SECONDS
     longest_countdown = max(config["TASK_BACKOFF_CAP_SECONDS"], config["LEASE_SECONDS"])
@@ -226,8 +269,6 @@ def check_timing(config: Mapping[str, Any]) -> list[str]:
         raise ConfigError(f"BROKER_VISIBILITY_TIMEOUT_SECONDS ({visibility}) must exceed the hard task time limit "
                           f"({hard_limit}) and the longest retry countdown ({longest_countdown}), or a live task "
                           "is delivered twice")
-    if config.get("FAULT_INJECTION") and config.get("APP_ENV") == "production":
-        raise ConfigError("FAULT_INJECTION is refused when APP_ENV is production")
     warnings = []
     resume = max(config["LEASE_SECONDS"], config["WORKER_LIVENESS_TTL_SECONDS"]) + config["REAPER_INTERVAL_SECONDS"]
     if resume > RESUME_TARGET_SECONDS:

@@ -51,7 +51,8 @@ def start_worker(app: Any, name: str, fault: str = "") -> subprocess.Popen:
     """
     queue = f"{QUEUE}-{name}"
     app.extensions["celery"].conf.task_default_queue = queue
-    env = {**os.environ, **SETTINGS, "TASK_QUEUE": queue, "FAULT_INJECTION": fault}
+    # A demo for `make run`: development unless the shell says otherwise (production then refuses the fault).
+    env = {"APP_ENV": "development", **os.environ, **SETTINGS, "TASK_QUEUE": queue, "FAULT_INJECTION": fault}
     log = open(DEMO_DIR / f"{name}.log", "wb")
     command = [sys.executable, "-m", "celery", "-A", "kasparro.worker", "worker", "-Q", queue, "-c", "2",
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"]

@@ -1,14 +1,18 @@
 #!/bin/sh
 # Create ./.env if it does not exist yet (from .env.example when present) and
 # fill in the secrets that have no default anywhere: API_KEY, FLOWER_BASIC_AUTH,
-# POSTGRES_PASSWORD (compose's database) and GRAFANA_ADMIN_PASSWORD. Existing non-empty values are
+# POSTGRES_PASSWORD and APP_DB_PASSWORD (compose's database superuser and
+# application role) and GRAFANA_ADMIN_PASSWORD. Existing non-empty values are
 # never changed, and a secret already set in the environment is left alone:
 # the environment wins over .env, so a generated value would never be used.
+# Secrets are written to .env (mode 600) and never printed: terminals are
+# logged, recorded and shared. It prints where they are and how to read one.
 # Usage: sh scripts/ensure-env.sh [ENV_FILE]
 set -eu
 
 env_file="${1:-.env}"
 example="$(dirname "$0")/../.env.example"
+generated=""
 
 random_hex() {
     od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
@@ -46,11 +50,19 @@ set_if_empty() {
         fi
         printf '%s=%s\n' "$name" "$value" >> "$env_file"
     fi
-    echo "generated $name in $env_file: $value"
+    generated="${generated} ${name}"
 }
 
 set_if_empty API_KEY "$(random_hex 24)"
 set_if_empty FLOWER_BASIC_AUTH "admin:$(random_hex 12)"
-# Hex only: it goes into DATABASE_URL unescaped.
+# Hex only: both go into a DATABASE_URL unescaped.
 set_if_empty POSTGRES_PASSWORD "$(random_hex 16)"
+set_if_empty APP_DB_PASSWORD "$(random_hex 16)"
 set_if_empty GRAFANA_ADMIN_PASSWORD "$(random_hex 16)"
+
+if [ -n "$generated" ]; then
+    echo "generated${generated} in $env_file (readable by you only; not shown here)"
+    case "$generated" in
+        *" API_KEY"*) echo "your API key (header X-API-Key): grep '^API_KEY=' $env_file" ;;
+    esac
+fi

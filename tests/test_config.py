@@ -1,11 +1,22 @@
 """Settings come from the environment, over .env, and malformed values fail loudly."""
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kasparro.config import ConfigError, check_timing, load_config, read_environment
+from kasparro.config import (
+    API_KEY_MIN_DISTINCT,
+    API_KEY_MIN_LENGTH,
+    APP_ENVS,
+    ConfigError,
+    check_timing,
+    load_config,
+    read_environment,
+)
 
 
 def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,10 +110,48 @@ def test_a_slow_resume_is_allowed_but_warned_about() -> None:
     assert "630s" in warning
 
 
-def test_fault_injection_is_refused_in_production() -> None:
-    with pytest.raises(ConfigError, match="refused"):
-        check_timing(load_config({"APP_ENV": "production", "FAULT_INJECTION": "daily:load:10:exit"}))
-    assert check_timing(load_config({"FAULT_INJECTION": "daily:load:10:exit"})) == []
+@pytest.mark.parametrize("app_env", ["production", None])
+def test_fault_injection_is_refused_unless_app_env_names_development_or_test(app_env: str | None) -> None:
+    settings = {"FAULT_INJECTION": "daily:load:10:exit", **({"APP_ENV": app_env} if app_env else {})}
+
+    with pytest.raises(ConfigError, match=f"FAULT_INJECTION is refused unless APP_ENV is development or test, "
+                                          f"and it is {app_env or 'unset'}"):
+        check_timing(load_config(settings))
+
+
+@pytest.mark.parametrize("app_env", ["development", "test"])
+def test_fault_injection_is_allowed_where_app_env_says_development_or_test(app_env: str) -> None:
+    assert check_timing(load_config({"APP_ENV": app_env, "FAULT_INJECTION": "daily:load:10:exit"})) == []
+
+
+@given(st.text(min_size=1, max_size=12).filter(lambda name: name not in APP_ENVS))
+@settings(max_examples=50, deadline=None)
+def test_an_app_env_we_do_not_know_is_refused_by_name(app_env: str) -> None:
+    # `prod`, `Production`, `staging`: none may pass for one of ours, in either direction.
+    with pytest.raises(ConfigError, match="APP_ENV must be one of development, test, production"):
+        load_config({"APP_ENV": app_env})
+
+
+@given(st.one_of(st.text(max_size=API_KEY_MIN_LENGTH - 1).filter(bool),
+                 st.builds(lambda char, n: char * n, st.characters(), st.integers(API_KEY_MIN_LENGTH, 200)),
+                 st.builds(lambda part, n: part * n, st.text(min_size=1, max_size=API_KEY_MIN_DISTINCT - 1),
+                           st.integers(API_KEY_MIN_LENGTH, 64))))
+@settings(max_examples=100, deadline=None)
+def test_production_refuses_a_short_or_repetitive_api_key_and_names_the_rule(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"API_KEY is too weak for APP_ENV=production: .*\\(at least "
+                                          f"{API_KEY_MIN_LENGTH} characters, {API_KEY_MIN_DISTINCT} of them different"):
+        check_timing(load_config({"APP_ENV": "production", "API_KEY": key}))
+
+
+def test_production_accepts_a_generated_key_and_development_accepts_any() -> None:
+    generated = secrets.token_hex(24)  # what scripts/ensure-env.sh writes
+
+    assert check_timing(load_config({"APP_ENV": "production", "API_KEY": generated})) == []
+    # A past complaint: `API_KEY=x make run` must keep working.
+    assert check_timing(load_config({"API_KEY": "x"})) == []
+    assert check_timing(load_config({"APP_ENV": "development", "API_KEY": "x"})) == []
+    # No key at all refuses every protected request; that is safe, so production allows it (workers need none).
+    assert check_timing(load_config({"APP_ENV": "production"})) == []
 
 
 def test_the_quality_thresholds_have_the_documented_defaults() -> None:

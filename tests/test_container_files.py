@@ -41,7 +41,7 @@ NEEDS_DATABASE = {"api", "worker", "beat"}
 
 # The process contract (see the brief / README).
 EXPECTED_COMMANDS = {
-    "migrate": ["flask", "--app", "wsgi", "etl", "init-db"],
+    "migrate": ["sh", "/app/docker/migrate.sh"],
     "api": ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
     "worker": ["celery", "-A", "kasparro.worker", "worker", "--loglevel=INFO"],
     "beat": ["celery", "-A", "kasparro.worker", "beat", "--loglevel=INFO",
@@ -65,19 +65,41 @@ EXPECTED_HEALTH_PROBES = {
 }
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
+# A variable holding a secret (READS_REQUIRE_KEY is a switch).
+SECRET_VARIABLE = re.compile(r"(^API_KEY|_API_KEY|SECRET|PASSWORD|TOKEN|BASIC_AUTH)$")
 # Secrets that must come from .env with no default at all.
-REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD")
+REQUIRED_SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "APP_DB_PASSWORD")
 # Every other secret has an empty default or none.
 ALLOWED_SECRET_DEFAULTS: dict[str, str] = {}
 # Secrets a third-party image reads under its own name, from our variable in .env.
 RENAMED_SECRETS = {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"}
 ENV_EXAMPLE = ROOT / ".env.example"
 # What a container needs whatever .env (shared with `make run`, so full of 127.0.0.1) says.
-CONTAINER_SPECIFIC = {"DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREAM_URL",
-                      "GUNICORN_BIND", "APP_ENV"}
-# Read by compose, not by every service: the password goes into DATABASE_URL, the login to flower only.
-NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_USER",
-                         "GRAFANA_PORT", "PROMETHEUS_PORT"}
+CONTAINER_SPECIFIC = {"BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREAM_URL", "APP_ENV"}
+# Read by compose, or by one service: passwords go into URLs, each secret to the services that use it.
+NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD",
+                         "GRAFANA_ADMIN_USER", "GRAFANA_PORT", "PROMETHEUS_PORT", "PUBLISH_ADDRESS", "API_KEY",
+                         "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY", "DATABASE_URL", "GUNICORN_BIND"}
+# The services that read kasparro.config's settings: every app service but the fake upstream.
+SETTINGS_READERS = APP_SERVICES - {"upstream"}
+# The secrets (by the .env variable they come from) each service may hold; any other is a leak.
+SECRETS_NEEDED = {
+    "postgres": {"POSTGRES_PASSWORD"},
+    "migrate": {"POSTGRES_PASSWORD", "APP_DB_PASSWORD"},
+    "api": {"APP_DB_PASSWORD", "API_KEY"},
+    "worker": {"APP_DB_PASSWORD", "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY"},
+    "beat": set(),
+    "flower": {"FLOWER_BASIC_AUTH"},
+    "upstream": {"FAKE_UPSTREAM_ADMIN_TOKEN"},
+    "redis": set(),
+    "prometheus": {"FLOWER_BASIC_AUTH"},
+    "grafana": {"GRAFANA_ADMIN_PASSWORD"},
+}
+# The demo's fake upstream starts only with this profile (make up adds it when OFFLINE is on).
+DEMO_PROFILE = "demo"
+DEMO_SERVICES = {"upstream"}
+DATABASE_URL_OF_THE_APP = re.compile(
+    r"postgresql\+psycopg2://kasparro_app:\$\{APP_DB_PASSWORD:\?[^}]+\}@postgres:5432/kasparro")
 
 
 # --------------------------------------------------------------------------
@@ -239,8 +261,8 @@ def test_commands_match_the_process_contract(compose, name, argv):
 
 def test_infrastructure_images_and_volume(compose):
     svc = services(compose)
-    assert svc["postgres"]["image"] == "postgres:15"
-    assert svc["redis"]["image"] == "redis:7"
+    assert svc["postgres"]["image"].startswith("postgres:15@sha256:")
+    assert svc["redis"]["image"].startswith("redis:7@sha256:")
     volumes = svc["postgres"].get("volumes", [])
     named = [v.split(":", 1)[0] for v in volumes if isinstance(v, str)]
     assert named and all(n in (compose.get("volumes") or {}) for n in named)
@@ -285,11 +307,9 @@ def test_broker_users_wait_for_redis(compose):
         assert services(compose)[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_beat_waits_for_worker_and_worker_for_upstream(compose):
-    # beat sends the first ETL run on start: a worker must be there to take it,
-    # and in the offline demo the worker fetches from the fake upstream.
+def test_beat_waits_for_worker(compose):
+    # beat sends the first ETL run on start: a worker must be there to take it.
     assert services(compose)["beat"]["depends_on"]["worker"]["condition"] == "service_healthy"
-    assert services(compose)["worker"]["depends_on"]["upstream"]["condition"] == "service_healthy"
 
 
 # --------------------------------------------------------------------------
@@ -297,25 +317,60 @@ def test_beat_waits_for_worker_and_worker_for_upstream(compose):
 
 
 def test_service_hostnames_are_set_explicitly(compose):
-    for name in APP_SERVICES:
+    for name in SETTINGS_READERS:
         env = environment(services(compose)[name])
-        assert re.fullmatch(
-            r"postgresql\+psycopg2://postgres:[^@]+@postgres:5432/kasparro", env["DATABASE_URL"]
-        ), name
         assert env["BROKER_URL"] == "redis://redis:6379/0", name
         assert env["RESULT_BACKEND"] == "redis://redis:6379/1", name
         assert env["LOG_FORMAT"].endswith("json}") or env["LOG_FORMAT"] == "json", name
         assert "SOURCES_FILE" in env and "ETL_INTERVAL_SECONDS" in env, name
-        for passthrough in ("COINGECKO_API_KEY", "COINPAPRIKA_API_KEY",
-                            "COINGECKO_BASE_URL", "COINPAPRIKA_BASE_URL"):
+        for passthrough in ("COINGECKO_BASE_URL", "COINPAPRIKA_BASE_URL"):
             assert passthrough in env, f"{name} does not pass {passthrough}"
+    for name in ("migrate", "api", "worker"):
+        assert DATABASE_URL_OF_THE_APP.fullmatch(environment(services(compose)[name])["DATABASE_URL"]), name
+    for key in ("COINGECKO_API_KEY", "COINPAPRIKA_API_KEY"):
+        assert environment(services(compose)["worker"])[key] == f"${{{key}:-}}"
 
 
-def test_offline_demo_is_the_default_and_points_at_upstream(compose, tmp_path):
+def test_the_app_connects_as_its_own_role_and_only_the_migrate_job_holds_the_superuser(compose):
+    holders = {name for name, service in services(compose).items() if "POSTGRES_PASSWORD" in str(service)}
+    assert holders == {"postgres", "migrate"}
+    admin = environment(services(compose)["migrate"])["ADMIN_DATABASE_URL"]
+    assert admin.startswith("postgresql+psycopg2://postgres:${POSTGRES_PASSWORD:?") and admin.endswith("/postgres")
+    script = (ROOT / "docker" / "migrate.sh").read_text(encoding="utf-8")
+    # The superuser hands the database over, then the migrations run without its password.
+    assert script.index("docker/app_role.py") < script.index("unset ADMIN_DATABASE_URL") < script.index("init-db")
+
+
+def test_the_fake_upstream_is_a_demo_only_and_production_calls_the_real_apis_by_default(compose):
+    for name, service in services(compose).items():
+        expected = {DEMO_PROFILE} if name in DEMO_SERVICES else set()
+        assert set(service.get("profiles", [])) - {OBSERVABILITY_PROFILE} == expected, name
+    # Without the demo profile nothing may wait for the upstream (compose would refuse to start).
+    for name, service in services(compose).items():
+        assert "upstream" not in service.get("depends_on", {}), name
+    assert environment(services(compose)["worker"])["OFFLINE"] == "${OFFLINE:-0}"
+    # make up adds the profile when OFFLINE is on, so the first `make up` (.env.example: OFFLINE=1) works offline.
+    assert re.search(r"^OFFLINE=1$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M)
+
+
+@pytest.mark.parametrize("offline,profile", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_make_up_starts_the_fake_upstream_exactly_when_offline_is_on(tmp_path, offline, profile):
+    (tmp_path / ".env").write_text(f"OFFLINE={offline}\n")
+    dry = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "up", "COMPOSE=compose"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "OFFLINE"})
+    (recipe,) = [line for line in dry.stdout.replace("\\\n", " ").splitlines() if "up -d" in line]
+
+    done = subprocess.run(["sh", "-c", recipe.replace("compose $profile up -d", 'echo "profile=$profile"')],
+                          cwd=tmp_path, capture_output=True, text=True, check=True)
+
+    assert done.stdout.strip() == ("profile=--profile demo" if profile else "profile=")
+
+
+def test_offline_demo_points_at_upstream(compose, tmp_path):
     from kasparro.catalog import declared_sources
 
     env = environment(services(compose)["worker"])
-    assert env["OFFLINE"] == "${OFFLINE:-1}"
     assert env["FAKE_UPSTREAM_URL"] == "http://upstream:8900"
     specs = declared_sources({"SOURCES_FILE": str(ROOT / "sources.toml"), "OFFLINE": True,
                               "FAKE_UPSTREAM_URL": env["FAKE_UPSTREAM_URL"]})
@@ -324,11 +379,36 @@ def test_offline_demo_is_the_default_and_points_at_upstream(compose, tmp_path):
 
 
 def test_api_key_must_come_from_env_file(compose):
-    for name in APP_SERVICES:
-        value = environment(services(compose)[name])["API_KEY"]
-        assert value.startswith("${API_KEY:?"), f"{name}: API_KEY={value!r}"
+    value = environment(services(compose)["api"])["API_KEY"]
+    assert value.startswith("${API_KEY:?"), f"api: API_KEY={value!r}"
     assert environment(services(compose)["flower"])["FLOWER_BASIC_AUTH"].startswith(
         "${FLOWER_BASIC_AUTH:?")
+
+
+def test_each_service_holds_only_the_secrets_it_needs(compose):
+    for name, service in services(compose).items():
+        assert "env_file" not in service, f"{name} gets the whole .env, every secret in it"
+        # Secrets by the variable they are read from, wherever they appear (a URL's password too).
+        held = set(re.findall(r"\$\{(\w+)", json.dumps(service.get("environment", {}))))
+        secrets = {var for var in held if SECRET_VARIABLE.search(var)}
+        assert secrets <= SECRETS_NEEDED[name], f"{name} holds {sorted(secrets - SECRETS_NEEDED[name])}"
+    assert environment(services(compose)["upstream"]) == {
+        "LOG_FORMAT": "${LOG_FORMAT:-json}", "FAKE_UPSTREAM_ADMIN_TOKEN": "${FAKE_UPSTREAM_ADMIN_TOKEN:-}"}
+
+
+def test_compose_publishes_on_loopback_unless_publish_address_says_otherwise(compose):
+    published = {name: service["ports"] for name, service in services(compose).items() if service.get("ports")}
+    assert set(published) == {"api", "flower", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port!r}"
+
+
+def test_images_are_pinned_by_digest(compose, dockerfile):
+    images = [service["image"] for service in services(compose).values() if "build" not in service]
+    images += [args.split()[0] for ins, args in dockerfile if ins == "FROM"]
+    for image in images:
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), f"{image} is pinned by tag only"
 
 
 def test_no_secret_has_a_literal_value_in_compose(compose):
@@ -347,24 +427,17 @@ def test_no_secret_has_a_literal_value_in_compose(compose):
                     f"{name}: {key} has the default {rest!r}")
 
 
-def test_every_app_service_gets_the_whole_env_file(compose):
-    for name in APP_SERVICES:
-        service = services(compose)[name]
-        # the whole .env, so a setting (or a source's api_key_env) not named in the compose file still arrives
-        assert env_files(service) == [".env"], name
-
-
-def test_every_documented_variable_reaches_every_app_service_and_the_shell_wins(compose):
+def test_every_documented_setting_reaches_every_settings_reader_and_the_shell_wins(compose):
     variables = example_variables()
     assert {"READS_REQUIRE_KEY", "API_KEY", "LOG_FORMAT"} <= variables
-    for name in APP_SERVICES:
+    for name in SETTINGS_READERS:
         env = environment(services(compose)[name])
         for var in sorted(variables - CONTAINER_SPECIFIC - NOT_FOR_EVERY_SERVICE):
             # ${VAR...} is interpolated from the shell first and .env second: the shell wins, as under make run.
             assert re.match(rf"\$\{{{var}(\}}|:?[-?])", env.get(var, "")), f"{name}: {var}={env.get(var)!r}"
         for var in CONTAINER_SPECIFIC:
             assert var in env and "127.0.0.1" not in env[var], f"{name}: {var}"
-    assert "${POSTGRES_PASSWORD:?" in environment(services(compose)["api"])["DATABASE_URL"]
+    assert "${APP_DB_PASSWORD:?" in environment(services(compose)["api"])["DATABASE_URL"]
 
 
 def test_containers_log_json_unless_told_otherwise(compose, dockerfile):
@@ -380,10 +453,11 @@ def test_required_secrets_fail_clearly_in_plain_text():
     # Independent of PyYAML: the :? form with a message, and no literal value.
     text = compose_text()
     for key in REQUIRED_SECRETS:
-        uses = re.findall(rf"^\s*{key}:\s*(.+)$", text, re.M)
+        # Wherever it is used, a whole value or a URL's password.
+        uses = re.findall(rf"\$\{{{key}([^}}]*)\}}", text)
         assert uses, f"{key} is not passed to any service"
-        for value in uses:
-            assert re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", value.strip()), value
+        for rest in uses:
+            assert re.fullmatch(r":\?.+", rest), f"${{{key}{rest}}}"
     # nothing like API_KEY=abc or API_KEY: abc anywhere in committed container files
     for path in (DOCKERFILE, COMPOSE_FILE, ENTRYPOINT_SCRIPT):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -399,7 +473,7 @@ def test_required_secrets_fail_clearly_in_plain_text():
 
 def test_dockerfile_base_image(dockerfile):
     froms = [args for ins, args in dockerfile if ins == "FROM"]
-    assert froms and froms[-1].split()[0] == "python:3.11-slim"
+    assert froms and froms[-1].split()[0].startswith("python:3.11-slim@sha256:")
 
 
 def test_dockerfile_known_instructions_only(dockerfile):
@@ -468,7 +542,8 @@ def test_dockerfile_environment_ports_healthcheck_and_cmd(dockerfile):
 def test_dockerignore_keeps_secrets_and_environments_out():
     patterns = {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.startswith("#")}
-    for required in (".env", ".venv", ".git"):
+    # var/: make run's databases and their passwords must not be baked into the image.
+    for required in (".env", ".venv", ".git", "var"):
         assert required in patterns, f".dockerignore lacks {required}"
     # files the image needs must not be ignored
     for needed in ("requirements.txt", "kasparro", "docker", "migrations", "data",
@@ -556,6 +631,8 @@ OBSERVABILITY_DIR = ROOT / "docker" / "observability"
 
 def test_observability_services_run_only_in_their_profile(compose):
     for name, service in services(compose).items():
+        if name in DEMO_SERVICES:
+            continue
         expected = [OBSERVABILITY_PROFILE] if name in OBSERVABILITY_SERVICES else None
         # Without a profile a service starts on plain `docker compose up`; the ETL stack must not change.
         assert service.get("profiles") == expected, name
@@ -616,13 +693,13 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", OBSERVABILITY_PROFILE]])
+@pytest.mark.parametrize("profile", [[], ["--profile", OBSERVABILITY_PROFILE], ["--profile", DEMO_PROFILE]])
 def test_compose_config_validates_with_the_compose_cli(tmp_path, profile):
     command = compose_cli()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)")
     secrets = {"API_KEY": "key", "FLOWER_BASIC_AUTH": "user:password", "POSTGRES_PASSWORD": "password",
-               "GRAFANA_ADMIN_PASSWORD": "password"}
+               "APP_DB_PASSWORD": "password", "GRAFANA_ADMIN_PASSWORD": "password"}
     (tmp_path / ".env").write_text("".join(f"{key}={value}\n" for key, value in secrets.items()))
     # Only the .env above: a variable set in this shell would win over it.
     env = {k: v for k, v in os.environ.items() if k not in example_variables()}
@@ -631,5 +708,39 @@ def test_compose_config_validates_with_the_compose_cli(tmp_path, profile):
                              *profile, "config"], capture_output=True, text=True, env=env, timeout=120, check=False)
 
     assert result.returncode == 0, result.stderr
-    expected = INFRA_SERVICES | APP_SERVICES | (OBSERVABILITY_SERVICES if profile else set())
-    assert expected <= set(pytest.importorskip("yaml").safe_load(result.stdout)["services"])
+    active = {OBSERVABILITY_PROFILE: OBSERVABILITY_SERVICES, DEMO_PROFILE: DEMO_SERVICES}.get(profile[-1] if profile
+                                                                                          else "", set())
+    expected = INFRA_SERVICES | (APP_SERVICES - DEMO_SERVICES) | active
+    rendered = pytest.importorskip("yaml").safe_load(result.stdout)["services"]
+    assert expected <= set(rendered)
+    # Compose v2 renders a port as a mapping, 1.29 as "127.0.0.1:8000:8000/tcp".
+    hosts = [port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
+             for service in rendered.values() for port in service.get("ports", [])]
+    assert hosts and set(hosts) == {"127.0.0.1"}, f"published beyond loopback without PUBLISH_ADDRESS: {hosts}"
+
+
+# --------------------------------------------------------------------------
+# where the API listens
+
+
+def gunicorn_bind(**env: str) -> str:
+    """Return the address gunicorn.conf.py binds under `env` (GUNICORN_BIND unset unless given)."""
+    code = "import runpy; print(runpy.run_path('gunicorn.conf.py')['bind'])"
+    base = {k: v for k, v in os.environ.items() if k != "GUNICORN_BIND"}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, **env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_make_run_serves_the_api_on_loopback_unless_gunicorn_bind_widens_it():
+    assert gunicorn_bind() == "127.0.0.1:8000"
+    assert gunicorn_bind(GUNICORN_BIND="0.0.0.0:8000") == "0.0.0.0:8000"
+    procfile = (ROOT / "Procfile").read_text(encoding="utf-8")
+    (api,) = [line for line in procfile.splitlines() if line.startswith("api:")]
+    assert "--bind" not in api and "-b " not in api  # gunicorn.conf.py decides
+    assert "--address=127.0.0.1" in procfile  # Flower's, under make run
+
+
+def test_containers_listen_on_every_interface_where_the_port_mapping_decides(compose, dockerfile):
+    env = " ".join(args for ins, args in dockerfile if ins == "ENV")
+    assert re.search(r"\bGUNICORN_BIND=0\.0\.0\.0:8000\b", env)
+    assert environment(services(compose)["api"])["GUNICORN_BIND"] == "0.0.0.0:8000"

@@ -56,7 +56,8 @@ def redis_server(base_dir: Path) -> Iterator[RedisServer]:
 
 
 def query(server: PostgresServer, sql: str) -> list[tuple]:
-    with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres") as conn:
+    with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", password=server.password,
+                          dbname="postgres") as conn:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute(sql)
@@ -65,7 +66,7 @@ def query(server: PostgresServer, sql: str) -> list[tuple]:
 
 def test_postgres_accepts_connections_at_its_url(pg: PostgresServer) -> None:
     assert pg.running and pg.initialized
-    assert pg.url == f"postgresql+psycopg2://postgres@127.0.0.1:{pg.port}/postgres"
+    assert pg.url == f"postgresql+psycopg2://postgres:{pg.password}@127.0.0.1:{pg.port}/postgres"
     assert pg.database_url("kasparro").endswith(f":{pg.port}/kasparro")
     assert query(pg, "SELECT current_setting('listen_addresses'), current_user") == [("127.0.0.1", "postgres")]
 
@@ -183,8 +184,8 @@ def test_a_context_manager_stops_the_server(base_dir: Path) -> None:
 def test_an_explicit_port_is_used(base_dir: Path) -> None:
     port = free_port()
     with RedisServer(base_dir / "explicit", port=port) as server:
-        assert redis.Redis(port=port).ping()
-    assert server.url == f"redis://127.0.0.1:{port}/0"
+        assert redis.Redis(port=port, password=server.password).ping()
+    assert server.url == f"redis://:{server.password}@127.0.0.1:{port}/0"
 
 
 def test_missing_postgres_binaries_are_named(tmp_path: Path) -> None:
@@ -236,7 +237,8 @@ def test_as_root_without_a_postgres_account_the_server_runs_in_a_user_namespace(
     server = PostgresServer(base_dir / "userns", fast=True, os_user="no-such-account")
     try:
         server.start()
-        with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres") as conn:
+        with psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", password=server.password,
+                              dbname="postgres") as conn:
             with conn.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 assert cursor.fetchone() == (1,)
@@ -269,3 +271,65 @@ def test_a_second_terminal_reaches_the_servers_a_running_make_run_started(tmp_pa
     assert local.attached(tmp_path, {"DATABASE_URL": "postgresql://elsewhere/db"}) == {"BROKER_URL": exports["BROKER_URL"]}
     path.unlink()
     assert local.attached(tmp_path, {}) == {}
+
+
+def refused_without_password(server: PostgresServer, **login: str) -> str:
+    """Return PostgreSQL's refusal of a login without our password; fail if it lets the login in."""
+    try:
+        psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", connect_timeout=10,
+                         **login).close()
+    except psycopg2.OperationalError as refusal:
+        return str(refusal)
+    raise AssertionError(f"PostgreSQL let in {login or 'a login without a password'}")
+
+
+def test_postgres_refuses_a_login_without_the_password_on_tcp_and_on_its_socket(pg: PostgresServer) -> None:
+    assert "no password supplied" in refused_without_password(pg)
+    assert "password authentication failed" in refused_without_password(pg, password="postgres")
+    if query(pg, "SELECT current_setting('unix_socket_directories')") != [("",)]:
+        # The socket sits in the data dir (mode 700), and asks for the password too.
+        with pytest.raises(psycopg2.OperationalError, match="no password supplied"):
+            psycopg2.connect(host=str(pg.data_dir), port=pg.port, user="postgres", dbname="postgres").close()
+    assert query(pg, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'") \
+        == [(True,)]
+
+
+def test_redis_refuses_a_client_without_the_password(redis_server: RedisServer) -> None:
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=redis_server.port).set("k", "v")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=redis_server.port, password="wrong").ping()
+    assert redis.Redis.from_url(redis_server.url).ping()
+
+
+def test_the_passwords_are_readable_by_us_only_and_never_on_a_command_line(pg: PostgresServer,
+                                                                             redis_server: RedisServer) -> None:
+    for path in (pg.password_file, redis_server.data_dir / "password", redis_server.data_dir / "redis.conf"):
+        assert path.stat().st_mode & 0o077 == 0, path
+    assert redis_server.data_dir.stat().st_mode & 0o077 == 0
+    assert len(pg.password) >= 32 and pg.password != redis_server.password
+    for pid in (pg.pid, redis_server.pid):
+        # /proc/<pid>/cmdline is what `ps` shows every local user.
+        command_line = Path("/proc", str(pid), "cmdline").read_bytes().decode()
+        assert pg.password not in command_line and redis_server.password not in command_line
+
+
+def test_a_trust_cluster_from_before_passwords_is_secured_on_its_next_start_and_keeps_its_data(
+        base_dir: Path) -> None:
+    old = PostgresServer(base_dir / "upgraded", fast=True)
+    with old:
+        query(old, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+    # What an older version left: trust on TCP and socket, and no password file.
+    (old.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    old.password_file.unlink()
+
+    with PostgresServer(base_dir / "upgraded", fast=True) as upgraded:
+        assert upgraded.password != old.password and upgraded.secured
+        assert "no password supplied" in refused_without_password(upgraded)
+        assert query(upgraded, "SELECT n FROM kept") == [(42,)]
+
+
+def test_the_launcher_names_app_env_and_leaves_a_set_one_alone() -> None:
+    assert local.app_env("run", {}) == {"APP_ENV": "development"}
+    assert local.app_env("test", {}) == {"APP_ENV": "test"}
+    assert local.app_env("run", {"APP_ENV": "production"}) == {"APP_ENV": "production"}

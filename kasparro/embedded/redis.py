@@ -1,4 +1,9 @@
-"""A private Redis run as our child process; it keeps its data in an append-only file only if asked."""
+"""A private Redis run as our child process; it keeps its data in an append-only file only if asked.
+
+It asks every client for a generated password (`requirepass`), kept in its data dir (mode 700) in a file
+readable by us only, and handed to Redis in a config file there: never on the command line, which every
+local user can read in `ps`.
+"""
 from __future__ import annotations
 
 import re
@@ -17,7 +22,11 @@ from kasparro.embedded.base import (
     find_redis_server,
     log_size,
     log_tail,
+    read_or_make_password,
 )
+
+PASSWORD_FILE = "password"
+CONFIG_FILE = "redis.conf"
 
 
 def _emergency_kill(process: subprocess.Popen[bytes]) -> None:
@@ -34,6 +43,9 @@ class RedisServer(Server):
         self.persistent = persistent
         self.binary = find_redis_server()
         self._process: subprocess.Popen[bytes] | None = None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self.password = read_or_make_password(self.data_dir / PASSWORD_FILE)
 
     @property
     def url(self) -> str:
@@ -41,8 +53,8 @@ class RedisServer(Server):
         return self.database_url(0)
 
     def database_url(self, database: int) -> str:
-        """Return the URL of numbered database `database`."""
-        return f"redis://127.0.0.1:{self.port}/{database}"
+        """Return the URL of numbered database `database`, password included."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{database}"
 
     @property
     def pid(self) -> int | None:
@@ -55,10 +67,16 @@ class RedisServer(Server):
         """Return the server's log file."""
         return self.data_dir / "redis.log"
 
+    def _write_config(self) -> Path:
+        path = self.data_dir / CONFIG_FILE
+        path.touch(mode=0o600)
+        path.write_text(f"requirepass {self.password}\n")
+        return path
+
     def _spawn(self) -> subprocess.Popen[bytes]:
-        command = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.data_dir), "--daemonize", "no",
-                   "--logfile", str(self.log_path)]
+        command = [str(self.binary), str(self._write_config()), "--port", str(self.port), "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.data_dir),
+                   "--daemonize", "no", "--logfile", str(self.log_path)]
         # Own session: a Ctrl-C meant for the caller's terminal must not kill the server behind its back.
         return subprocess.Popen(command, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -67,7 +85,7 @@ class RedisServer(Server):
         # The pid, not just a PONG: a Redis already on an explicit port must not pass for ours.
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"INFO server\r\n")
+                sock.sendall(b"AUTH " + self.password.encode() + b"\r\nINFO server\r\n")
                 reply = b""
                 while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
                     chunk = sock.recv(65536)
@@ -96,7 +114,6 @@ class RedisServer(Server):
         """Start the server and wait until it answers."""
         if self.running:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             since = log_size(self.log_path)
             if self._ready(self._spawn(), since):

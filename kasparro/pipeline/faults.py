@@ -8,7 +8,7 @@ FAULT_INJECTION holds rules separated by commas, each `source:stage:after[:actio
   error, so the source run fails and the next run resumes from the checkpoint)
   or `exit` (the whole worker process dies at once, as with a power cut or an
   OOM kill: the pool process and its parent are killed with SIGKILL).
-Example: `csv_daily_2019:load:100:exit`. Refused when APP_ENV is production.
+Example: `csv_daily_2019:load:100:exit`. Refused unless APP_ENV is development or test (kasparro.config.check_safety).
 """
 from __future__ import annotations
 

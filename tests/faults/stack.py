@@ -150,7 +150,9 @@ class Stack:
                    RESULT_BACKEND=self.redis.url, REDIS_URL=self.redis.url, TASK_QUEUE=QUEUE,
                    SOURCES_FILE=str(self.sources_file), ENABLED_SOURCES="", OFFLINE="false", LEASE_SECONDS="30",
                    BATCH_SIZE="500", TASK_MAX_RETRIES="3", TASK_BACKOFF_BASE_SECONDS="0.25",
-                   RATE_LIMIT_WINDOW_SECONDS="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **PROVIDER_KEYS)
+                   RATE_LIMIT_WINDOW_SECONDS="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **PROVIDER_KEYS,
+                   # Named, not defaulted: FAULT_INJECTION is refused unless APP_ENV says development or test.
+                   APP_ENV="test")
         env.update(overrides)
         return env
 

@@ -170,7 +170,7 @@ def hostile_feeds(draw: st.DrawFn) -> bytes:
     return body
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(body=hostile_feeds())
 def test_a_generated_hostile_feed_loads_or_rejects_entries_or_fails_cleanly(body: bytes) -> None:
     summary = assert_bounded(body)

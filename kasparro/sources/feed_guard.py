@@ -108,9 +108,14 @@ def unstorable(payload: Mapping[str, Any], max_chars: int) -> str | None:
     return None
 
 
+def replaced(text: str) -> str:
+    """Return `text` with every character that cannot be stored as U+FFFD."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
 def storable(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Return the entry as evidence that can be stored: forbidden characters as U+FFFD, each text cut short."""
-    return {key: _UNSTORABLE.sub(REPLACEMENT, value[:MAX_EVIDENCE_CHARS]) if isinstance(value, str) else value
+    return {key: replaced(value[:MAX_EVIDENCE_CHARS]) if isinstance(value, str) else value
             for key, value in payload.items()}
 
 

@@ -161,7 +161,10 @@ class RssSource:
         if len(parsed.entries) > self.max_entries:
             raise PayloadError(f"GET {shown} listed {len(parsed.entries)} entries, over max_entries = "
                                f"{self.max_entries}", source=self.name)
+        # The feed's own title is no entry's content: a forbidden character in it is replaced, so that it
+        # does not reject every entry of the feed.
         feed_title = parsed.feed.get("title")
+        feed_title = feed_guard.replaced(feed_title) if isinstance(feed_title, str) else feed_title
         return [self._item({**{key: _entry_field(entry, key) for key in ENTRY_FIELDS}, "feed": self.feed,
                             "feed_title": feed_title}, f"entry#{index}") for index, entry in enumerate(parsed.entries)]
 

@@ -11,6 +11,10 @@ are parsed. So, on the feed decoded to UTF-8 the way feedparser decodes it:
     forbidden characters  one XML forbids, raw or as a character reference     FORBIDDEN in its place:
                                                                                that entry is rejected
 
+The checks read bytes, not XML: a `<!ENTITY` or an `<item>` written inside a CDATA section counts too
+(a feed quoting a DTD in CDATA is refused). A false refusal fails one source clearly; a missed
+declaration could take the worker down.
+
 A feed is refused with `FeedRefused`, whose message names the limit. An entry is checked once parsed
 by `unstorable`, which says why it cannot be stored (a forbidden character, or more characters than
 the feed had bytes) so the source rejects that entry alone.

@@ -130,6 +130,15 @@ def test_an_item_holding_a_forbidden_character_is_rejected_at_its_position_and_i
     assert summary["rejected"]["entry#1"].startswith("entry#1: title held a character XML or the database forbids")
 
 
+def test_a_feed_whose_declared_encoding_decodes_to_a_lone_surrogate_is_refused() -> None:
+    body = (b'<?xml version="1.0" encoding="utf-7"?><rss version="2.0"><channel><title>t</title>'
+            b"<item><title>a+2D0-b</title><link>https://n.example/1</link></item></channel></rss>")  # +2D0-: D83D
+
+    summary = assert_bounded(body)  # feedparser raised UnicodeEncodeError
+
+    assert "does not decode to text" in summary["failed"]
+
+
 def test_a_character_reference_xml_allows_is_kept() -> None:
     summary = assert_bounded(feed(item(0, "Caf&#xE9; &#128512; &#x9;tab")))
 

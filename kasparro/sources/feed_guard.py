@@ -10,6 +10,8 @@ are parsed. So, on the feed decoded to UTF-8 the way feedparser decodes it:
     base URIs             a base or resolved URI past MAX_URI_CHARS            dropped (the outer base stays)
     forbidden characters  one XML forbids, raw or as a character reference     FORBIDDEN in its place:
                                                                                that entry is rejected
+    well-formedness       what expat refuses                                   refuse the feed (feedparser
+                                                                               would parse it again, leniently)
 
 The checks read bytes, not XML: a `<!ENTITY` or an `<item>` written inside a CDATA section counts too
 (a feed quoting a DTD in CDATA is refused). A false refusal fails one source clearly; a missed
@@ -24,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from xml.parsers import expat
 
 from feedparser import encodings, mixin, urls
 
@@ -60,7 +63,22 @@ def prepare(body: bytes, max_entries: int) -> bytes:
     if entries > max_entries:
         raise FeedRefused(f"lists more than {max_entries} entries (<item>/<entry> elements), over "
                           f"max_entries = {max_entries}; refused before parsing")
-    return _CHARACTERS.sub(_mark, data)
+    marked = _CHARACTERS.sub(_mark, data)
+    well_formed(marked)
+    return marked
+
+
+def well_formed(data: bytes) -> None:
+    """Raise FeedRefused unless expat reads the feed, as feedparser's strict parser will.
+
+    When expat refuses a feed, feedparser parses it again with its lenient pure-Python parser, and the
+    source then refuses it anyway: 4 MB took 7 s that way. Expat alone, keeping nothing, takes a fraction.
+    """
+    parser = expat.ParserCreate(namespace_separator=" ")  # namespaces on, like feedparser's SAX reader
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as error:
+        raise FeedRefused(f"is not well-formed XML: {str(error)[:200]}") from None
 
 
 def decoded(body: bytes) -> bytes:

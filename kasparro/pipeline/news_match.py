@@ -41,7 +41,9 @@ NAME_WORDS = frozenset("""
     verge ordinals celsius dent flux hive radix marlin canton
 """.split())  # noqa: SIM905
 _EDGE = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
-_TAGS = re.compile(r"<[^>]*>")
+# A tag is `<` to the next `>` with no `<` between: a `<` never closed then stops at the next `<` instead of
+# scanning to the end of the text from every one (`<[^>]*>` took 0.34 s on 60 KB of "<a ", quadratic).
+_TAGS = re.compile(r"<[^<>]*>")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 Settings (sources.toml): `url` (default CoinDesk's feed), `feed` (a label for
 the feed in /news, default the source's name), `max_feed_bytes` (a bigger body
-fails the source), `max_entries`, and the HTTP settings every API kind has
-(`timeout_seconds`, `max_retries`, `backoff_seconds`, `requests_per_minute`).
+fails the source), `max_entries` (a feed listing more `<item>`/`<entry>`
+elements fails the source, counted before parsing), and the HTTP settings every
+API kind has (`timeout_seconds`, `max_retries`, `backoff_seconds`, `requests_per_minute`).
 
 Each entry becomes one raw record holding the entry as received (guid, title,
-link, published, updated, summary, feed title). Checkpoint: see `FeedCursor`.
+link, published, updated, summary, feed title). An entry that cannot be stored
+(a character XML forbids, see `feed_guard`) becomes a reject at its position,
+`entry#<n>`; a feed declaring entities fails the source. Checkpoint: see `FeedCursor`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 import feedparser
 
 from kasparro.errors import PayloadError
-from kasparro.sources import SourceContext, register
+from kasparro.sources import SourceContext, feed_guard, register
 from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url, number_setting
 from kasparro.sources.watermark import chunked
@@ -135,27 +138,41 @@ class RssSource:
         """Yield pages of the feed's entries that are new or changed since the cursor."""
         entries = self._entries(self.client.get_bytes(self.url, self.max_bytes, ACCEPT))
         marks = FeedCursor(cursor)
-        fresh = [RawItem(entry, f"entry#{index}") for index, entry in enumerate(entries) if marks.is_new(entry)]
+        fresh = [item for item in entries if marks.is_new(item.payload)]
         chunks = list(chunked(fresh, page_size))
         for number, chunk in enumerate(chunks, 1):
             marks.advance(chunk)
             yield Page(chunk, marks.cursor(final=number == len(chunks)))
 
-    def _entries(self, body: bytes) -> list[dict[str, Any]]:
-        # A file object: given bytes, feedparser first tries them as a local file name.
-        parsed = feedparser.parse(io.BytesIO(body))
+    def _entries(self, body: bytes) -> list[RawItem]:
         shown = display_url(self.url)
+        try:
+            data = feed_guard.prepare(body, self.max_entries)
+        except feed_guard.FeedRefused as refused:
+            raise PayloadError(f"GET {shown} returned a feed that {refused}", source=self.name) from None
+        # A file object: given bytes, feedparser first tries them as a local file name. Relative URIs in
+        # summaries stay as received: resolving them copies the base URI into every link of every entry.
+        parsed = feedparser.parse(io.BytesIO(data), resolve_relative_uris=False)
         if parsed.bozo and not isinstance(parsed.get("bozo_exception"), HARMLESS_BOZO):
             raise PayloadError(f"GET {shown} returned a feed that is not well-formed XML: "
                                f"{str(parsed.get('bozo_exception'))[:200]}", source=self.name)
         if not parsed.version:
             raise PayloadError(f"GET {shown} returned no RSS or Atom feed", source=self.name)
         if len(parsed.entries) > self.max_entries:
-            raise PayloadError(f"GET {shown} listed {len(parsed.entries)} entries, over the limit of "
+            raise PayloadError(f"GET {shown} listed {len(parsed.entries)} entries, over max_entries = "
                                f"{self.max_entries}", source=self.name)
+        # The feed's own title is no entry's content: a forbidden character in it is replaced, so that it
+        # does not reject every entry of the feed.
         feed_title = parsed.feed.get("title")
-        return [{**{key: _entry_field(entry, key) for key in ENTRY_FIELDS}, "feed": self.feed,
-                 "feed_title": feed_title} for entry in parsed.entries]
+        feed_title = feed_guard.replaced(feed_title) if isinstance(feed_title, str) else feed_title
+        return [self._item({**{key: _entry_field(entry, key) for key in ENTRY_FIELDS}, "feed": self.feed,
+                            "feed_title": feed_title}, f"entry#{index}") for index, entry in enumerate(parsed.entries)]
+
+    def _item(self, payload: dict[str, Any], position: str) -> RawItem:
+        fault = feed_guard.unstorable(payload, self.max_bytes)
+        if fault is None:
+            return RawItem(payload, position)
+        return RawItem(feed_guard.storable(payload), position, error=f"{position}: {fault}")
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the entry fields this mapping reads."""

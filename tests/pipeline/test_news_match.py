@@ -1,6 +1,8 @@
 """Linking news text to canonical assets: a pure function, with the known false matches that must not link."""
 from __future__ import annotations
 
+import timeit
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -101,3 +103,23 @@ def test_a_name_or_cashtag_standing_alone_always_links(ticker: str, name: str, p
     links = match(f"{prefix} {mention} {suffix}", [asset])
 
     assert [(link.asset_id, link.matched_by) for link in links] == [(1, "cashtag" if cashtag else "name")]
+
+
+def seconds_per_call(function: object, text: str) -> float:
+    timer = timeit.Timer(lambda: function(text))  # type: ignore[operator]
+    return min(seconds / number for number, seconds in (timer.autorange() for _ in range(3)))
+
+
+@pytest.mark.parametrize("unit", ["<a ", "<", "< b <i x='1' "])
+def test_stripping_tags_takes_time_linear_in_the_text(unit: str) -> None:
+    # Tags that never close: the old pattern scanned to the end of the text from each `<`.
+    small, large = unit * 2_000, unit * 20_000
+
+    ratio = seconds_per_call(plain_text, large) / seconds_per_call(plain_text, small)
+
+    assert ratio < 30, f"ten times the text took {ratio:.0f} times as long"  # linear: about 10; quadratic: 100
+
+
+def test_a_tag_is_stripped_up_to_its_own_closing_bracket() -> None:
+    assert plain_text("<p>Bitcoin <b>rose</b></p>").split() == ["Bitcoin", "rose"]
+    assert plain_text("a <b <i>c</i>").split() == ["a", "<b", "c"]  # an unclosed `<` stays as text

@@ -221,8 +221,8 @@ class HttpClient:
         if delay > cap:
             # Waiting less than asked only earns another 429, so give up for now instead.
             raise TransientSourceError(
-                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the {cap:.0f}s cap "
-                f"(max_retry_after_seconds); requests pause for {cap:.0f}s", source=self.source)
+                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the {cap:g}s cap "
+                f"(max_retry_after_seconds); requests pause for {cap:g}s", source=self.source)
         return delay
 
     def _wait_before_retry(self, retry: _Retry, attempt: int, shown: str) -> None:

@@ -38,7 +38,7 @@ from kasparro.redact import redact_text
 from kasparro.sources import SourceContext
 from kasparro.sources.base import RequestStats, loads_json
 from kasparro.sources.ratelimit import Budget
-from kasparro.sources.transport import Deadline, KeyedSession
+from kasparro.sources.transport import Deadline, KeyedSession, origin
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class HttpClient:
         raise SourceConfigError(f"request rejected, not retried: {detail}", source=self.source)
 
     def _redirected(self, response: requests.Response) -> str:
-        if not response.history:
+        if not response.history or origin(str(response.url)) == origin(str(response.history[0].url)):
             return ""
         # Our credential headers stay behind when a redirect changes host, which may be why it refused.
         return f" (redirected to {self.redact(display_url(str(response.url)))}, credentials not sent there)"

@@ -172,3 +172,14 @@ def test_every_hostile_body_ends_as_a_clean_source_error_within_the_deadline(
         assert any(name in str(exc) for name in ("request_deadline_seconds", "max_response_bytes", "JSON",
                                                  "failed after 1 attempts"))
     assert time.monotonic() - started < 0.5 + MARGIN
+
+
+def test_the_deadline_holds_through_an_http_proxy_that_drips(header_drip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", header_drip.removesuffix("/slow"))
+
+    error, elapsed = timed_error(lambda: client().get_json("http://provider.invalid/coins/markets"))
+
+    assert isinstance(error, TransientSourceError) and "request_deadline_seconds" in str(error)
+    assert elapsed < DEADLINE + MARGIN

@@ -4,7 +4,8 @@ Besides wrong answers (429, 5xx, HTML, renamed fields) it sends hostile bodies, 
 client ends each cleanly: `drip` (the answer `size` bytes every `interval` seconds), `endless` (a JSON
 array that never closes, no Content-Length), `short_body` (Content-Length `declared`, the real body,
 then the connection held open `hold` seconds), `huge_body` (Content-Length `declared`, and that many
-bytes really sent). Every time a fault may take is capped (MAX_DELAY_SECONDS, MAX_STREAM_SECONDS), so
+bytes really sent), `gzip_bomb` (`inflated` zero bytes, gzip-compressed about a thousand to
+one, sent with `Content-Encoding: gzip`). Every time a fault may take is capped (MAX_DELAY_SECONDS, MAX_STREAM_SECONDS), so
 no injection holds a server thread for ever.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 PROVIDERS = ("coinpaprika", "coingecko")
 FAULT_KINDS = (
     "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "type_change",
-    "reset", "drip", "endless", "short_body", "huge_body",
+    "reset", "drip", "endless", "short_body", "huge_body", "gzip_bomb",
 )
 # The longest `slow` may delay, and the longest a hostile body may stream.
 MAX_DELAY_SECONDS = 60.0
@@ -31,10 +32,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "endless": {"seconds": MAX_STREAM_SECONDS},
     "short_body": {"declared": HUGE_DECLARED, "hold": 60.0},
     "huge_body": {"declared": HUGE_DECLARED, "seconds": MAX_STREAM_SECONDS},
+    "gzip_bomb": {"inflated": 2**30},
 }
 # Numeric parameters and the range each must be in: (least, most).
 _BOUNDS = {"delay": (0.0, MAX_DELAY_SECONDS), "interval": (0.001, MAX_DELAY_SECONDS), "size": (1, 65536),
-           "seconds": (0.0, MAX_STREAM_SECONDS), "hold": (0.0, MAX_STREAM_SECONDS), "declared": (0, 10**15)}
+           "seconds": (0.0, MAX_STREAM_SECONDS), "hold": (0.0, MAX_STREAM_SECONDS), "declared": (0, 10**15),
+           "inflated": (0, 2**34)}
 # What `type_change` turns a field's value into.
 TYPE_CHANGES = ("string", "null")
 

@@ -1,4 +1,4 @@
-"""Send the hostile bodies of the `drip`, `endless`, `short_body` and `huge_body` faults.
+"""Send the hostile bodies of the `drip`, `endless`, `short_body`, `huge_body` and `gzip_bomb` faults.
 
 Each writer stops when its time is up, when the server stops, or when the client goes away
 (a write then fails, or times out after the handler's socket timeout), so no fault holds a
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -24,6 +25,8 @@ def send_hostile(handler: BaseHTTPRequestHandler, kind: str, params: dict[str, A
         if kind == "drip":
             _drip(handler, payload, float(params["interval"]), int(params["size"]), float(params["seconds"]),
                   stopping)
+        elif kind == "gzip_bomb":
+            _gzip_bomb(handler, int(params["inflated"]), stopping)
         elif kind == "short_body":
             _start(handler, int(params["declared"]))
             handler.wfile.write(payload)
@@ -41,6 +44,21 @@ def _start(handler: BaseHTTPRequestHandler, length: int | None) -> None:
     if length is not None:
         handler.send_header("Content-Length", str(length))
     handler.end_headers()
+
+
+def _gzip_bomb(handler: BaseHTTPRequestHandler, inflated: int, stopping: threading.Event) -> None:
+    """Send `inflated` zero bytes gzip-compressed, compressing as it goes, so the server holds only a chunk."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", JSON_TYPE)
+    handler.send_header("Content-Encoding", "gzip")
+    handler.end_headers()
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    zeros = bytes(1 << 20)
+    for start in range(0, inflated, len(zeros)):
+        if stopping.is_set():
+            return
+        handler.wfile.write(packer.compress(zeros[:inflated - start]))
+    handler.wfile.write(packer.flush())
 
 
 def _drip(handler: BaseHTTPRequestHandler, payload: bytes, interval: float, size: int, seconds: float,

@@ -40,7 +40,7 @@ log = logging.getLogger("kasparro.fake_upstream")
 JSON_TYPE = "application/json; charset=utf-8"
 # Requests kept for `/__admin/requests`; older ones fall off, so a long demo cannot fill memory.
 REQUEST_LOG_SIZE = 10_000
-HOSTILE = frozenset({"drip", "endless", "short_body", "huge_body"})
+HOSTILE = frozenset({"drip", "endless", "short_body", "huge_body", "gzip_bomb"})
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

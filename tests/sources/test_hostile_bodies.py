@@ -96,6 +96,16 @@ def test_an_endless_body_under_default_settings_ends_in_bounded_memory(hostile: 
     assert outcome.peak_bytes - outcome.baseline_bytes < 160 * MIB  # the 32 MiB default, read and copied
 
 
+def test_a_gzip_bomb_stops_at_max_response_bytes_of_what_it_inflates_to(hostile: FakeUpstream) -> None:
+    hostile.inject("coingecko", "gzip_bomb", inflated=2**30)
+
+    outcome = run_bounded(f"{__name__}:fetch_with_defaults", markets(hostile), memory_mib=768, seconds=60)
+
+    assert outcome.clean("PayloadError") and outcome.kind == "raised", str(outcome)
+    assert "more than 33554432 bytes, over the byte limit (max_response_bytes)" in outcome.message
+    assert outcome.peak_bytes - outcome.baseline_bytes < 160 * MIB
+
+
 @pytest.mark.parametrize("kind", ["huge_body", "short_body"])
 def test_a_huge_declared_length_is_refused_before_reading(hostile: FakeUpstream, kind: str) -> None:
     hostile.inject("coingecko", kind, declared=10**12)
@@ -153,6 +163,7 @@ HOSTILE_FAULTS = st.one_of(
     st.fixed_dictionaries({"kind": st.just("drip"), "interval": st.floats(0.001, 0.3),
                            "size": st.integers(1, 4096)}),
     st.fixed_dictionaries({"kind": st.just("endless")}),
+    st.fixed_dictionaries({"kind": st.just("gzip_bomb"), "inflated": st.integers(0, 2**28)}),
     st.fixed_dictionaries({"kind": st.just("huge_body"), "declared": st.integers(0, 10**13)}),
     st.fixed_dictionaries({"kind": st.just("short_body"), "declared": st.integers(0, 10**13),
                            "hold": st.floats(0, 5)}),

@@ -153,7 +153,8 @@ class HttpClient:
         """Read the body up to `max_bytes` within the deadline; past it, fail (`limit_name`) or cut (None)."""
         declared = response.headers.get("Content-Length", "").strip()
         named = f" ({limit_name})" if limit_name else ""
-        if limit_name is not None and declared.isdigit() and int(declared) > max_bytes:
+        # isascii: "²" is a digit to Python but no number to int(); http.client ignores such a length too.
+        if limit_name is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise PayloadError(f"GET {shown} announced {declared} bytes, over the {max_bytes} byte limit{named}",
                                source=self.source)
         body = bytearray()

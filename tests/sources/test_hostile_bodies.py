@@ -126,9 +126,8 @@ def test_a_body_shorter_than_its_length_and_held_open_ends_at_the_deadline(hosti
     assert elapsed < DEADLINE + MARGIN
 
 
-@pytest.fixture
-def header_drip() -> Iterator[str]:
-    """A server that sends its status line one byte every 50 ms: the headers themselves never end."""
+def dripping(first_bytes: bytes) -> Iterator[int]:
+    """Serve one connection with `first_bytes` a byte every 50 ms, and yield the port."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -136,7 +135,7 @@ def header_drip() -> Iterator[str]:
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 10_000:
+            for byte in first_bytes:
                 if stop.wait(0.05):
                     return
                 try:
@@ -146,10 +145,32 @@ def header_drip() -> Iterator[str]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+    yield listener.getsockname()[1]
     stop.set()
     listener.close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def header_drip() -> Iterator[str]:
+    """A server that sends its status line one byte every 50 ms: the headers themselves never end."""
+    for port in dripping(b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 10_000):
+        yield f"http://127.0.0.1:{port}/slow"
+
+
+@pytest.fixture
+def handshake_drip() -> Iterator[str]:
+    """A server whose TLS ServerHello record (16 KiB announced) comes a byte every 50 ms."""
+    for port in dripping(b"\x16\x03\x03\x40\x00" + b"\x02" * 16_384):
+        yield f"https://127.0.0.1:{port}/slow"
+
+
+def test_a_tls_handshake_dripping_for_ever_ends_at_the_deadline(handshake_drip: str) -> None:
+    # Python bounds a whole handshake by the socket timeout, which the client sets to the time left.
+    error, elapsed = timed_error(lambda: client().get_json(handshake_drip))
+
+    assert isinstance(error, TransientSourceError) and "request_deadline_seconds" in str(error)
+    assert elapsed < DEADLINE + MARGIN
 
 
 def test_headers_dripping_for_ever_end_at_the_deadline(header_drip: str) -> None:

@@ -1,4 +1,4 @@
-"""Offline fake of the CoinPaprika and CoinGecko APIs for demos and tests.
+"""Offline fake of the CoinPaprika and CoinGecko APIs for demos and tests only: never expose it, never run it in production.
 
 Stdlib only and independent of the rest of `kasparro`, so it can run anywhere.
 """

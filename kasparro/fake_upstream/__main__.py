@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from types import FrameType
 
+from .admin import ADMIN_TOKEN_ENV
 from .server import FakeUpstream
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m kasparro.fake_upstream",
-                                     description="Serve recorded CoinPaprika/CoinGecko payloads and news feeds.")
+                                     description="Serve recorded CoinPaprika/CoinGecko payloads and news feeds "
+                                                 "(demos and tests only). /__admin/* needs 'Authorization: "
+                                                 f"Bearer ${ADMIN_TOKEN_ENV}'; unset, admin is locked.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--data-dir", default=None,
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     upstream = FakeUpstream(args.data_dir, coinpaprika_key=args.coinpaprika_key,
                             coingecko_key=args.coingecko_key, coingecko_plan=args.coingecko_plan,
-                            advance_every=args.advance_every)
+                            advance_every=args.advance_every,
+                            admin_token=os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None)
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -48,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving %s (data %s); coinpaprika auth=%s, coingecko auth=%s plan=%s",
              upstream.base_url, upstream.data_dir, bool(args.coinpaprika_key),
              bool(args.coingecko_key), args.coingecko_plan)
+    if not os.environ.get(ADMIN_TOKEN_ENV, "").strip():
+        log.info("admin endpoints locked: set %s to inject faults or advance over HTTP", ADMIN_TOKEN_ENV)
     log.info("CoinPaprika base URL %s", upstream.coinpaprika_url)
     log.info("CoinGecko base URL %s", upstream.coingecko_url)
     log.info("News feeds %s", ", ".join(upstream.rss_url(name) for name in upstream.feeds.names()))

@@ -1,4 +1,13 @@
-"""Queued fault injection for the fake upstream server."""
+"""Queued fault injection for the fake upstream server.
+
+Besides wrong answers (429, 5xx, HTML, renamed fields) it sends hostile bodies, so tests can prove a
+client ends each cleanly: `drip` (the answer `size` bytes every `interval` seconds), `endless` (a JSON
+array that never closes, no Content-Length), `short_body` (Content-Length `declared`, the real body,
+then the connection held open `hold` seconds), `huge_body` (Content-Length `declared`, and that many
+bytes really sent), `gzip_bomb` (`inflated` zero bytes, gzip-compressed about a thousand to
+one, sent with `Content-Encoding: gzip`). Every time a fault may take is capped (MAX_DELAY_SECONDS, MAX_STREAM_SECONDS), so
+no injection holds a server thread for ever.
+"""
 from __future__ import annotations
 
 import threading
@@ -8,13 +17,27 @@ from typing import Any
 PROVIDERS = ("coinpaprika", "coingecko")
 FAULT_KINDS = (
     "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "type_change",
-    "reset",
+    "reset", "drip", "endless", "short_body", "huge_body", "gzip_bomb",
 )
+# The longest `slow` may delay, and the longest a hostile body may stream.
+MAX_DELAY_SECONDS = 60.0
+MAX_STREAM_SECONDS = 600.0
+HUGE_DECLARED = 10**12
 # Parameters each kind needs; anything missing is a caller error, caught at inject time.
 _REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",), "drop_item": ("id",),
              "type_change": ("field",)}
-_DEFAULTS: dict[str, dict[str, Any]] = {"429": {"retry_after": 1}, "slow": {"delay": 1.0},
-                                        "type_change": {"to": "string"}}
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "429": {"retry_after": 1}, "slow": {"delay": 1.0}, "type_change": {"to": "string"},
+    "drip": {"interval": 0.5, "size": 1, "seconds": MAX_STREAM_SECONDS},
+    "endless": {"seconds": MAX_STREAM_SECONDS},
+    "short_body": {"declared": HUGE_DECLARED, "hold": 60.0},
+    "huge_body": {"declared": HUGE_DECLARED, "seconds": MAX_STREAM_SECONDS},
+    "gzip_bomb": {"inflated": 2**30},
+}
+# Numeric parameters and the range each must be in: (least, most).
+_BOUNDS = {"delay": (0.0, MAX_DELAY_SECONDS), "interval": (0.001, MAX_DELAY_SECONDS), "size": (1, 65536),
+           "seconds": (0.0, MAX_STREAM_SECONDS), "hold": (0.0, MAX_STREAM_SECONDS), "declared": (0, 10**15),
+           "inflated": (0, 2**34)}
 # What `type_change` turns a field's value into.
 TYPE_CHANGES = ("string", "null")
 
@@ -54,7 +77,26 @@ def make_fault(provider: str, kind: str | int, times: int = 1, **params: Any) ->
     merged = {**_DEFAULTS.get(kind, {}), **params}
     if kind == "type_change" and merged["to"] not in TYPE_CHANGES:
         raise ValueError(f"type_change 'to' must be one of {TYPE_CHANGES}, not {merged['to']!r}")
+    for name in set(merged) & set(_BOUNDS):
+        merged[name] = _bounded(name, merged[name])
+    if "retry_after" in merged:
+        header_value(merged["retry_after"])
     return Fault(provider, kind, int(times), merged)
+
+
+def _bounded(name: str, value: Any) -> float:
+    least, most = _BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value <= most:
+        raise ValueError(f"{name} must be a number from {least:g} to {most:g}, not {value!r}")
+    return value
+
+
+def header_value(value: Any) -> str:
+    """Return `value` as header text, refusing what could split the header (CR, LF) or not encode."""
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) > 0xFF or c == "\x7f" for c in text):
+        raise ValueError(f"retry_after must be printable Latin-1 text on one line, not {text!r}")
+    return text
 
 
 class FaultQueue:

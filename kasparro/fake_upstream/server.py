@@ -1,16 +1,25 @@
-"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs and recorded news feeds, stdlib only."""
+"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs and recorded news feeds, stdlib only.
+
+For demos and tests only: never run it where untrusted clients can reach it, nor in production. Its
+`/__admin/*` endpoints rewrite what it serves, so they need a bearer token (see `.admin`); request
+bodies need a valid Content-Length, the request log keeps only the last REQUEST_LOG_SIZE entries, and
+every fault that takes time is capped (see `.faults`).
+"""
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .admin import MAX_ADMIN_BODY_BYTES, admin_refusal, content_length, parse_admin_body
 from .faults import (
     HTML_ERROR_PAGE,
     PROVIDERS,
@@ -22,12 +31,16 @@ from .faults import (
     type_change,
 )
 from .feeds import Feeds
+from .hostile import send_hostile
 from .providers import (PREFIXES, SECRET_PARAMS, check_gecko_auth, check_paprika_auth,
                         error_body, gecko_route, paprika_route, split_provider)
 from .snapshots import SnapshotSeries, load_coingecko, load_coinpaprika
 
 log = logging.getLogger("kasparro.fake_upstream")
 JSON_TYPE = "application/json; charset=utf-8"
+# Requests kept for `/__admin/requests`; older ones fall off, so a long demo cannot fill memory.
+REQUEST_LOG_SIZE = 10_000
+HOSTILE = frozenset({"drip", "endless", "short_body", "huge_body", "gzip_bomb"})
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
@@ -50,6 +63,8 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "FakeUpstream/1.0"
+    # Seconds a socket read or write may block: a client that stalls cannot hold a thread for ever.
+    timeout = 30
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
         self._dispatch("GET")
@@ -68,24 +83,30 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         upstream = self.server.upstream
+        length = content_length(self.headers)
+        if length is None:
+            self.close_connection = True  # the body's end is unknown, so the connection cannot be reused
+            self._send(400, json.dumps({"error": "invalid Content-Length"}).encode(), JSON_TYPE)
+            return
         if parts.path.startswith("/__admin/"):
-            status, body = upstream._admin(method, parts.path, self._read_json())
-            self._send(status, json.dumps(body).encode(), JSON_TYPE)
-            log.info("%s %s %d", method, parts.path, status)
+            self._serve_admin(method, parts.path, length)
             return
         if parts.path.startswith("/rss/"):
             upstream._serve_feed(self, method, parts.path)
             return
         upstream._serve(self, method, parts.path, query)
 
-    def _read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        if not length:
-            return None
-        try:
-            return json.loads(self.rfile.read(length))
-        except ValueError:
-            return {"__invalid__": True}
+    def _serve_admin(self, method: str, path: str, length: int) -> None:
+        refused = admin_refusal(self.headers, self.server.upstream.admin_token, length)
+        # Read a bounded body even when refusing, so closing with it unread cannot reset the answer away.
+        raw = self.rfile.read(length) if length <= MAX_ADMIN_BODY_BYTES else b""
+        if refused is not None:
+            self.close_connection = True
+            status, body = refused
+        else:
+            status, body = self.server.upstream._admin(method, path, parse_admin_body(raw))
+        self._send(status, json.dumps(body).encode(), JSON_TYPE)
+        log.info("%s %s %d", method, path, status)
 
     def _send(self, status: int, body: bytes, content_type: str,
               headers: dict[str, str] | None = None) -> None:
@@ -106,7 +127,7 @@ class FakeUpstream:
 
     def __init__(self, data_dir: str | Path | None = None, coinpaprika_key: str | None = None,
                  coingecko_key: str | None = None, coingecko_plan: str = "demo",
-                 advance_every: float | None = None) -> None:
+                 advance_every: float | None = None, admin_token: str | None = None) -> None:
         if coingecko_plan not in ("demo", "pro"):
             raise ValueError("coingecko_plan must be 'demo' or 'pro'")
         self.data_dir = resolve_data_dir(data_dir)
@@ -114,6 +135,8 @@ class FakeUpstream:
         self.coingecko_key = coingecko_key
         self.coingecko_plan = coingecko_plan
         self.advance_every = advance_every
+        # None makes a random token: in-process callers read it here, nobody else can guess it.
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
         self._lock = threading.RLock()
         self._series: dict[str, SnapshotSeries] = {
             "coinpaprika": load_coinpaprika(self.data_dir),
@@ -121,7 +144,7 @@ class FakeUpstream:
         }
         self.feeds = Feeds(self.data_dir)
         self._faults = FaultQueue()
-        self._requests: list[dict[str, Any]] = []
+        self._requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._httpd: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -180,6 +203,11 @@ class FakeUpstream:
     def coingecko_url(self) -> str:
         """Return the base URL to configure as the CoinGecko API root."""
         return self.base_url + PREFIXES["coingecko"]
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Return the headers an admin request needs."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def rss_url(self, name: str) -> str:
         """Return the URL of the recorded feed `name` (see kasparro.fake_upstream.feeds)."""
@@ -315,7 +343,7 @@ class FakeUpstream:
         headers: dict[str, str] = {}
         content_type = JSON_TYPE
         if kind == "slow":
-            time.sleep(float(fault.params["delay"]))
+            self._stopping.wait(float(fault.params["delay"]))
         if kind in ("429", "500", "503"):
             status, body = int(kind), error_body(entry["provider"], int(kind))
             if kind == "429":
@@ -336,6 +364,10 @@ class FakeUpstream:
         entry["status"] = None if kind == "reset" else status
         with self._lock:
             self._requests.append(entry)
+        if kind in HOSTILE:
+            send_hostile(handler, kind, fault.params, payload, self._stopping)
+            log.info("%s %s %d fault=%s", entry["method"], entry["path"], status, kind)
+            return
         if kind == "reset":
             # Drop the connection without a status line, like a peer reset mid-request.
             handler.close_connection = True

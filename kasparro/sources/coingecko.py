@@ -5,7 +5,8 @@ Settings (sources.toml): `base_url` (default the public host), `plan` ("demo" or
 of the secret holding the key, sent as `x-cg-demo-api-key` or `x-cg-pro-api-key`
 by plan), `per_page` (at most 250), `max_pages`, `requests_per_minute`,
 `max_wait_seconds`, `timeout_seconds`, `max_retries`, `backoff_seconds`,
-`max_retry_after_seconds`.
+`max_retry_after_seconds`, `request_deadline_seconds`, `max_response_bytes`
+(see `kasparro.sources.http`; the key never follows a redirect to another host).
 
 Paging stops at a short or empty page, or after `max_pages`. Checkpoint: see
 `kasparro.sources.watermark`. The cursor holds no page number, because ranks

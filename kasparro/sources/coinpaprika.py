@@ -4,7 +4,8 @@ Settings (sources.toml): `base_url` (default the free host; the paid host is
 https://api-pro.coinpaprika.com/v1), `api_key_env` (name of the secret holding
 the key, sent as `Authorization: <key>` with no "Bearer", as CoinPaprika
 documents), `requests_per_minute`, `max_wait_seconds`, `timeout_seconds`,
-`max_retries`, `backoff_seconds`, `max_retry_after_seconds`.
+`max_retries`, `backoff_seconds`, `max_retry_after_seconds`,
+`request_deadline_seconds`, `max_response_bytes` (see `kasparro.sources.http`).
 
 Checkpoint: see `kasparro.sources.watermark`. One request returns the whole
 listing, so a resumed extract refetches it and skips every coin whose

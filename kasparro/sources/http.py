@@ -1,17 +1,28 @@
-"""Fetch JSON from a provider politely: budgeted, retried with backoff, counted, and never leaking keys.
+"""Fetch JSON from a provider politely: budgeted, retried with backoff, counted, bounded, and never leaking keys.
 
     2xx               decode JSON; HTML or broken JSON -> PayloadError
-    429               honour Retry-After (seconds or HTTP-date) across all processes, then retry
+    429               honour Retry-After (seconds or HTTP-date) across all processes, then retry; a
+                      Retry-After over max_retry_after_seconds pauses every process for that cap only,
+                      and this call gives up (TransientSourceError: the next run calls again after it)
     5xx, timeout,     retry after exponential backoff with full jitter
     connection error
     401, 403          SourceAuthError at once
     other 4xx         SourceConfigError at once (the request itself is wrong)
     retries run out   TransientSourceError (the task may try again later)
+    body over         PayloadError at once, by Content-Length or while reading: terminal, because the
+    max_response_bytes  same listing will be as large on a retry (raise the setting, or lower per_page)
+    attempt past      TransientSourceError at once, whatever stage it is in (connect, headers, body,
+    request_deadline_seconds  redirect): a slow upstream may be quick later, but retrying a drip at once
+                      would only hold the worker for another deadline
+    redirect to       followed without the source's credential headers (see kasparro.sources.transport)
+    another origin
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +38,7 @@ from kasparro.redact import redact_text
 from kasparro.sources import SourceContext
 from kasparro.sources.base import RequestStats, loads_json
 from kasparro.sources.ratelimit import Budget
+from kasparro.sources.transport import Deadline, KeyedSession, origin
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +46,13 @@ REDACTED = "***"
 # Query parameters whose values are secrets wherever they appear.
 SECRET_PARAM_HINTS = ("key", "token", "secret", "signature", "password")
 SNIPPET_CHARS = 200
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
+# An error answer is read this far for its message and no further.
+ERROR_BODY_BYTES = 64 * 1024
+CHUNK_BYTES = 64 * 1024
+# RFC 9110 delta-seconds (a fraction and a sign tolerated); anything else must be an HTTP-date.
+_DELTA_SECONDS = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,8 @@ class HttpClient:
                  auth_headers: Mapping[str, str] | None = None, timeout: float = 10.0,
                  max_retries: int = 3, backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
                  max_retry_after_seconds: float = 120.0,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 request_deadline_seconds: float = DEFAULT_REQUEST_DEADLINE_SECONDS,
                  is_auth_error: Callable[[int, str], bool] | None = None) -> None:
         self.source = source
         self.stats = stats
@@ -60,8 +81,10 @@ class HttpClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_retry_after_seconds = max_retry_after_seconds
+        self.max_response_bytes = max_response_bytes
+        self.request_deadline_seconds = request_deadline_seconds
         self.is_auth_error = is_auth_error
-        self.session = requests.Session()
+        self.session = KeyedSession(credential_headers=(auth_headers or {}).keys())
         self.session.headers["Accept"] = "application/json"
         self.session.headers.update(auth_headers or {})
         self._secrets = [value for value in (auth_headers or {}).values() if value]
@@ -69,38 +92,22 @@ class HttpClient:
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET `url` and return its decoded JSON body, retrying what may pass."""
         shown = self.redact(display_url(url, params))
-        return self._decode(self._fetch(url, params, shown), shown)
+        response, body = self._fetch(url, params, shown, max_bytes=self.max_response_bytes,
+                                     limit_name="max_response_bytes")
+        return self._decode(response, body, shown)
 
-    def get_bytes(self, url: str, max_bytes: int, accept: str = "*/*") -> bytes:
-        """GET `url` and return its body as bytes, refusing a body over `max_bytes` (PayloadError)."""
+    def get_bytes(self, url: str, max_bytes: int, accept: str = "*/*", limit_name: str = "") -> bytes:
+        """GET `url` and return its body as bytes, refusing a body over `max_bytes` (PayloadError naming `limit_name`)."""
         shown = self.redact(display_url(url))
-        response = self._fetch(url, None, shown, {"Accept": accept}, stream=True)
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            response.close()
-            raise PayloadError(f"GET {shown} announced {declared} bytes, over the {max_bytes} byte limit",
-                               source=self.source)
-        with response:
-            return self._read_capped(response, shown, max_bytes)
-
-    def _read_capped(self, response: requests.Response, shown: str, max_bytes: int) -> bytes:
-        body = bytearray()
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > max_bytes:  # read no further than the limit, whatever the headers said
-                    raise PayloadError(f"GET {shown} sent more than {max_bytes} bytes", source=self.source)
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientSourceError(f"GET {shown} broke off mid-body ({type(exc).__name__})",
-                                       source=self.source) from None
-        return bytes(body)
+        return self._fetch(url, None, shown, {"Accept": accept}, max_bytes=max_bytes, limit_name=limit_name)[1]
 
     def _fetch(self, url: str, params: Mapping[str, Any] | None, shown: str,
-               headers: Mapping[str, str] | None = None, stream: bool = False) -> requests.Response:
+               headers: Mapping[str, str] | None = None, *, max_bytes: int,
+               limit_name: str) -> tuple[requests.Response, bytes]:
         attempts = self.max_retries + 1
         for attempt in range(1, attempts + 1):
-            outcome = self._attempt(url, params, shown, attempt, headers, stream)
-            if isinstance(outcome, requests.Response):
+            outcome = self._attempt(url, params, shown, attempt, headers, max_bytes, limit_name)
+            if not isinstance(outcome, _Retry):
                 return outcome
             if attempt == attempts:
                 break
@@ -110,52 +117,113 @@ class HttpClient:
                                    source=self.source)
 
     def _attempt(self, url: str, params: Mapping[str, Any] | None, shown: str, attempt: int,
-                 headers: Mapping[str, str] | None = None, stream: bool = False) -> requests.Response | _Retry:
+                 headers: Mapping[str, str] | None, max_bytes: int,
+                 limit_name: str) -> tuple[requests.Response, bytes] | _Retry:
         if self.budget is not None:
             self._count_wait(self.budget.acquire())
         self.stats.requests += 1
         started = time.monotonic()
-        try:
-            response = self.session.get(url, params=params, timeout=self.timeout, headers=headers, stream=stream)
-        except requests.Timeout:
+        with Deadline(self.request_deadline_seconds) as deadline:
+            try:
+                response = self.session.get(url, params=params, headers=headers, stream=True,
+                                            timeout=min(self.timeout, deadline.left()))
+            except requests.RequestException as exc:
+                return self._failed_send(exc, deadline, shown, attempt)
+            with response:
+                self._log_response(response, shown, started, attempt)
+                ok = 200 <= response.status_code < 300
+                body = self._read(response, shown, max_bytes if ok else ERROR_BODY_BYTES, deadline,
+                                  limit_name if ok else None)
+        if isinstance(body, _Retry):
+            return self._log_retry(body, shown, attempt)
+        return self._classify(response, body, shown, attempt)
+
+    def _failed_send(self, exc: requests.RequestException, deadline: Deadline, shown: str,
+                     attempt: int) -> _Retry:
+        self._check_deadline(deadline, shown)
+        if isinstance(exc, requests.Timeout):
             return self._log_retry(_Retry(f"no answer within {self.timeout:g}s"), shown, attempt)
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             return self._log_retry(_Retry(f"connection failed ({type(exc).__name__})"), shown, attempt)
+        raise SourceConfigError(f"GET {shown} cannot be sent: {self.redact(str(exc))[:SNIPPET_CHARS]}",
+                                source=self.source) from None
+
+    def _read(self, response: requests.Response, shown: str, max_bytes: int, deadline: Deadline,
+              limit_name: str | None) -> bytes | _Retry:
+        """Read the body up to `max_bytes` within the deadline; past it, fail (`limit_name`) or cut (None)."""
+        declared = response.headers.get("Content-Length", "").strip()
+        named = f" ({limit_name})" if limit_name else ""
+        # isascii: "²" is a digit to Python but no number to int(); http.client ignores such a length too.
+        if limit_name is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            raise PayloadError(f"GET {shown} announced {declared} bytes, over the {max_bytes} byte limit{named}",
+                               source=self.source)
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                body += chunk
+                self._check_deadline(deadline, shown)
+                if len(body) > max_bytes:  # read no further than the limit, whatever the headers said
+                    if limit_name is None:
+                        break
+                    raise PayloadError(f"GET {shown} sent more than {max_bytes} bytes, over the byte limit{named}",
+                                       source=self.source)
         except requests.RequestException as exc:
-            raise SourceConfigError(f"GET {shown} cannot be sent: {self.redact(str(exc))[:SNIPPET_CHARS]}",
-                                    source=self.source) from None
+            self._check_deadline(deadline, shown)
+            return _Retry(f"broke off mid-body ({type(exc).__name__})")
+        # A body without a length ends when the connection does, so a shut socket looks like its end.
+        self._check_deadline(deadline, shown)
+        return bytes(body[:max_bytes])
+
+    def _check_deadline(self, deadline: Deadline, shown: str) -> None:
+        if deadline.expired or time.monotonic() >= deadline.ends:
+            raise TransientSourceError(
+                f"GET {shown} took longer than request_deadline_seconds ({deadline.seconds:g}s); "
+                "stopped reading a slow or endless answer", source=self.source)
+
+    def _log_response(self, response: requests.Response, shown: str, started: float, attempt: int) -> None:
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.info("upstream response source=%s url=%s status=%d elapsed_ms=%.0f attempt=%d",
                     self.source, shown, response.status_code, elapsed_ms, attempt,
                     extra={"source": self.source, "url": shown, "status": response.status_code,
                            "elapsed_ms": round(elapsed_ms), "attempt": attempt})
-        return self._classify(response, shown, attempt)
 
-    def _classify(self, response: requests.Response, shown: str, attempt: int) -> requests.Response | _Retry:
+    def _classify(self, response: requests.Response, body: bytes, shown: str,
+                  attempt: int) -> tuple[requests.Response, bytes] | _Retry:
         status = response.status_code
         if 200 <= status < 300:
-            return response
+            return response, body
         if status == 429:
             self.stats.throttled += 1
             return self._log_retry(_Retry("HTTP 429 Too Many Requests", self._retry_after(response, shown)),
                                    shown, attempt)
         if status >= 500:
             return self._log_retry(_Retry(f"HTTP {status}"), shown, attempt)
-        detail = f"HTTP {status} from GET {shown}: {self._snippet(response.text)}"
-        if status in (401, 403) or (self.is_auth_error and self.is_auth_error(status, response.text)):
+        text = body.decode("utf-8", "replace")
+        detail = f"HTTP {status} from GET {shown}{self._redirected(response)}: {self._snippet(text)}"
+        if status in (401, 403) or (self.is_auth_error and self.is_auth_error(status, text)):
             raise SourceAuthError(f"provider refused our credentials: {detail}", source=self.source)
         raise SourceConfigError(f"request rejected, not retried: {detail}", source=self.source)
 
+    def _redirected(self, response: requests.Response) -> str:
+        if not response.history or origin(str(response.url)) == origin(str(response.history[0].url)):
+            return ""
+        # Our credential headers stay behind when a redirect changes host, which may be why it refused.
+        return f" (redirected to {self.redact(display_url(str(response.url)))}, credentials not sent there)"
+
     def _retry_after(self, response: requests.Response, shown: str) -> float | None:
         delay = parse_retry_after(response.headers.get("Retry-After"))
-        if delay is not None and self.budget is not None:
-            # The provider throttles the key, not this process: every process sharing it waits.
-            self.budget.pause(delay)
-        if delay is not None and delay > self.max_retry_after_seconds:
+        if delay is None:
+            return None
+        cap = self.max_retry_after_seconds
+        if self.budget is not None:
+            # The provider throttles the key, not this process: every process sharing it waits, but never
+            # longer than the cap, so one hostile or mistaken header cannot stop the source for good.
+            self.budget.pause(min(delay, cap))
+        if delay > cap:
             # Waiting less than asked only earns another 429, so give up for now instead.
             raise TransientSourceError(
-                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the "
-                f"{self.max_retry_after_seconds:.0f}s cap", source=self.source)
+                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the {cap:g}s cap "
+                f"(max_retry_after_seconds); requests pause for {cap:g}s", source=self.source)
         return delay
 
     def _wait_before_retry(self, retry: _Retry, attempt: int, shown: str) -> None:
@@ -183,12 +251,12 @@ class HttpClient:
                               "attempt": attempt})
         return retry
 
-    def _decode(self, response: requests.Response, shown: str) -> Any:
-        body = response.content
+    def _decode(self, response: requests.Response, body: bytes, shown: str) -> Any:
         content_type = response.headers.get("Content-Type", "")
         if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
             raise PayloadError(f"GET {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
-                               f"{self._snippet(response.text)}", source=self.source)
+                               f"{self._snippet(body[:ERROR_BODY_BYTES].decode('utf-8', 'replace'))}",
+                               source=self.source)
         try:
             return loads_json(body)
         except ValueError as exc:
@@ -196,7 +264,7 @@ class HttpClient:
                                f"({describe_json_error(exc, body)})", source=self.source) from None
 
     def _snippet(self, text: str) -> str:
-        flat = " ".join(text.split())
+        flat = " ".join(text[:SNIPPET_CHARS * 4].split())
         return self.redact(flat[:SNIPPET_CHARS]) or "(empty body)"
 
     def redact(self, text: str) -> str:
@@ -220,21 +288,22 @@ def describe_json_error(exc: ValueError, body: bytes) -> str:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Return the seconds a Retry-After header asks for (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    """Return the seconds a Retry-After header asks for (delta-seconds or HTTP-date), or None when it is neither.
+
+    The result is never negative, and may be as large as the header says (infinity for a number too large to
+    hold); the caller caps it.
+    """
+    value = (value or "").strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return max(float(value), 0.0)  # far too many digits become inf, not an error
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # garbage: retry on our own backoff instead
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def display_url(url: str, params: Mapping[str, Any] | None = None) -> str:
@@ -279,12 +348,14 @@ def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContex
     account) draw on one budget; by default each source has its own.
     """
     rpm = number_setting(source, spec, "requests_per_minute", default_rpm, 0.001)
+    max_retry_after = number_setting(source, spec, "max_retry_after_seconds", 120, 0)
     budget = None
     if context.budget is not None:
         max_wait = spec.get("max_wait_seconds")
         group = str(spec.get("rate_limit_group") or source)
         budget = context.budget.for_source(
-            group, rpm, None if max_wait is None else number_setting(source, spec, "max_wait_seconds", 0, 0))
+            group, rpm, None if max_wait is None else number_setting(source, spec, "max_wait_seconds", 0, 0),
+            max_pause_seconds=max_retry_after)
     else:
         logger.warning("no shared request budget source=%s: requests are not rate limited", source,
                        extra={"source": source})
@@ -293,5 +364,8 @@ def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContex
         timeout=number_setting(source, spec, "timeout_seconds", 10, 0.001),
         max_retries=int(number_setting(source, spec, "max_retries", 3, 0, 10)),
         backoff_seconds=number_setting(source, spec, "backoff_seconds", 1.0, 0),
-        max_retry_after_seconds=number_setting(source, spec, "max_retry_after_seconds", 120, 0),
+        max_retry_after_seconds=max_retry_after,
+        max_response_bytes=int(number_setting(source, spec, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
+        request_deadline_seconds=number_setting(source, spec, "request_deadline_seconds",
+                                                DEFAULT_REQUEST_DEADLINE_SECONDS, 0.001),
     )

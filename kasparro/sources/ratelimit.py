@@ -6,7 +6,10 @@ most `limit` slots inside any `window_seconds` window, reading the clock from
 Redis (`TIME`) so workers on different machines agree. A caller sleeps until
 its slot, so nobody polls and waiters are served in order. A provider's
 `Retry-After` becomes a shared pause: no slot is handed out before it ends,
-whichever process got the 429.
+whichever process got the 429. A pause never outlasts `max_pause_seconds`
+(the source's `max_retry_after_seconds`): a longer one, set by a process with a
+larger cap or by an older release, is cut back to it when the next request or
+pause comes, so no header can stop a source for good.
 
 A window shorter than a minute with a proportional limit is stricter than the
 per-minute budget (any minute splits into such windows), which lets tests run
@@ -15,6 +18,7 @@ in seconds without changing the guarantee.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any, Protocol
@@ -26,14 +30,24 @@ from kasparro.errors import TransientSourceError
 
 logger = logging.getLogger(__name__)
 
-# Reserve the earliest slot at or after now, after any pause, with at most `limit`
-# slots in any window; refuse (-1) when that is further away than the max wait.
+# The longest a shared pause may hold a source, unless its `max_retry_after_seconds` says otherwise.
+DEFAULT_MAX_PAUSE_SECONDS = 120.0
+
+# Reserve the earliest slot at or after now, after any pause (cut back to the max pause
+# first), with at most `limit` slots in any window; refuse (-1) when that is further away
+# than the max wait.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window, margin, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_pause = tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local at = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pause > now + max_pause then
+  pause = now + max_pause
+  redis.call('SET', KEYS[2], pause, 'PX', math.max(max_pause, 1))
+end
+local at = math.max(now, pause)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= limit then
   local oldest = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
@@ -47,11 +61,13 @@ redis.call('PEXPIRE', KEYS[1], at - now + window + margin + 1000)
 return {0, at - now}
 """
 
-# Extend the shared pause to now + ARGV[1] ms (never shorten it); return ms left.
+# Extend the shared pause to now + ARGV[1] ms, never shortening it except to now + ARGV[2] ms
+# (the max pause); return ms left.
 _PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ms = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+until_ms = math.min(until_ms, now + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], until_ms, 'PX', math.max(until_ms - now, 1))
 return until_ms - now
 """
@@ -80,7 +96,8 @@ class RedisBudget:
 
     def __init__(self, redis_client: redis.Redis, key_prefix: str, source_name: str,
                  requests_per_minute: float, *, window_seconds: float = 60.0,
-                 max_wait_seconds: float = 120.0, margin_seconds: float = 0.05) -> None:
+                 max_wait_seconds: float = 120.0, margin_seconds: float = 0.05,
+                 max_pause_seconds: float = DEFAULT_MAX_PAUSE_SECONDS) -> None:
         if requests_per_minute <= 0 or window_seconds <= 0:
             raise ValueError("requests_per_minute and window_seconds must be positive")
         self.source = source_name
@@ -90,6 +107,7 @@ class RedisBudget:
         # between reserving a slot and sending the request cannot overfill a window.
         self.margin_ms = int(margin_seconds * 1000)
         self.max_wait_ms = int(max_wait_seconds * 1000)
+        self.max_pause_ms = _millis(max_pause_seconds)
         # The hash tag keeps a source's keys on one Redis Cluster slot, as Lua requires.
         self.slots_key = f"{key_prefix}:{{{source_name}}}:slots"
         self.pause_key = f"{key_prefix}:{{{source_name}}}:pause"
@@ -121,7 +139,7 @@ class RedisBudget:
     def _reserve_slot(self, started: float) -> int:
         waited_ms = int((time.monotonic() - started) * 1000)
         args = [self.limit, self.window_ms, self.margin_ms, max(self.max_wait_ms - waited_ms, 0),
-                uuid.uuid4().hex]
+                uuid.uuid4().hex, self.max_pause_ms]
         refused, wait_ms = self._call(self._reserve, [self.slots_key, self.pause_key], args)
         if refused:
             raise TransientSourceError(
@@ -130,8 +148,9 @@ class RedisBudget:
         return int(wait_ms)
 
     def pause(self, seconds: float) -> None:
-        """Hold every process's requests to this source for `seconds` (a provider's Retry-After)."""
-        left = self._call(self._pause, [self.pause_key], [max(int(seconds * 1000), 1)])
+        """Hold every process's requests to this source for `seconds` (a provider's Retry-After), at most the max pause."""
+        wanted = min(_millis(seconds), self.max_pause_ms)
+        left = self._call(self._pause, [self.pause_key], [max(wanted, 1), max(self.max_pause_ms, 1)])
         logger.warning("request budget paused source=%s pause_seconds=%.3f", self.source, left / 1000,
                        extra={"source": self.source, "pause_seconds": left / 1000})
 
@@ -159,9 +178,20 @@ class RedisBudgets:
         self.max_wait_seconds = max_wait_seconds
 
     def for_source(self, source_name: str, requests_per_minute: float,
-                   max_wait_seconds: float | None = None) -> RedisBudget:
-        """Return the shared budget of `source_name`."""
+                   max_wait_seconds: float | None = None,
+                   max_pause_seconds: float = DEFAULT_MAX_PAUSE_SECONDS) -> RedisBudget:
+        """Return the shared budget of `source_name`, whose pauses last at most `max_pause_seconds`."""
         return RedisBudget(self.redis, self.key_prefix, source_name, requests_per_minute,
                            window_seconds=self.window_seconds,
                            max_wait_seconds=self.max_wait_seconds if max_wait_seconds is None
-                           else max_wait_seconds)
+                           else max_wait_seconds, max_pause_seconds=max_pause_seconds)
+
+
+def _millis(seconds: float) -> int:
+    """Return `seconds` as whole milliseconds, at least 0 and at most a year (what Redis and Lua hold exactly)."""
+    if not math.isfinite(seconds):
+        return 0 if seconds < 0 else _YEAR_MS
+    return min(max(int(seconds * 1000), 0), _YEAR_MS)
+
+
+_YEAR_MS = 365 * 86_400_000

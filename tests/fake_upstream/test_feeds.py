@@ -78,7 +78,7 @@ def test_advance_all_moves_the_live_feed_too_and_unknown_feeds_are_404(upstream:
     assert get(upstream, "..%2Fcoinpaprika%2Fcoins").status_code == 404
     assert requests.post(upstream.rss_url("coindesk-live"), timeout=5).status_code == 405
     assert json.loads(requests.post(upstream.base_url + "/__admin/advance", json={"provider": "rss"},
-                                    timeout=5).content)["feeds"]["live_step"] == 2
+                                    headers=upstream.admin_headers, timeout=5).content)["feeds"]["live_step"] == 2
 
 
 def test_split_items_keeps_the_document_around_its_items() -> None:

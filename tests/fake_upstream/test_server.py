@@ -339,40 +339,42 @@ def test_request_log_records_requests_but_never_key_values() -> None:
 
 # --- admin endpoints ---------------------------------------------------------------
 def test_admin_state_and_advance(upstream: FakeUpstream) -> None:
-    state = requests.get(upstream.base_url + "/__admin/state", timeout=5).json()
+    state = requests.get(upstream.base_url + "/__admin/state", headers=upstream.admin_headers, timeout=5).json()
     assert state["providers"]["coinpaprika"]["snapshot_id"] == "2023-08-11"
     assert state["providers"]["coingecko"]["count"] == 7
     resp = requests.post(upstream.base_url + "/__admin/advance", json={"provider": "coinpaprika"},
-                         timeout=5)
+                         headers=upstream.admin_headers, timeout=5)
     assert resp.status_code == 200
     assert resp.json()["providers"]["coinpaprika"]["index"] == 1
     assert resp.json()["providers"]["coingecko"]["index"] == 0
-    resp = requests.post(upstream.base_url + "/__admin/advance", timeout=5)
+    resp = requests.post(upstream.base_url + "/__admin/advance", headers=upstream.admin_headers, timeout=5)
     assert resp.json()["providers"]["coingecko"]["index"] == 1
 
 
 def test_admin_faults_queue_and_clear(upstream: FakeUpstream) -> None:
     url = upstream.base_url + "/__admin/faults"
     resp = requests.post(url, json={"provider": "coingecko", "kind": "429", "times": 2,
-                                    "retry_after": 3}, timeout=5)
+                                    "retry_after": 3}, headers=upstream.admin_headers, timeout=5)
     assert resp.status_code == 201
     assert resp.json()["queued"] == {"provider": "coingecko", "kind": "429", "remaining": 2,
                                      "retry_after": 3}
     assert gecko(upstream).status_code == 429
-    assert requests.delete(url, timeout=5).json() == {"faults": []}
+    assert requests.delete(url, headers=upstream.admin_headers, timeout=5).json() == {"faults": []}
     assert gecko(upstream).status_code == 200
-    bad = requests.post(url, json={"provider": "coingecko", "kind": "teapot"}, timeout=5)
+    bad = requests.post(url, json={"provider": "coingecko", "kind": "teapot"}, headers=upstream.admin_headers,
+                        timeout=5)
     assert bad.status_code == 400 and "error" in bad.json()
 
 
 def test_admin_requests_and_reset(upstream: FakeUpstream) -> None:
     paprika(upstream)
-    log = requests.get(upstream.base_url + "/__admin/requests", timeout=5).json()
+    log = requests.get(upstream.base_url + "/__admin/requests", headers=upstream.admin_headers, timeout=5).json()
     assert [(r["provider"], r["status"]) for r in log] == [("coinpaprika", 200)]
-    requests.post(upstream.base_url + "/__admin/advance", timeout=5)
-    state = requests.post(upstream.base_url + "/__admin/reset", timeout=5).json()
+    requests.post(upstream.base_url + "/__admin/advance", headers=upstream.admin_headers, timeout=5)
+    state = requests.post(upstream.base_url + "/__admin/reset", headers=upstream.admin_headers, timeout=5).json()
     assert {p["index"] for p in state["providers"].values()} == {0}
-    assert requests.get(upstream.base_url + "/__admin/requests", timeout=5).json() == []
+    assert requests.get(upstream.base_url + "/__admin/requests", headers=upstream.admin_headers,
+                        timeout=5).json() == []
 
 
 def test_stop_releases_the_port() -> None:

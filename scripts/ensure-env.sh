@@ -2,7 +2,7 @@
 # Create ./.env if it does not exist yet (from .env.example when present) and
 # fill in the secrets that have no default anywhere: API_KEY, FLOWER_BASIC_AUTH,
 # POSTGRES_PASSWORD and APP_DB_PASSWORD (compose's database superuser and
-# application role) and GRAFANA_ADMIN_PASSWORD. Existing non-empty values are
+# application role), GRAFANA_ADMIN_PASSWORD and FAKE_UPSTREAM_ADMIN_TOKEN. Existing non-empty values are
 # never changed, and a secret already set in the environment is left alone:
 # the environment wins over .env, so a generated value would never be used.
 # Secrets are written to .env (mode 600) and never printed: terminals are
@@ -59,6 +59,7 @@ set_if_empty FLOWER_BASIC_AUTH "admin:$(random_hex 12)"
 set_if_empty POSTGRES_PASSWORD "$(random_hex 16)"
 set_if_empty APP_DB_PASSWORD "$(random_hex 16)"
 set_if_empty GRAFANA_ADMIN_PASSWORD "$(random_hex 16)"
+set_if_empty FAKE_UPSTREAM_ADMIN_TOKEN "$(random_hex 16)"
 
 if [ -n "$generated" ]; then
     echo "generated${generated} in $env_file (readable by you only; not shown here)"

@@ -77,7 +77,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 # What a container needs whatever .env (shared with `make run`, so full of 127.0.0.1) says.
 CONTAINER_SPECIFIC = {"BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREAM_URL", "APP_ENV"}
 # Read by compose, or by one service: passwords go into URLs, each secret to the services that use it.
-NOT_FOR_EVERY_SERVICE = {"POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD",
+NOT_FOR_EVERY_SERVICE = {"FAKE_UPSTREAM_ADMIN_TOKEN", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD",
                          "GRAFANA_ADMIN_USER", "GRAFANA_PORT", "PROMETHEUS_PORT", "PUBLISH_ADDRESS", "API_KEY",
                          "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY", "DATABASE_URL", "GUNICORN_BIND"}
 # The services that read kasparro.config's settings: every app service but the fake upstream.

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("API_KEY", "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+           "FAKE_UPSTREAM_ADMIN_TOKEN")
 
 
 def ensure_env(workdir: Path) -> subprocess.CompletedProcess[str]:

@@ -253,8 +253,11 @@ class DriftSummarySchema(Schema):
 class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
     drift = fields.List(fields.Nested(DriftSummarySchema), required=True,
-                        metadata={"description": "Schema drift met by the run, per source and finding; a source "
+                        metadata={"description": "Schema drift met by the run, per source and finding (at most "
+                                                 "200, by source and field; every event in /drift?since=); a source "
                                                  "with drift ends partial at best."})
+    drift_total = fields.Integer(required=True, metadata={"description": "Lines of drift the run met, listed or "
+                                                                           "not."})
     events = fields.List(fields.Nested(RunEventSchema), required=True,
                          metadata={"description": "The run's history besides its counters, oldest first (at most "
                                                   "200): retries, lost workers, resumes, failures."})

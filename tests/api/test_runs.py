@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from kasparro.db import db
-from kasparro.models import Run
+from kasparro.models import DriftEvent, Run
 from tests.api import factories as f
 from tests.api.conftest import AUTH
 from tests.conftest import wait_for_run
@@ -197,6 +197,25 @@ def test_run_detail_shows_counters_timing_and_batch_progress(app: Flask, client:
     # Half read since the run started: as long again to go.
     assert csv["finished_at"] is None and csv["duration_seconds"] > 0
     assert abs(eta - csv["duration_seconds"]) < 5
+
+
+def test_run_detail_lists_at_most_200_lines_of_drift_and_counts_them_all(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        run = f.run("partial", ("csv",))
+        source_run = run.source_runs[0]
+        db.session.add_all(DriftEvent(source="csv", run_id=run.id, run_source_id=source_run.id, field=f"k{n:04}",
+                                      kind="added", new=f"k{n:04}", action="noted", records=1) for n in range(2500))
+        db.session.commit()
+        run_id = run.id
+
+    response = client.get(f"/runs/{run_id}")
+    page = client.get(f"/ui/runs/{run_id}")
+
+    body = response.get_json()["data"]
+    assert (len(body["drift"]), body["drift_total"]) == (200, 2500)
+    assert [d["field"] for d in body["drift"][:2]] == ["k0000", "k0001"]
+    assert len(response.data) < 200_000
+    assert "The first 200 of 2500 findings" in page.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("path", ["/runs/999", "/runs/99999999999999999999999"])

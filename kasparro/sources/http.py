@@ -197,7 +197,9 @@ class HttpClient:
 
     def _snippet(self, text: str) -> str:
         flat = " ".join(text.split())
-        return self.redact(flat[:SNIPPET_CHARS]) or "(empty body)"
+        # Redacted whole, then cut (redaction is linear): a cut first could split `user:password@` before
+        # its "@" and leave the start of the password unmasked.
+        return self.redact(flat)[:SNIPPET_CHARS] or "(empty body)"
 
     def redact(self, text: str) -> str:
         """Replace every secret this client sends, and any URL password or key quoted, with a placeholder."""

@@ -1,6 +1,7 @@
 """Redaction masks every quoted password and key, whatever surrounds it, in time linear in the text's length."""
 from __future__ import annotations
 
+import gc
 import time
 
 from hypothesis import given, settings
@@ -24,10 +25,14 @@ def redact_shape(unit: str, length: int) -> dict[str, int]:
 
 def _best_of_three(text: str) -> float:
     timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        redact_text(text)
-        timings.append(time.perf_counter() - started)
+    gc.disable()  # a collection landing in one timing is noise, not the cost of the text
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            redact_text(text)
+            timings.append(time.perf_counter() - started)
+    finally:
+        gc.enable()
     return min(timings)
 
 
@@ -45,8 +50,8 @@ def test_ten_times_the_text_costs_about_ten_times_the_time() -> None:
         small = (unit * (30_000 // len(unit)))
         ratio = _best_of_three(small * 10) / max(_best_of_three(small), 1e-6)
 
-        # Linear is about 10; the quadratic pattern was about 100 on "a.a.a…".
-        assert ratio < 30, f"{name}: ×{ratio:.0f}"
+        # Linear is about 10 (a little more as the text outgrows the CPU's caches); quadratic is 100.
+        assert ratio < 40, f"{name}: ×{ratio:.0f}"
 
 
 url_safe = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#@:\t\n\r\x0b\x0c\x1c\x1d"

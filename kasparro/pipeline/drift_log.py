@@ -22,6 +22,8 @@ from kasparro.pipeline import drift
 from kasparro.sources.base import UNREADABLE, Source
 
 logger = logging.getLogger(__name__)
+# A field's name as stored and logged: a payload's key can be as long as its record allows.
+FIELD_NAME_CHARS = 200
 
 
 @dataclass
@@ -107,19 +109,27 @@ def record(session: Session, batch: RawBatch, source_run: SourceRun, outcome: Ch
     for index, found in enumerate(shown):
         records = touched[index] if outcome.flat else range(outcome.uniform)
         action = drift.decide(found, outcome.policy, any(rid in rejected for rid in records))
+        field, old, new = shortened(found.field), shortened(found.old), shortened(found.new)
         session.add(DriftEvent(source=source_run.source, run_id=source_run.run_id, run_source_id=source_run.id,
-                               batch_id=batch.id, field=found.field, kind=found.kind, old=found.old, new=found.new,
+                               batch_id=batch.id, field=field, kind=found.kind, old=old, new=new,
                                confidence=found.confidence, action=action, records=len(records)))
         logger.warning("schema drift source=%s batch=%s %s %s (%s -> %s, confidence %s): %s, %d record(s)",
-                       source_run.source, batch.id, found.kind, found.field, found.old, found.new,
-                       found.confidence, action, len(records),
-                       extra={"source": source_run.source, "drift_kind": found.kind, "field": found.field,
-                              "action": action})
+                       source_run.source, batch.id, found.kind, field, old, new, found.confidence, action,
+                       len(records), extra={"source": source_run.source, "drift_kind": found.kind, "field": field,
+                                            "action": action})
+
+
+def shortened(name: str | None) -> str | None:
+    """Cut a field name to FIELD_NAME_CHARS characters, marking the cut."""
+    if name is None or len(name) <= FIELD_NAME_CHARS:
+        return name
+    return f"{name[:FIELD_NAME_CHARS]}… ({len(name)} characters)"
 
 
 def frozen_error(outcome: Check) -> SchemaDriftFrozen:
     """Say why a frozen source stops: each finding, plainly."""
-    listed = "; ".join([describe(d.kind, d.field, d.old, d.new, d.confidence) for d in outcome.found]
+    listed = "; ".join([describe(d.kind, shortened(d.field) or "", shortened(d.old), shortened(d.new), d.confidence)
+                        for d in outcome.found]
                        + ([outcome.dropped_note] if outcome.dropped else []))
     return SchemaDriftFrozen(f"schema drift under drift_policy=freeze, nothing of the batch loaded: {listed}")
 

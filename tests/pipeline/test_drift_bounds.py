@@ -86,6 +86,23 @@ def test_a_run_keeps_drift_max_findings_added_events_across_its_batches(app: Fla
     assert sum(int(n.field.split()[0].strip("(")) for n in notes) == RECORDS * KEYS_EACH - 5
 
 
+@pytest.mark.usefixtures("worker")
+def test_a_key_as_long_as_a_record_allows_is_stored_and_shown_cut(app: Flask, sources_file: Path,
+                                                                  tmp_path: Path) -> None:
+    path = write_ndjson(tmp_path / "ticks.ndjson", [tick("bitcoin", 1, 42000.5)])
+    declare(sources_file, {"ticks": drop_spec(path)})
+    run_now(app)
+    with path.open("a") as handle:
+        handle.write(json.dumps({**tick("bitcoin", 2, 42001.5), "k" * 50_000: 1, "short": 2}) + "\n")
+
+    run = run_now(app)
+
+    fields = sorted(e.field for e in events(app))
+    assert fields == ["k" * 200 + "… (50000 characters)", "short"]
+    shown = app.test_client().get(f"/runs/{run.id}").get_json()["data"]["drift"]
+    assert sorted(d["field"] for d in shown) == fields
+
+
 def test_a_bad_drift_max_findings_refuses_the_source_by_name() -> None:
     with pytest.raises(Exception, match="drift_max_findings"):
         drift.policy_of({"drift_max_findings": -1}, "ticks")

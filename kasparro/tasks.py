@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -94,7 +95,11 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
         logger.info("%s of source run %s stands down: %s", stage, source_run_id, exc)
     except Exception as exc:
         _on_failure(task, source_run_id, stage, exc, stats, retry)
-        raise
+        # Celery logs what a task raises, and Flower shows it: raise the error told as `said` tells it,
+        # and log where it came from (the frames, not the text) for whoever debugs it.
+        logger.error("%s of source run %s failed: %s\n%s", stage, source_run_id, said(exc),
+                     "".join(traceback.format_tb(exc.__traceback__)))
+        raise StageFailed(said(exc)) from None
 
 
 def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stats: RequestStats,
@@ -128,6 +133,10 @@ class RetriedError(Exception):
     Celery logs the exception a retry names and Flower shows it; the message travels in the retried
     task's kwargs as well. Neither may carry what the error quoted: a URL's password, a key.
     """
+
+
+class StageFailed(Exception):
+    """A stage's failure that is not retried, told as a retried one is (what the task finally raises)."""
 
 
 def said(exc: BaseException) -> str:

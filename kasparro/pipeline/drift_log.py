@@ -42,7 +42,8 @@ class Check:
     @property
     def dropped_note(self) -> str:
         """Name what was dropped and the setting that dropped it, as the field of the event standing for it."""
-        return f"({len(self.dropped)} more added field(s) not listed, over drift_max_findings={self.policy.max_findings})"
+        return (f"({len(self.dropped)} more added field(s) not listed, "
+                f"over drift_max_findings={self.policy.max_findings})")
 
     @property
     def renames(self) -> dict[str, str]:

@@ -2,14 +2,15 @@
 
 `celery -A tests.pipeline.secret_quoting_worker worker` is the product's worker (kasparro.worker) with two
 additions for tests/pipeline/test_retry_secrets.py: while the file QUOTING_FLAG exists, a JSON source's read
-removes it and raises a transient error whose text is QUOTED_ERROR; and every task message the worker
-publishes (a retry is one) is appended, as JSON, to PUBLISHED_LOG.
+raises a transient error whose text is QUOTED_ERROR (removing the file first, unless it says "always"); and
+every task message the worker publishes (a retry is one) is appended, as JSON, to PUBLISHED_LOG.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from celery.signals import before_task_publish
@@ -26,9 +27,11 @@ class SecretQuotingJson(_JSON):  # type: ignore[misc, valid-type]
     """A JSON file source whose first read fails with an error quoting a URL, password and key included."""
 
     def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Any]:
-        """Fail once while the flag file exists, then read the file."""
+        """Fail while the flag file exists (once, unless it says "always"), then read the file."""
+        flag = Path(os.environ["QUOTING_FLAG"])
         try:
-            os.unlink(os.environ["QUOTING_FLAG"])
+            if flag.read_text() != "always":
+                flag.unlink()
         except FileNotFoundError:
             yield from super().pages(cursor, page_size)
             return

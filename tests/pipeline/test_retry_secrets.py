@@ -79,3 +79,23 @@ def test_a_retry_whose_error_quotes_a_password_and_key_shows_neither(
     assert "retrying in" in logged and "svc:***@vendor.example" in logged
     for secret in (PASSWORD, KEY):
         assert secret not in published.read_text() and secret not in logged
+
+
+def test_a_failure_out_of_retries_whose_error_quotes_a_password_and_key_shows_neither(
+        quoting: tuple[Flask, Path, Path, Path], sources_file: Path, tmp_path: Path) -> None:
+    own, flag, published, log = quoting
+    declare(sources_file, {"ticks": drop_spec(write_ndjson(tmp_path / "t.ndjson", [tick("bitcoin", 1, 42000.5)]))})
+    flag.write_text("always")
+
+    with own.app_context():
+        run_id = enqueue_run("cli", None).run.id
+    run = wait_for_run(own, run_id, timeout=90)
+    time.sleep(0.5)  # the worker's last log lines
+
+    logged = log.read_text(errors="replace")
+    (source_run,) = run.source_runs
+    for secret in (PASSWORD, KEY):
+        assert secret not in published.read_text() and secret not in logged and secret not in source_run.error
+    assert run.status == "failed" and "svc:***@vendor.example" in source_run.error
+    assert "StageFailed: TransientSourceError: " in logged  # what Celery logged the task raising
+    assert "in pages" in logged  # where it came from is still told

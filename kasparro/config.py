@@ -193,6 +193,12 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "HEALTH_WORKER_TIMEOUT_SECONDS": parse_float("HEALTH_WORKER_TIMEOUT_SECONDS",
                                                      get("HEALTH_WORKER_TIMEOUT_SECONDS", "1")),
         "HEALTH_TIMEOUT_SECONDS": parse_float("HEALTH_TIMEOUT_SECONDS", get("HEALTH_TIMEOUT_SECONDS", "1")),
+        # /health asks the workers at most once per this many seconds per API process (a ping is a broadcast).
+        "HEALTH_WORKER_CACHE_SECONDS": parse_float("HEALTH_WORKER_CACHE_SECONDS",
+                                                   get("HEALTH_WORKER_CACHE_SECONDS", "10")),
+        # List endpoints (/rejects) show a stored payload whole only up to this many characters of its JSON.
+        "API_PAYLOAD_PREVIEW_CHARS": parse_int("API_PAYLOAD_PREVIEW_CHARS",
+                                               get("API_PAYLOAD_PREVIEW_CHARS", "1024"), 1),
         **_quality_settings(get),
         "LOG_FORMAT": get("LOG_FORMAT", "console"),
         "LOG_LEVEL": get("LOG_LEVEL", "INFO"),

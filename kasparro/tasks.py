@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,8 @@ logger = get_task_logger(__name__)
 
 # Celery's own ceiling; the effective limits are TASK_MAX_RETRIES and SOURCE_BUSY_MAX_WAIT_SECONDS.
 MAX_RETRIES = 1000
+# What a retry tells of its error (in the log, the retried task's kwargs, Flower): this many characters at most.
+RETRY_MESSAGE_CHARS = 500
 STAGE_TASK = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": MAX_RETRIES}
 
 
@@ -92,7 +95,11 @@ def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun
         logger.info("%s of source run %s stands down: %s", stage, source_run_id, exc)
     except Exception as exc:
         _on_failure(task, source_run_id, stage, exc, stats, retry)
-        raise
+        # Celery logs what a task raises, and Flower shows it: raise the error told as `said` tells it,
+        # and log where it came from (the frames, not the text) for whoever debugs it.
+        logger.error("%s of source run %s failed: %s\n%s", stage, source_run_id, said(exc),
+                     "".join(traceback.format_tb(exc.__traceback__)))
+        raise StageFailed(said(exc)) from None
 
 
 def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stats: RequestStats,
@@ -117,14 +124,33 @@ def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stat
         # The failure cannot even be written down; tell the reaper to take it from here.
         _best_effort(lambda: redis_store.client().set(_abandoned_key(source_run_id), stage, ex=7 * 86400))
         logger.error("%s of source run %s failed and could not be recorded; the reaper will resume it: %s",
-                     stage, source_run_id, exc)
+                     stage, source_run_id, said(exc))
+
+
+class RetriedError(Exception):
+    """A failure being retried, told by its type and its redacted, bounded message.
+
+    Celery logs the exception a retry names and Flower shows it; the message travels in the retried
+    task's kwargs as well. Neither may carry what the error quoted: a URL's password, a key.
+    """
+
+
+class StageFailed(Exception):
+    """A stage's failure that is not retried, told as a retried one is (what the task finally raises)."""
+
+
+def said(exc: BaseException) -> str:
+    """Put an error in words fit for logs and task messages: its type, then its text redacted and bounded."""
+    # Redacted whole, then cut: cutting first could split `user:password@` and leave the password's start.
+    return f"{type(exc).__name__}: {redact_text(str(exc))}"[:RETRY_MESSAGE_CHARS]
 
 
 def _retry(task: Task, stage: str, source_run_id: int, exc: Exception, delay: float, extra: dict[str, Any]) -> None:
-    logger.warning("%s of source run %s failed, retrying in %.1fs: %s", stage, source_run_id, delay,
-                   redact_text(str(exc)))
-    retry = {"after": f"retry {task.request.retries + 1} after {type(exc).__name__}: {exc}"[:500], **extra}
-    raise task.retry(exc=exc, countdown=delay, kwargs={**task.request.kwargs, "retry": retry}) from None
+    shown = said(exc)
+    logger.warning("%s of source run %s failed, retrying in %.1fs: %s", stage, source_run_id, delay, shown)
+    retry = {"after": f"retry {task.request.retries + 1} after {shown}", **extra}
+    raise task.retry(exc=RetriedError(shown), countdown=delay,
+                     kwargs={**task.request.kwargs, "retry": retry}) from None
 
 
 def _best_effort(action: Callable[[], object]) -> bool:
@@ -134,7 +160,7 @@ def _best_effort(action: Callable[[], object]) -> bool:
         return True
     except Exception as exc:  # noqa: BLE001 - the caller is already handling a failure
         db.session.rollback()
-        logger.warning("bookkeeping step failed: %s", exc)
+        logger.warning("bookkeeping step failed: %s", said(exc))
         return False
 
 

@@ -4,9 +4,15 @@ Severity of each failing check:
 - down (503): database. Without it nothing can be served.
 - degraded (200, status "degraded"): broker, workers, beat, last_run. Reads still work; runs cannot be
   queued (broker), will not be executed (no worker), will not be scheduled (stale beat), or the last one failed.
+
+/health is public, so a failing check answers a fixed reason per check; what the driver said (host, user,
+port) goes to the log only, redacted. The worker ping is a broadcast every worker answers, so its result is
+kept for HEALTH_WORKER_CACHE_SECONDS per API process: polling /health never sends more than one per period.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +28,20 @@ from kasparro.api.schemas import HealthSchema, LiveSchema, envelope
 from kasparro.config import HEARTBEAT_KEY
 from kasparro.db import db
 from kasparro.models import Run
+from kasparro.redact import redact_text
 
 blp = Blueprint("health", __name__, description="Liveness and dependency checks (never need the API key).")
 
 HEALTH = envelope(HealthSchema, "HealthResponse")
 DOWN = "down"
 DEGRADED = "degraded"
+logger = logging.getLogger(__name__)
+# What a client is told when a check raised something other than CheckFailed (whose words are ours).
+REASONS = {"database": "the database did not answer", "broker": "the broker did not answer",
+           "workers": "the workers could not be asked", "beat": "the beat heartbeat could not be read",
+           "last_run": "the last run could not be read"}
+_PINGS = "kasparro_health_pings"
+_PING_LOCK = threading.Lock()
 
 
 class CheckFailed(Exception):
@@ -52,7 +66,22 @@ def check_broker() -> dict[str, Any]:
 
 
 def check_workers() -> dict[str, Any]:
-    """Ask the workers to answer a ping; one answer is enough."""
+    """Ask the workers to answer a ping, at most once per HEALTH_WORKER_CACHE_SECONDS; one answer is enough."""
+    kept = current_app.config["HEALTH_WORKER_CACHE_SECONDS"]
+    with _PING_LOCK:  # concurrent requests of one process share one ping rather than each sending their own
+        asked, outcome = current_app.extensions.get(_PINGS, (float("-inf"), None))
+        if outcome is None or time.monotonic() - asked >= kept:
+            try:
+                outcome = _ping_workers()
+            except Exception as exc:  # noqa: BLE001 - kept like an answer, so a dead broker is not asked each time
+                outcome = exc
+            current_app.extensions[_PINGS] = (time.monotonic(), outcome)
+    if isinstance(outcome, Exception):
+        raise outcome.with_traceback(None)  # the kept exception, without the tracebacks of earlier raises
+    return dict(outcome)
+
+
+def _ping_workers() -> dict[str, Any]:
     celery = current_app.extensions["celery"]
     replies = celery.control.ping(timeout=current_app.config["HEALTH_WORKER_TIMEOUT_SECONDS"], limit=1)
     if not replies:
@@ -84,15 +113,18 @@ def check_last_run() -> dict[str, Any]:
     return details
 
 
-def _run(check: Callable[[], dict[str, Any]], severity: str) -> dict[str, Any]:
+def _run(name: str, check: Callable[[], dict[str, Any]], severity: str) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"ok": True, "severity": severity, "error": None, "details": {}}
     try:
         result["details"] = check()
-    except Exception as exc:  # noqa: BLE001 - a health check reports every failure instead of raising it
-        result.update(ok=False, error=str(exc.args[0]) if exc.args else type(exc).__name__)
-        if isinstance(exc, CheckFailed) and len(exc.args) > 1:
+    except CheckFailed as exc:
+        result.update(ok=False, error=str(exc.args[0]))
+        if len(exc.args) > 1:
             result["details"] = exc.args[1]
+    except Exception as exc:  # noqa: BLE001 - a health check reports every failure instead of raising it
+        result.update(ok=False, error=REASONS[name])
+        logger.warning("health check %s failed: %s: %s", name, type(exc).__name__, redact_text(str(exc))[:2000])
         if check in (check_database, check_last_run):
             db.session.rollback()
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -105,11 +137,11 @@ def _skipped(severity: str, reason: str) -> dict[str, Any]:
 
 def run_checks() -> dict[str, dict[str, Any]]:
     """Run every check, skipping those whose dependency is already known to be down."""
-    checks = {"database": _run(check_database, DOWN), "broker": _run(check_broker, DEGRADED)}
-    checks["workers"] = _run(check_workers, DEGRADED) if checks["broker"]["ok"] \
+    checks = {"database": _run("database", check_database, DOWN), "broker": _run("broker", check_broker, DEGRADED)}
+    checks["workers"] = _run("workers", check_workers, DEGRADED) if checks["broker"]["ok"] \
         else _skipped(DEGRADED, "skipped: broker unreachable")
-    checks["beat"] = _run(check_beat, DEGRADED)
-    checks["last_run"] = _run(check_last_run, DEGRADED) if checks["database"]["ok"] \
+    checks["beat"] = _run("beat", check_beat, DEGRADED)
+    checks["last_run"] = _run("last_run", check_last_run, DEGRADED) if checks["database"]["ok"] \
         else _skipped(DEGRADED, "skipped: database unreachable")
     return checks
 

@@ -253,8 +253,11 @@ class DriftSummarySchema(Schema):
 class RunDetailSchema(RunSchema):
     source_runs = fields.List(fields.Nested(SourceRunSchema), required=True)
     drift = fields.List(fields.Nested(DriftSummarySchema), required=True,
-                        metadata={"description": "Schema drift met by the run, per source and finding; a source "
+                        metadata={"description": "Schema drift met by the run, per source and finding (at most "
+                                                 "200, by source and field; every event in /drift?since=); a source "
                                                  "with drift ends partial at best."})
+    drift_total = fields.Integer(required=True, metadata={"description": "Lines of drift the run met, listed or "
+                                                                           "not."})
     events = fields.List(fields.Nested(RunEventSchema), required=True,
                          metadata={"description": "The run's history besides its counters, oldest first (at most "
                                                   "200): retries, lost workers, resumes, failures."})
@@ -326,7 +329,15 @@ class RejectSchema(Schema):
     reason = fields.Raw(required=True, metadata={"description": "Why validation refused it, per field."})
     raw_record_id = fields.Integer(required=True)
     position = fields.String(required=True, metadata={"description": "Where in the source it was read."})
-    payload = fields.Raw(required=True, metadata={"description": "The record exactly as received."})
+    payload = fields.Raw(required=True, allow_none=True, metadata={
+        "description": "The record exactly as received; in a list, null when its JSON is longer than "
+                       "API_PAYLOAD_PREVIEW_CHARS (see payload_preview, and /rejects/{id} for the whole)."})
+    payload_truncated = fields.Boolean(required=True, metadata={
+        "description": "Whether `payload` is left out of this list for its size."})
+    payload_preview = fields.String(required=True, allow_none=True, metadata={
+        "description": "The first API_PAYLOAD_PREVIEW_CHARS characters of the payload's JSON, when truncated."})
+    payload_chars = fields.Integer(required=True, metadata={"description": "Length of the payload's JSON text."})
+    payload_hash = fields.String(required=True, metadata={"description": "The raw record's content hash."})
     created_at = fields.DateTime(required=True)
     replayed_at = fields.DateTime(allow_none=True, metadata={"description": "When a replay last retried it."})
     replay_run_id = fields.Integer(allow_none=True, metadata={"description": "The replay run that last retried it."})

@@ -13,6 +13,8 @@ from kasparro.db import db
 from kasparro.models import Anomaly, Asset, DriftEvent, RawBatch, Run, RunEvent, SourceRun
 
 MAX_ID = 2**63 - 1
+# Lines of a run's drift summary /runs/<id> shows (the status page polls it every 5 s); all in /drift.
+MAX_DRIFT_LINES = 200
 
 
 def duration(started: datetime | None, finished: datetime | None) -> float | None:
@@ -127,16 +129,17 @@ def run_anomalies(run_id: int, limit: int = 200) -> list[dict[str, Any]]:
     return [anomaly(row) for row in db.session.execute(anomaly_query().where(Anomaly.run_id == run_id).limit(limit))]
 
 
-def run_drift(run_id: int) -> list[dict[str, Any]]:
-    """Return the schema drift a run met, one line per source and finding."""
+def run_drift(run_id: int, limit: int = MAX_DRIFT_LINES) -> tuple[list[dict[str, Any]], int]:
+    """Return the first `limit` lines of the schema drift a run met (one per source and finding), and how many."""
     keys = (DriftEvent.source, DriftEvent.field, DriftEvent.kind, DriftEvent.old, DriftEvent.new, DriftEvent.action)
-    rows = db.session.execute(
-        select(*keys, func.max(DriftEvent.confidence).label("confidence"), func.count().label("events"),
-               func.sum(DriftEvent.records).label("records"))
-        .where(DriftEvent.run_id == run_id).group_by(*keys).order_by(DriftEvent.source, DriftEvent.field)
-    ).all()
+    lines = (select(*keys, func.max(DriftEvent.confidence).label("confidence"), func.count().label("events"),
+                    func.sum(DriftEvent.records).label("records"))
+             .where(DriftEvent.run_id == run_id).group_by(*keys))
+    rows = db.session.execute(lines.order_by(DriftEvent.source, DriftEvent.field, DriftEvent.kind).limit(limit)).all()
+    total = len(rows) if len(rows) < limit else \
+        db.session.execute(select(func.count()).select_from(lines.subquery())).scalar_one()
     return [{**row._asdict(), "confidence": None if row.confidence is None else float(row.confidence),
-             "records": int(row.records)} for row in rows]
+             "records": int(row.records)} for row in rows], total
 
 
 def run_progress(run: Run) -> dict[str, Any]:
@@ -147,7 +150,8 @@ def run_progress(run: Run) -> dict[str, Any]:
 
 def run_detail(run: Run) -> dict[str, Any]:
     """Return a run with every source's counters, timings, errors, batch progress, events, drift and findings."""
-    return {**run_progress(run), "events": run_events(run.id), "drift": run_drift(run.id),
+    drift, drift_total = run_drift(run.id)
+    return {**run_progress(run), "events": run_events(run.id), "drift": drift, "drift_total": drift_total,
             "anomalies": run_anomalies(run.id)}
 
 

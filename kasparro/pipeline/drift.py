@@ -21,6 +21,10 @@ score 1.0. The profile is the mean of "the candidate holds an expected type"
 and "its numeric range overlaps the previous snapshot's, widened by half its
 magnitude" (0.5 when unknown).
 Below the threshold nothing is guessed: the field is missing and the candidate added.
+
+`added` is the one kind a payload can multiply (one per new key; the others are bounded by the expected
+schema), so a source run keeps at most `drift_max_findings` of them (default 100): `cap` splits the rest off,
+and the caller records them as one `added` finding naming how many were dropped and the setting.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from kasparro.sources.base import Expected
 POLICIES = ("evolve", "warn", "freeze")
 DEFAULT_POLICY = "warn"
 DEFAULT_CONFIDENCE = 0.8
+DEFAULT_MAX_FINDINGS = 100
 NAME_WEIGHT, PROFILE_WEIGHT = 0.7, 0.3
 # Stats of one field in a snapshot: {"types": {json type: records}, "min": float|None, "max": float|None}.
 FieldStats = dict[str, Any]
@@ -51,10 +56,12 @@ _JSON_TYPES: dict[type, str] = {type(None): "null", bool: "boolean", int: "numbe
 
 @dataclass(frozen=True)
 class Policy:
-    """What a source does about drift (`drift_policy`) and how sure a rename must be (`drift_confidence`)."""
+    """What a source does about drift (`drift_policy`), how sure a rename must be (`drift_confidence`), and
+    how many `added` findings a source run keeps (`drift_max_findings`)."""
 
     mode: str = DEFAULT_POLICY
     threshold: float = DEFAULT_CONFIDENCE
+    max_findings: int = DEFAULT_MAX_FINDINGS
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,10 @@ def policy_of(spec: Mapping[str, Any], name: str | None = None) -> Policy:
         raise SourceConfigError(f"drift_policy must be one of {', '.join(POLICIES)}, not {mode!r}", source=name)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise SourceConfigError(f"drift_confidence must be a number from 0 to 1, not {threshold!r}", source=name)
-    return Policy(mode, float(threshold))
+    most = spec.get("drift_max_findings", DEFAULT_MAX_FINDINGS)
+    if isinstance(most, bool) or not isinstance(most, int) or most < 0:
+        raise SourceConfigError(f"drift_max_findings must be a whole number from 0, not {most!r}", source=name)
+    return Policy(mode, float(threshold), most)
 
 
 def json_type(value: Any) -> str:
@@ -268,6 +278,46 @@ def compare(expected: Mapping[str, Expected], previous: Snapshot | None, current
             found.append(Drift("added", name, None, name))
     found.extend(_type_changes(expected, previous, current))
     return found
+
+
+def cap(found: list[Drift], room: int) -> tuple[list[Drift], list[str]]:
+    """Keep every finding but the `added` ones past the first `room`; return what is kept and the names dropped."""
+    kept: list[Drift] = []
+    dropped: list[str] = []
+    for finding in found:
+        if finding.kind != "added":
+            kept.append(finding)
+        elif room > 0:
+            kept.append(finding)
+            room -= 1
+        else:
+            dropped.append(finding.field)
+    return kept, dropped
+
+
+def touched(found: list[Drift], flat: Mapping[int, Mapping[str, Any]]) -> list[list[int]]:
+    """Return, per finding, the ids of the (flattened) records that show it, in one pass over their fields.
+
+    The same as asking each finding's `touches` of each record, without a pass over the batch per finding.
+    """
+    holders: dict[str, list[int]] = {finding.field: [] for finding in found}
+    for rid, fields in flat.items():
+        # Walk the smaller side: a record of thousands of keys against a few findings, or the reverse.
+        names = holders.keys() & fields.keys() if len(fields) > len(holders) else \
+            [name for name in fields if name in holders]
+        for name in names:
+            holders[name].append(rid)
+    result = []
+    for finding in found:
+        held = holders[finding.field]
+        if finding.kind in ("missing", "renamed"):
+            have = set(held)
+            result.append([rid for rid in flat if rid not in have])
+        elif finding.kind == "type_changed":
+            result.append([rid for rid in held if json_type(flat[rid][finding.field]) == finding.new])
+        else:
+            result.append(held)
+    return result
 
 
 def _best_candidate(name: str, spec: Expected, before: FieldStats | None, current: Snapshot,

@@ -3,6 +3,8 @@
 `check` runs before validation (it says which renames `evolve` maps back);
 `record` runs after it (it knows which records were rejected), adds one
 `drift_events` row per finding and logs it as a warning. The caller commits.
+A source run keeps at most `drift_max_findings` `added` events; the ones past it in a batch become one
+`added` event whose field says how many were dropped and names the setting (`drift.cap`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from kasparro.pipeline import drift
 from kasparro.sources.base import UNREADABLE, Source
 
 logger = logging.getLogger(__name__)
+# A field's name as stored and logged: a payload's key can be as long as its record allows.
+FIELD_NAME_CHARS = 200
 
 
 @dataclass
@@ -32,6 +36,14 @@ class Check:
     flat: dict[int, dict[str, Any]] = field(default_factory=dict)
     # Records that all have the same fields, when they were not looked at one by one (a raw chunk).
     uniform: int = 0
+    # Names of the `added` fields past `drift_max_findings`, recorded as one event.
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def dropped_note(self) -> str:
+        """Name what was dropped and the setting that dropped it, as the field of the event standing for it."""
+        return (f"({len(self.dropped)} more added field(s) not listed, "
+                f"over drift_max_findings={self.policy.max_findings})")
 
     @property
     def renames(self) -> dict[str, str]:
@@ -73,31 +85,53 @@ def check_snapshot(session: Session, batch: RawBatch, source_run: SourceRun, sou
     policy = drift.policy_of(source_run.run.config.get(source_run.source, {}), source_run.source)
     previous = previous_snapshot(session, source_run.source, batch.id, restage)
     found = drift.compare(source.expected_schema(), previous, snapshot, policy.threshold)
+    kept, dropped = drift.cap(found, policy.max_findings - added_so_far(session, source_run.id) if found else 0)
     if not restage:
         session.add(SchemaSnapshot(source=source_run.source, run_id=source_run.run_id, batch_id=batch.id,
                                    fields=snapshot, records=records))
-    return Check(policy, found, snapshot, uniform=records)
+    return Check(policy, kept, snapshot, uniform=records, dropped=dropped)
+
+
+def added_so_far(session: Session, source_run_id: int) -> int:
+    """Count the `added` events a source run recorded in its earlier batches (against drift_max_findings)."""
+    return session.execute(select(func.count()).select_from(DriftEvent).where(
+        DriftEvent.run_source_id == source_run_id, DriftEvent.kind == "added")).scalar_one()
 
 
 def record(session: Session, batch: RawBatch, source_run: SourceRun, outcome: Check, rejected: set[int]) -> None:
-    """Add a drift event per finding, with what was done about it, and log each as a warning."""
-    for found in outcome.found:
-        touched = [rid for rid, flat in outcome.flat.items() if found.touches(flat)] if outcome.flat \
-            else range(outcome.uniform)
-        action = drift.decide(found, outcome.policy, any(rid in rejected for rid in touched))
+    """Add a drift event per finding (and one for the `added` ones dropped), with what was done, and log each."""
+    shown = list(outcome.found)
+    if outcome.dropped:
+        shown.append(drift.Drift("added", outcome.dropped_note, None, None))
+    touched = drift.touched(outcome.found, outcome.flat) if outcome.flat else []
+    if outcome.flat and outcome.dropped:
+        dropped = set(outcome.dropped)
+        touched.append([rid for rid, flat in outcome.flat.items() if not dropped.isdisjoint(flat)])
+    for index, found in enumerate(shown):
+        records = touched[index] if outcome.flat else range(outcome.uniform)
+        action = drift.decide(found, outcome.policy, any(rid in rejected for rid in records))
+        field, old, new = shortened(found.field), shortened(found.old), shortened(found.new)
         session.add(DriftEvent(source=source_run.source, run_id=source_run.run_id, run_source_id=source_run.id,
-                               batch_id=batch.id, field=found.field, kind=found.kind, old=found.old, new=found.new,
-                               confidence=found.confidence, action=action, records=len(touched)))
+                               batch_id=batch.id, field=field, kind=found.kind, old=old, new=new,
+                               confidence=found.confidence, action=action, records=len(records)))
         logger.warning("schema drift source=%s batch=%s %s %s (%s -> %s, confidence %s): %s, %d record(s)",
-                       source_run.source, batch.id, found.kind, found.field, found.old, found.new,
-                       found.confidence, action, len(touched),
-                       extra={"source": source_run.source, "drift_kind": found.kind, "field": found.field,
-                              "action": action})
+                       source_run.source, batch.id, found.kind, field, old, new, found.confidence, action,
+                       len(records), extra={"source": source_run.source, "drift_kind": found.kind, "field": field,
+                                            "action": action})
+
+
+def shortened(name: str | None) -> str | None:
+    """Cut a field name to FIELD_NAME_CHARS characters, marking the cut."""
+    if name is None or len(name) <= FIELD_NAME_CHARS:
+        return name
+    return f"{name[:FIELD_NAME_CHARS]}… ({len(name)} characters)"
 
 
 def frozen_error(outcome: Check) -> SchemaDriftFrozen:
     """Say why a frozen source stops: each finding, plainly."""
-    listed = "; ".join(describe(d.kind, d.field, d.old, d.new, d.confidence) for d in outcome.found)
+    listed = "; ".join([describe(d.kind, shortened(d.field) or "", shortened(d.old), shortened(d.new), d.confidence)
+                        for d in outcome.found]
+                       + ([outcome.dropped_note] if outcome.dropped else []))
     return SchemaDriftFrozen(f"schema drift under drift_policy=freeze, nothing of the batch loaded: {listed}")
 
 

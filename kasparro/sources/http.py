@@ -264,8 +264,10 @@ class HttpClient:
                                f"({describe_json_error(exc, body)})", source=self.source) from None
 
     def _snippet(self, text: str) -> str:
-        flat = " ".join(text[:SNIPPET_CHARS * 4].split())
-        return self.redact(flat[:SNIPPET_CHARS]) or "(empty body)"
+        flat = " ".join(text.split())  # error bodies are read to ERROR_BODY_BYTES at most
+        # Redacted whole, then cut (redaction is linear): a cut first could split `user:password@` before
+        # its "@" and leave the start of the password unmasked.
+        return self.redact(flat)[:SNIPPET_CHARS] or "(empty body)"
 
     def redact(self, text: str) -> str:
         """Replace every secret this client sends, and any URL password or key quoted, with a placeholder."""

@@ -38,6 +38,7 @@ def test_live_touches_nothing_and_answers(client: FlaskClient) -> None:
 
 def test_all_green_with_a_worker_a_fresh_beat_and_a_good_last_run(app: Flask, client: FlaskClient, beat_key: str,
                                                                    worker: Any) -> None:
+    app.extensions.pop("kasparro_health_pings", None)  # an answer kept from before this worker started
     redis.Redis.from_url(BROKER_URL).set(beat_key, time.time() - 5)
     with app.app_context():
         run_id = f.run("success").id
@@ -122,3 +123,44 @@ def test_heartbeat_scheduler_writes_last_seen_and_caps_its_sleep(app: Flask, tmp
     assert float(redis.Redis.from_url(BROKER_URL).get(beat_key)) >= before - 1
     assert client.get("/health").get_json()["data"]["checks"]["beat"]["ok"] is True
     scheduler.close()
+
+
+def test_a_failing_dependency_is_named_to_clients_without_its_host_user_or_password(
+        make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture) -> None:
+    broken = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://dbuser_x:dbpass_x@127.0.0.1:1/none",
+                      BROKER_URL="redis://:redispass_x@127.0.0.1:1/0", REDIS_URL="redis://:redispass_x@127.0.0.1:1/0")
+
+    with caplog.at_level("WARNING", logger="kasparro.api.health"):
+        response = broken.test_client().get("/health")
+
+    body, shown = response.get_json()["data"], response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert {name: body["checks"][name]["error"] for name in ("database", "broker", "beat")} == {
+        "database": "the database did not answer", "broker": "the broker did not answer",
+        "beat": "the beat heartbeat could not be read"}
+    for detail in ("127.0.0.1", "dbuser_x", "dbpass_x", "redispass_x", "port 1", "Connection refused"):
+        assert detail not in shown
+    logged = caplog.text
+    assert "health check database failed" in logged and "127.0.0.1" in logged  # the detail is for operators
+    assert "dbpass_x" not in logged and "redispass_x" not in logged
+
+
+def test_polling_health_asks_the_workers_once_per_health_worker_cache_seconds(
+        make_app: Callable[..., Flask]) -> None:
+    # A Redis database no worker listens on: every ping waits its whole timeout, so each one shows.
+    lonely = make_app(BROKER_URL="redis://127.0.0.1:6379/11", HEALTH_WORKER_TIMEOUT_SECONDS=0.5,
+                      HEALTH_WORKER_CACHE_SECONDS=1.5)
+    client = lonely.test_client()
+
+    def workers_check() -> dict[str, Any]:
+        return client.get("/health").get_json()["data"]["checks"]["workers"]
+
+    first = workers_check()
+    polled = [workers_check() for _ in range(5)]
+    time.sleep(1.6)
+    later = workers_check()
+
+    assert first["error"] == "no worker answered a ping" and first["latency_ms"] >= 450
+    assert [p["error"] for p in polled] == [first["error"]] * 5
+    assert max(p["latency_ms"] for p in polled) < 100  # the kept answer, no broadcast
+    assert later["latency_ms"] >= 450  # past the period the workers are asked again

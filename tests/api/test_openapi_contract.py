@@ -22,7 +22,8 @@ from tests.pipeline.helpers import csv_spec, declare
 ENDPOINTS = {
     "/data": {"get"}, "/data/latest": {"get"}, "/assets": {"get"}, "/assets/{slug}": {"get"}, "/news": {"get"},
     "/run-etl": {"post"}, "/runs": {"get", "post"}, "/runs/compare": {"get"}, "/runs/{run_id}": {"get"},
-    "/rejects": {"get"}, "/anomalies": {"get"}, "/drift": {"get"}, "/stats": {"get"}, "/sources": {"get"},
+    "/rejects": {"get"}, "/rejects/{reject_id}": {"get"}, "/anomalies": {"get"}, "/drift": {"get"},
+    "/stats": {"get"}, "/sources": {"get"},
     "/health": {"get"}, "/health/live": {"get"}, "/metrics": {"get"}, "/backfill": {"post"}, "/reprocess": {"post"},
     "/replay-rejects": {"post"}, "/raw/chunks/{chunk_id}/lines/{line}": {"get"},
 }

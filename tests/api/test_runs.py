@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+import json
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
 
 from kasparro.db import db
-from kasparro.models import Run
+from kasparro.models import DriftEvent, Run
 from tests.api import factories as f
 from tests.api.conftest import AUTH
 from tests.conftest import wait_for_run
@@ -199,6 +202,25 @@ def test_run_detail_shows_counters_timing_and_batch_progress(app: Flask, client:
     assert abs(eta - csv["duration_seconds"]) < 5
 
 
+def test_run_detail_lists_at_most_200_lines_of_drift_and_counts_them_all(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        run = f.run("partial", ("csv",))
+        source_run = run.source_runs[0]
+        db.session.add_all(DriftEvent(source="csv", run_id=run.id, run_source_id=source_run.id, field=f"k{n:04}",
+                                      kind="added", new=f"k{n:04}", action="noted", records=1) for n in range(2500))
+        db.session.commit()
+        run_id = run.id
+
+    response = client.get(f"/runs/{run_id}")
+    page = client.get(f"/ui/runs/{run_id}")
+
+    body = response.get_json()["data"]
+    assert (len(body["drift"]), body["drift_total"]) == (200, 2500)
+    assert [d["field"] for d in body["drift"][:2]] == ["k0000", "k0001"]
+    assert len(response.data) < 200_000
+    assert "The first 200 of 2500 findings" in page.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("path", ["/runs/999", "/runs/99999999999999999999999"])
 def test_unknown_run_is_a_json_404(client: FlaskClient, path: str) -> None:
     response = client.get(path)
@@ -244,6 +266,44 @@ def test_compare_needs_both_runs(app: Flask, client: FlaskClient) -> None:
     assert client.get(f"/runs/compare?a={ok}").get_json()["error"]["fields"] == {
         "b": ["Missing data for required field."]}
     assert client.get(f"/runs/compare?a={ok}&b=12345").status_code == 404
+
+
+def _huge(index: int, size: int) -> dict[str, Any]:
+    return {"close": f"bad-{index}", "note": "é" * size}
+
+
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.sampled_from([0, 10, 1_000, 100_000, 3_000_000]), min_size=1, max_size=8))
+def test_a_page_of_rejects_shows_each_long_payload_as_a_preview_and_each_whole_on_its_own(
+        app: Flask, client: FlaskClient, sizes: list[int]) -> None:
+    with app.app_context():
+        db.session.execute(text("TRUNCATE rejected_records, raw_records, raw_batches, run_sources, runs CASCADE"))
+        batch = f.batch(f.run(sources=("csv",)).source_runs[0])
+        ids = [f.reject(batch, _huge(i, size), {"price_usd": ["not a number"]}, f"line {i + 2}").id
+               for i, size in enumerate(sizes)]
+        db.session.commit()
+
+    page = client.get("/rejects?limit=1000")
+
+    rows = {row["id"]: row for row in page.get_json()["data"]}
+    assert len(page.data) < 2_000 + len(sizes) * 6_000  # a preview is at most 1024 characters of 4 bytes
+    for reject_id, size in zip(ids, sizes):
+        row = rows[reject_id]
+        if row["payload_truncated"]:
+            assert row["payload"] is None and len(row["payload_preview"]) == 1024
+            assert row["payload_chars"] > 1024 and row["payload_hash"]
+            single = client.get(f"/rejects/{reject_id}").get_json()["data"]
+            assert single["payload"]["note"] == "é" * size and single["payload_truncated"] is False
+        else:
+            assert row["payload"]["note"] == "é" * size and row["payload_preview"] is None
+            assert row["payload_chars"] == len(json.dumps(_huge(0, size), ensure_ascii=False)) <= 1024
+
+
+@pytest.mark.parametrize("path", ["/rejects/0", "/rejects/424242", f"/rejects/{2**64}"])
+def test_an_unknown_reject_is_a_json_404(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
 
 
 def test_rejects_carry_reason_payload_and_position_and_filter_by_run(app: Flask, client: FlaskClient) -> None:

@@ -1,6 +1,7 @@
 """Fetch JSON from a provider politely: budgeted, retried with backoff, counted, and never leaking keys.
 
-    2xx               decode JSON; HTML or broken JSON -> PayloadError
+    2xx               decode JSON; HTML or broken JSON -> PayloadError; an array element nested
+                      past what Python parses is kept as a reject, other deep bodies -> PayloadError
     429               honour Retry-After (seconds or HTTP-date) across all processes, then retry
     5xx, timeout,     retry after exponential backoff with full jitter
     connection error
@@ -10,6 +11,7 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
@@ -24,8 +26,8 @@ import requests
 
 from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
 from kasparro.redact import redact_text
-from kasparro.sources import SourceContext
-from kasparro.sources.base import RequestStats, loads_json
+from kasparro.sources import SourceContext, json_scan
+from kasparro.sources.base import MAX_DEPTH, MAX_DEPTH_CEILING, UNREADABLE, RequestStats, TooDeep, loads_json
 from kasparro.sources.ratelimit import Budget
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class HttpClient:
     def __init__(self, source: str, stats: RequestStats, *, budget: Budget | None = None,
                  auth_headers: Mapping[str, str] | None = None, timeout: float = 10.0,
                  max_retries: int = 3, backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
-                 max_retry_after_seconds: float = 120.0,
+                 max_retry_after_seconds: float = 120.0, max_depth: int = MAX_DEPTH,
                  is_auth_error: Callable[[int, str], bool] | None = None) -> None:
         self.source = source
         self.stats = stats
@@ -60,6 +62,7 @@ class HttpClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_retry_after_seconds = max_retry_after_seconds
+        self.max_depth = max_depth
         self.is_auth_error = is_auth_error
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
@@ -191,9 +194,21 @@ class HttpClient:
                                f"{self._snippet(response.text)}", source=self.source)
         try:
             return loads_json(body)
+        except TooDeep:
+            return self._decode_deep(body, shown)
         except ValueError as exc:
             raise PayloadError(f"GET {shown} returned a body that is not valid JSON "
                                f"({describe_json_error(exc, body)})", source=self.source) from None
+
+    def _decode_deep(self, body: bytes, shown: str) -> list[Any]:
+        """Read an array too deep for Python's parser element by element; each element past max_depth is marked."""
+        elements = json_scan.array_elements(io.BytesIO(body), "", len(body) + 1, 0, True, self.max_depth)
+        try:
+            return [element.value if element.fault is None else {**element.evidence, UNREADABLE: element.fault}
+                    for element in elements]
+        except json_scan.NotJson:
+            raise PayloadError(f"GET {shown} returned a body nested deeper than max_depth {self.max_depth}"
+                               " outside any array element", source=self.source) from None
 
     def _snippet(self, text: str) -> str:
         flat = " ".join(text.split())
@@ -294,4 +309,5 @@ def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContex
         max_retries=int(number_setting(source, spec, "max_retries", 3, 0, 10)),
         backoff_seconds=number_setting(source, spec, "backoff_seconds", 1.0, 0),
         max_retry_after_seconds=number_setting(source, spec, "max_retry_after_seconds", 120, 0),
+        max_depth=int(number_setting(source, spec, "max_depth", MAX_DEPTH, 1, MAX_DEPTH_CEILING)),
     )

@@ -1,7 +1,10 @@
 """Cut a JSON array or an NDJSON file into elements, streaming, and mark each one that cannot be read.
 
-Neither reader holds more than one element (bounded by `limit`) and one read
-chunk in memory, however large the file.
+Neither reader holds more than one element (bounded by `limit` bytes and
+`max_depth` levels of nesting) and one read chunk in memory, however large or
+deep the file. The array reader takes ijson's events without their path
+prefixes (a prefix is rebuilt per event, so its cost grows with the square of
+the depth: 20 KB of `[[[…]]]` took 272 MiB) and tracks the path itself.
 
 | fault                                   | NDJSON                         | array                                 |
 |-----------------------------------------|--------------------------------|---------------------------------------|
@@ -9,6 +12,7 @@ chunk in memory, however large the file.
 | not valid UTF-8                         | that line is marked            | as a syntax error                     |
 | an element that is not an object        | that line is marked            | that element is marked                |
 | an element over `limit` bytes           | read through, hashed, marked   | read through, not built, marked       |
+| an element nested deeper than max_depth | that line is marked            | read through, not built, marked       |
 
 A syntax error inside an array cannot be resynchronised reliably (a brace in a
 string looks like structure), so the array reader stops there: what came before
@@ -26,7 +30,7 @@ from typing import Any, BinaryIO
 import ijson
 
 from kasparro.sources import csv_scan
-from kasparro.sources.base import loads_json
+from kasparro.sources.base import MAX_DEPTH, TooDeep, loads_json
 
 # Small reads: a syntax error is located to within one chunk.
 CHUNK = 8 * 1024
@@ -68,7 +72,8 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, limit: int) -> Iterator[Element]:
+def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, limit: int,
+                 max_depth: int = MAX_DEPTH) -> Iterator[Element]:
     """Yield one element per non-blank line after `offset`; a last line without a newline only once `settled`."""
     handle.seek(offset)
     for line in csv_scan.lines(handle, offset, line_no, settled, limit):
@@ -80,12 +85,14 @@ def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, lim
             continue
         data = line.data.removeprefix(codecs.BOM_UTF8) if line.start == 0 else line.data
         if data.strip():
-            yield _ndjson_element(data, line.number, line.start, line.size, where)
+            yield _ndjson_element(data, line.number, line.start, line.size, where, max_depth)
 
 
-def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str) -> Element:
+def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str, max_depth: int) -> Element:
     try:
-        value = loads_json(data.decode("utf-8"))
+        value = loads_json(data.decode("utf-8"), max_depth)
+    except TooDeep as exc:
+        fault = f"{where} {exc}"
     except UnicodeDecodeError as exc:
         fault = f"byte 0x{data[exc.start]:02x} at offset {start + exc.start} (line {number}) is not valid UTF-8"
     except json.JSONDecodeError as exc:
@@ -114,36 +121,59 @@ class _Counted:
 
 @dataclass
 class _Building:
-    """The element being parsed: its builder (None once it is over the limit or skipped) and its size so far."""
+    """The element being parsed: its builder (None once it is over a limit or skipped) and its size so far."""
 
     index: int
     start: int
     builder: ijson.ObjectBuilder | None
     depth: int = 0
     size: int = 0
+    too_deep: bool = False
 
 
-def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int,
-                   settled: bool) -> Iterator[Element]:
+class _Path:
+    """Where the parser is outside the elements, as the keys (and `item` for an array's members) leading there."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+
+    def follow(self, event: str, value: Any) -> None:
+        """Move along one event: O(1), however deep (ijson's prefixes cost the depth per event)."""
+        if event == "map_key":
+            self.keys[-1] = value
+        elif event == "start_map":
+            self.keys.append(None)
+        elif event == "start_array":
+            self.keys.append("item")
+        elif event in _ENDS:
+            self.keys.pop()
+
+
+def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int, settled: bool,
+                   max_depth: int = MAX_DEPTH) -> Iterator[Element]:
     """Yield the elements of the array at `records_path` ("" for the top level) from element `skip` on.
 
     Raise NotJson if the file breaks before that array begins, or holds none there.
     """
-    reader, item, index = _Counted(handle), f"{records_path}.item" if records_path else "item", 0
-    found, current = False, None
+    reader, index = _Counted(handle), 0
+    target: list[str | None] = records_path.split(".") if records_path else []  # type: ignore[assignment]
+    members = [*target, "item"]
+    path, found, current = _Path(), False, None
     try:
-        for prefix, event, value in ijson.parse(reader, buf_size=CHUNK, use_float=True):
+        for event, value in ijson.basic_parse(reader, buf_size=CHUNK, use_float=True):
             if current is None:
-                if prefix == records_path and event == "start_array":
+                if event == "start_array" and path.keys == target:
                     found = True
-                elif found and prefix == item and event not in _ENDS:
+                elif found and event not in _ENDS and path.keys == members:
                     current = _Building(index, reader.chunk_start, ijson.ObjectBuilder() if index >= skip else None)
                     index += 1
-            if current is not None and (done := _feed(current, event, value, limit)) is not None:
+                if current is None:
+                    path.follow(event, value)
+            if current is not None and (done := _feed(current, event, value, limit, max_depth)) is not None:
                 current = None
                 if done.index >= skip:
                     yield done
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:  # the parser cannot go on after either
         if not found:
             raise NotJson(f"not JSON before the records began: {_first_line(exc)}") from None
         if settled or "premature EOF" not in str(exc):  # else a writer is still at it: wait for the rest
@@ -153,17 +183,23 @@ def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int,
         raise NotJson(f"no array at records_path {records_path!r}" if records_path else "the top level is not an array")
 
 
-def _feed(current: _Building, event: str, value: Any, limit: int) -> Element | None:
+def _feed(current: _Building, event: str, value: Any, limit: int, max_depth: int) -> Element | None:
     """Add one parse event to the element; return it once complete."""
     current.depth += 1 if event in _STARTS else -1 if event in _ENDS else 0
     current.size += len(value) + 4 if isinstance(value, str) else 8
-    if current.builder is not None and current.size > limit:
-        current.builder = None  # over the limit: read through it without building it
+    if current.depth > max_depth:
+        current.too_deep = True
+    if current.builder is not None and (current.size > limit or current.too_deep):
+        current.builder = None  # over a limit: read through it without building it
     if current.builder is not None:
         current.builder.event(event, value)
     if current.depth > 0:
         return None
     where = f"element {current.index} (after byte offset {current.start})"
+    if current.too_deep:
+        return Element(None, current.index, current.start, current.start,
+                       f"{where} nests deeper than max_depth {max_depth}",
+                       {"_element": current.index, "_over_depth": max_depth})
     if current.size > limit:
         return Element(None, current.index, current.start, current.start, f"{where} is over max_record_bytes {limit}",
                        {"_element": current.index, "_over_bytes": limit})

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from kasparro.sources.base import CURSOR_SUMMARY, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, MAX_DEPTH, RawItem, unreadable
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -70,9 +70,15 @@ def summary(seen: Mapping[str, str]) -> str:
     return f"last updates of {len(seen)} assets{newest}"
 
 
-def as_objects(payload: Any) -> list[dict[str, Any]]:
-    """Return a JSON array's elements as objects; a stray non-object is kept (wrapped) to be rejected later."""
-    return [element if isinstance(element, dict) else {"_value": element} for element in payload]
+def as_objects(payload: Any, max_depth: int = MAX_DEPTH) -> list[dict[str, Any]]:
+    """Return a JSON array's elements as objects, each to be kept as received or rejected later.
+
+    A stray non-object is wrapped. An element nested past `max_depth`, or holding what the raw layer
+    cannot store (a lone surrogate), becomes the evidence and reason that will reject it: checked here,
+    before the watermarks, so its id never reaches the cursor.
+    """
+    objects = [element if isinstance(element, dict) else {"_value": element} for element in payload]
+    return [unreadable(element, max_depth) or element for element in objects]
 
 
 def chunked(items: list[RawItem], size: int) -> Iterator[list[RawItem]]:

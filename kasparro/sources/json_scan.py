@@ -13,6 +13,7 @@ the depth: 20 KB of `[[[…]]]` took 272 MiB) and tracks the path itself.
 | an element that is not an object        | that line is marked            | that element is marked                |
 | an element over `limit` bytes           | read through, hashed, marked   | read through, not built, marked       |
 | an element nested deeper than max_depth | that line is marked            | read through, not built, marked       |
+| a lone UTF-16 surrogate escape          | kept, rejected at the raw layer | that element is marked               |
 
 A syntax error inside an array cannot be resynchronised reliably (a brace in a
 string looks like structure), so the array reader stops there: what came before
@@ -23,6 +24,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -105,18 +107,55 @@ def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str,
     return Element(None, number, start, start + size, fault, _evidence(data))
 
 
+# ijson's parser turns a lone high surrogate escape into "?" and fails on a lone low one, so the reader
+# rewrites each lone escape to one of the same length for a noncharacter, which _feed recognises (an
+# element holding that noncharacter itself, which no text should, is refused the same way).
+LONE_MARK = "\ufdd0"
+_ESCAPE_TOKENS = re.compile(rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+                            rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_MARK_ESCAPE = LONE_MARK.encode("unicode_escape")
+# The longest token (a surrogate pair's two escapes): a read holds back that much, so no token is cut in two.
+_LONGEST_TOKEN = 12
+
+
 class _Counted:
-    """A reader that hands the parser small chunks and remembers how far it has read."""
+    """A reader that hands the parser small chunks, remembers how far it has read, and marks lone surrogates."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.read_to = handle.tell()
         self.chunk_start = self.read_to
+        self.held = b""
 
     def read(self, size: int) -> bytes:
-        data = self.handle.read(min(size, CHUNK))
+        data = self.held
+        while True:
+            more = self.handle.read(min(size, CHUNK))
+            data += more
+            cut = len(data) if not more else self._safe_cut(data)
+            if cut or not more:
+                break
+        self.held = data[cut:]
+        data = _ESCAPE_TOKENS.sub(self._mark, data[:cut]) if b"\\u" in data[:cut] else data[:cut]
         self.chunk_start, self.read_to = self.read_to, self.read_to + len(data)
         return data
+
+    def _safe_cut(self, data: bytes) -> int:
+        """Return where to stop this read: past every whole token, and at least a token short of the end."""
+        cut = len(data) - _LONGEST_TOKEN
+        if b"\\" not in data[-2 * _LONGEST_TOKEN:]:
+            return max(cut, 0)  # no token can span the cut
+        # Read the tokens from the start: a backslash's meaning depends on the ones before it.
+        for match in _ESCAPE_TOKENS.finditer(data):
+            if match.start() >= cut:
+                break
+            cut = max(cut, match.end())
+        return max(cut, 0)
+
+    @staticmethod
+    def _mark(match: re.Match[bytes]) -> bytes:
+        token = match.group()
+        return token if len(token) != 6 else _MARK_ESCAPE
 
 
 @dataclass
@@ -129,6 +168,7 @@ class _Building:
     depth: int = 0
     size: int = 0
     too_deep: bool = False
+    lone: bool = False
 
 
 class _Path:
@@ -186,7 +226,11 @@ def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int, s
 def _feed(current: _Building, event: str, value: Any, limit: int, max_depth: int) -> Element | None:
     """Add one parse event to the element; return it once complete."""
     current.depth += 1 if event in _STARTS else -1 if event in _ENDS else 0
-    current.size += len(value) + 4 if isinstance(value, str) else 8
+    if isinstance(value, str):
+        current.size += len(value) + 4
+        current.lone = current.lone or LONE_MARK in value
+    else:
+        current.size += 8
     if current.depth > max_depth:
         current.too_deep = True
     if current.builder is not None and (current.size > limit or current.too_deep):
@@ -204,6 +248,11 @@ def _feed(current: _Building, event: str, value: Any, limit: int, max_depth: int
         return Element(None, current.index, current.start, current.start, f"{where} is over max_record_bytes {limit}",
                        {"_element": current.index, "_over_bytes": limit})
     value = current.builder.value if current.builder is not None else None
+    if current.lone:
+        shown = json.dumps(value)[:PREFIX_BYTES].replace(_MARK_ESCAPE.decode(), "\\ufffd")
+        return Element(None, current.index, current.start, current.start,
+                       f"{where} holds a lone UTF-16 surrogate escape, which JSONB cannot store",
+                       {"_element": current.index, "_value": shown})
     fault = _not_object(value)
     if fault is None:
         return Element(value, current.index, current.start, current.start)

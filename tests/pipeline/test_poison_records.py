@@ -81,14 +81,18 @@ def test_an_ndjson_drop_with_poisoned_lines_loads_every_good_line_once_and_rejec
     assert quote_count(app, "ticks") == 4 and len(rejects(app, "ticks")) == 4
 
 
-def test_a_deep_line_within_a_raised_max_depth_loads(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+def test_max_depth_is_a_per_source_setting_named_in_the_reject(app: Flask, sources_file: Path,
+                                                                tmp_path: Path) -> None:
     path = tmp_path / "nested.ndjson"
     path.write_text(json.dumps({**tick("bitcoin", 1, 1.5), "x": json.loads("[" * 100 + "]" * 100)}) + "\n")
-    declare(sources_file, {"ticks": drop_spec(path, max_depth=128)})
+    declare(sources_file, {"strict": drop_spec(path), "roomy": drop_spec(path, max_depth=128)})
 
     run = run_now(app)
 
-    assert (run.status, run.source_runs[0].inserted) == ("success", 1)
+    outcome = {s.source: (s.status, s.inserted, s.rejected) for s in run.source_runs}
+    assert outcome == {"strict": ("partial", 0, 1), "roomy": ("success", 1, 0)}
+    ((position, reason),) = rejects(app, "strict")
+    assert position == "nested.ndjson:1" and "nests deeper than max_depth 64" in reason
 
 
 def test_an_array_drop_with_poisoned_elements_loads_the_elements_around_them(

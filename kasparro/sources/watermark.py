@@ -40,7 +40,7 @@ class Watermarks:
         """Return whether `payload` changed since its asset was last loaded; note the asset as listed."""
         asset_id = payload.get("id")
         updated = parse_time(payload.get("last_updated"))
-        if not isinstance(asset_id, str) or updated is None:
+        if not _keyable(asset_id) or updated is None:
             return True
         self.observed.add(asset_id)
         known = parse_time(self.seen.get(asset_id))
@@ -51,7 +51,7 @@ class Watermarks:
         for item in items:
             asset_id, stamp = item.payload.get("id"), item.payload.get("last_updated")
             updated = parse_time(stamp)
-            if not isinstance(asset_id, str) or updated is None:
+            if not _keyable(asset_id) or updated is None:
                 continue
             known = parse_time(self.seen.get(asset_id))
             if known is None or updated > known:
@@ -61,6 +61,11 @@ class Watermarks:
         """Return the cursor as of now; a final one drops assets missing from this extract."""
         seen = {k: v for k, v in self.seen.items() if k in self.observed} if final else dict(self.seen)
         return {"seen": seen, CURSOR_SUMMARY: summary(seen)}
+
+
+def _keyable(asset_id: Any) -> bool:
+    # The cursor is JSONB, which cannot hold NUL: such an asset is always new (its content hash still dedups).
+    return isinstance(asset_id, str) and "\x00" not in asset_id
 
 
 def summary(seen: Mapping[str, str]) -> str:

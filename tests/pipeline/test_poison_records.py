@@ -156,6 +156,7 @@ def test_an_api_listing_with_poisoned_coins_loads_the_other_coins_and_rejects_ea
     coins[5]["name"] = coins[5]["name"] + "\ud83d"
     coins[9]["\udc00"] = 1
     coins[12]["quotes"]["USD"]["nested"] = json.loads("[" * 100 + "]" * 100)
+    coins[15]["id"] = coins[15]["id"] + "\x00"  # kept (NUL becomes U+FFFD), but never in the JSONB cursor
     # ensure_ascii: the lone surrogates go out as escapes (\ud83d), as a provider's JSON encoder sends them.
     _Body.data = json.dumps(coins).encode()
     declare(sources_file, {"coinpaprika": paprika(upstream, base_url=poisoned)})

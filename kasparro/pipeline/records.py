@@ -86,6 +86,6 @@ def keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[in
         text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
              " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
              f" ON CONFLICT (raw_record_id) DO UPDATE SET {_REJECT_AGAIN[replay]}"),
-        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": canonical_json(reason, lenient=True)}
-         for rid, reason in rejects],
+        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source,
+          "reason": canonical_json(reason, lenient=True)} for rid, reason in rejects],
     )

@@ -13,7 +13,8 @@ the depth: 20 KB of `[[[…]]]` took 272 MiB) and tracks the path itself.
 | an element that is not an object        | that line is marked            | that element is marked                |
 | an element over `limit` bytes           | read through, hashed, marked   | read through, not built, marked       |
 | an element nested deeper than max_depth | that line is marked            | read through, not built, marked       |
-| a lone UTF-16 surrogate escape          | kept, rejected at the raw layer | that element is marked               |
+| a lone UTF-16 surrogate escape          | rejected by the raw layer      | that element is marked                |
+| a number out of float range (1e400)     | rejected by the raw layer      | as a syntax error                     |
 
 A syntax error inside an array cannot be resynchronised reliably (a brace in a
 string looks like structure), so the array reader stops there: what came before

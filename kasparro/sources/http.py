@@ -1,7 +1,7 @@
 """Fetch JSON from a provider politely: budgeted, retried with backoff, counted, and never leaking keys.
 
-    2xx               decode JSON; HTML or broken JSON -> PayloadError; an array element nested
-                      past what Python parses is kept as a reject, other deep bodies -> PayloadError
+    2xx               decode JSON; HTML or broken JSON -> PayloadError; a byte that is not UTF-8,
+                      or an array element nested past what Python parses, costs only its record
     429               honour Retry-After (seconds or HTTP-date) across all processes, then retry
     5xx, timeout,     retry after exponential backoff with full jitter
     connection error
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 import time
@@ -193,7 +194,7 @@ class HttpClient:
             raise PayloadError(f"GET {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
                                f"{self._snippet(response.text)}", source=self.source)
         try:
-            return loads_json(body)
+            return loads_json(_readable(body))
         except TooDeep:
             return self._decode_deep(body, shown)
         except ValueError as exc:
@@ -220,6 +221,18 @@ class HttpClient:
             text = text.replace(secret, REDACTED)
         # requests quotes the whole URL when it cannot parse it, user:password@ included.
         return redact_text(text)
+
+
+def _readable(body: bytes) -> str:
+    """Decode the body as json.loads would; where it is not UTF-8, escape each bad byte instead of failing.
+
+    An escaped byte is a lone surrogate, which the raw layer refuses in the record that holds it: a
+    byte that is not UTF-8 costs its record, not the listing.
+    """
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "surrogateescape")
 
 
 def describe_json_error(exc: ValueError, body: bytes) -> str:

@@ -157,23 +157,25 @@ def test_an_api_listing_with_poisoned_coins_loads_the_other_coins_and_rejects_ea
     coins[9]["\udc00"] = 1
     coins[12]["quotes"]["USD"]["nested"] = json.loads("[" * 100 + "]" * 100)
     coins[15]["id"] = coins[15]["id"] + "\x00"  # kept (NUL becomes U+FFFD), but never in the JSONB cursor
+    coins[20]["name"] = "<byte>"
     # ensure_ascii: the lone surrogates go out as escapes (\ud83d), as a provider's JSON encoder sends them.
-    _Body.data = json.dumps(coins).encode()
+    _Body.data = json.dumps(coins).encode().replace(b"<byte>", b"bad \xff byte")
     declare(sources_file, {"coinpaprika": paprika(upstream, base_url=poisoned)})
 
     first = run_now(app)
     second = run_now(app)
 
     (source_run,) = first.source_runs
-    assert (first.status, source_run.inserted, source_run.rejected) == ("partial", len(coins) - 3, 3)
+    assert (first.status, source_run.inserted, source_run.rejected) == ("partial", len(coins) - 4, 4)
     found = rejects(app, "coinpaprika")
-    assert [position for position, _ in found] == ["tickers#5", "tickers#9", "tickers#12"]
+    assert [position for position, _ in found] == ["tickers#5", "tickers#9", "tickers#12", "tickers#20"]
     assert "lone UTF-16 surrogate" in found[0][1] and "lone UTF-16 surrogate" in found[1][1]
     assert "nests deeper than max_depth 64" in found[2][1]
+    assert "the byte 0xff, not UTF-8" in found[3][1]
     # The poisoned coins are fetched again (they never reached the watermarks) and are known: no new row.
     (again,) = second.source_runs
     assert second.status == "success" and (again.inserted, again.rejected) == (0, 0)
-    assert len(rejects(app, "coinpaprika")) == 3 and raw_count(app, "coinpaprika") == len(coins)
+    assert len(rejects(app, "coinpaprika")) == 4 and raw_count(app, "coinpaprika") == len(coins)
 
 
 def test_an_api_page_with_a_coin_too_deep_for_python_is_read_coin_by_coin(

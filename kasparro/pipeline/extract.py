@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -15,7 +14,8 @@ from kasparro.pipeline import chunks, durability, leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.sources.base import UNREADABLE, Chunk, Page, RawItem, RequestStats, Source
+from kasparro.sources.base import (UNREADABLE, Chunk, Page, RawItem, RequestStats, Source, Unstorable,
+                                   canonical_json, evidence)
 from kasparro.sources.window import Window, Windowed
 
 
@@ -24,13 +24,9 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# One encoder for every payload: json.dumps with options builds a new one per call (a third of its cost).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
 def payload_json(payload: Mapping[str, Any]) -> str:
-    """Serialise a payload for JSONB; NUL cannot be stored there, so it becomes U+FFFD."""
-    return _CANONICAL.encode(payload).replace("\\u0000", "\\ufffd")
+    """Serialise a payload for JSONB (NUL becomes U+FFFD); raise Unstorable for what JSONB refuses."""
+    return canonical_json(payload)
 
 
 def resume_cursor(session: Session, source_run: SourceRun,
@@ -69,10 +65,26 @@ _KEEP_RAW = text(
 def _raw_rows(items: list[RawItem]) -> Iterator[tuple[int, str, str, str]]:
     """Yield (order, position, payload JSON, content hash); an unreadable item keeps its reason in the payload."""
     for order, item in enumerate(items):
-        received = payload_json(item.payload)
-        # The hash is of what was received, so the same bad bytes twice are one record, wherever they were.
-        stored = received if item.error is None else payload_json({**item.payload, UNREADABLE: item.error})
+        received, stored = stored_json(item)
         yield order, item.position, stored, content_hash(received)
+
+
+def stored_json(item: RawItem) -> tuple[str, str]:
+    """Return the JSON an item was received as (what its hash is of) and the JSON the raw layer keeps.
+
+    A payload JSONB cannot hold (a lone surrogate, an infinite number) is kept as its text, to be
+    rejected with the reason and position: one such record never fails the batch it came in.
+    """
+    try:
+        received = payload_json(item.payload)
+    except Unstorable as exc:
+        # The hash is of what was received, so the same bad bytes twice are one record, wherever they were.
+        received = exc.text or f"{item.position} {exc}"
+        reason = f"{item.position} {exc}" if item.error is None else item.error
+        return received, canonical_json({**evidence(exc.text), UNREADABLE: reason}, lenient=True)
+    if item.error is None:
+        return received, received
+    return received, canonical_json({**item.payload, UNREADABLE: item.error}, lenient=True)
 
 
 def store_page(session: Session, source_run: SourceRun, seq: int, page: Page) -> RawBatch:

@@ -2,7 +2,6 @@
 and keep the rejects."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, SourceRun
 from kasparro.pipeline import drift, drift_log, targets
-from kasparro.sources.base import UNREADABLE, Source
+from kasparro.sources.base import UNREADABLE, Source, canonical_json
 
 
 @dataclass
@@ -77,13 +76,16 @@ _REJECT_AGAIN = {
 
 def keep_rejects(session: Session, source_run: SourceRun, rejects: list[tuple[int, dict[str, Any]]],
                  replay: bool = False) -> None:
-    """Keep each (raw record id, reason) as a reject of this run; a record rejected before is updated."""
+    """Keep each (raw record id, reason) as a reject of this run; a record rejected before is updated.
+
+    A reason may quote the value it refuses; a lone surrogate there is kept as the text of its escape.
+    """
     if not rejects:
         return
     session.execute(
         text("INSERT INTO rejected_records (raw_record_id, run_id, source, reason)"
              " VALUES (:rid, :run_id, :source, CAST(:reason AS jsonb))"
              f" ON CONFLICT (raw_record_id) DO UPDATE SET {_REJECT_AGAIN[replay]}"),
-        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source, "reason": json.dumps(reason)}
-         for rid, reason in rejects],
+        [{"rid": rid, "run_id": source_run.run_id, "source": source_run.source,
+          "reason": canonical_json(reason, lenient=True)} for rid, reason in rejects],
     )

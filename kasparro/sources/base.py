@@ -6,7 +6,9 @@ each page carries the cursor to store once that page is safely loaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,14 +25,126 @@ DEFAULT_BATCH_SIZE = 5000
 CURSOR_SUMMARY = "summary"
 
 
-def loads_json(data: str | bytes) -> Any:
-    """Parse JSON, keeping NaN, Infinity and -Infinity as the text they were.
+# How deeply a record may nest objects and arrays in each other when the source's `max_depth` does not say.
+MAX_DEPTH = 64
+# The highest `max_depth` allowed: Python's encoder and PostgreSQL's JSONB parser recurse once per level.
+MAX_DEPTH_CEILING = 512
+# How much of a record's text the raw layer keeps when the record itself cannot be kept.
+EVIDENCE_CHARS = 64 * 1024
+
+
+class TooDeep(ValueError):
+    """A JSON text nests objects and arrays deeper than its limit allows."""
+
+
+class Unstorable(ValueError):
+    """A payload PostgreSQL's JSONB cannot hold as received; `text` is its canonical JSON, when it has one."""
+
+    def __init__(self, reason: str, text: str = "") -> None:
+        super().__init__(reason)
+        self.text = text
+
+
+def loads_json(data: str | bytes, max_depth: int | None = None) -> Any:
+    """Parse JSON, keeping NaN, Infinity and -Infinity as the text they were; raise TooDeep past `max_depth`.
 
     They are not JSON, but some feeds send them and Python's parser would make floats of them,
     which the raw layer's JSONB then refuses for the whole batch; as text, validation rejects
-    only the record that holds one.
+    only the record that holds one. Without `max_depth`, only nesting Python cannot follow is TooDeep.
     """
-    return json.loads(data, parse_constant=str)
+    try:
+        value = json.loads(data, parse_constant=str)
+    except RecursionError:
+        limit = f"max_depth {max_depth}" if max_depth else "Python's parser can follow"
+        raise TooDeep(f"nests deeper than {limit}") from None
+    if max_depth is not None and _brackets(data) > max_depth and deeper_than(value, max_depth):
+        raise TooDeep(f"nests deeper than max_depth {max_depth}")
+    return value
+
+
+def _brackets(data: str | bytes) -> int:
+    # Cheap: a text with no more brackets than the limit cannot nest past it (brackets in strings only add).
+    opening = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
+    return data.count(opening[0]) + data.count(opening[1])
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Return whether `value` nests objects and arrays more than `limit` deep (`{}` is 1 deep, a scalar 0)."""
+    level, depth = [value], 0
+    while level:
+        containers = [node for node in level if isinstance(node, dict | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [child for node in containers for child in (node.values() if isinstance(node, dict) else node)]
+    return False
+
+
+# One encoder for every payload: json.dumps with options builds a new one per call (a third of its cost).
+# ASCII output keeps each character visible as an escape, so what JSONB refuses can be found in the text.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+# Tokens of the ASCII text read left to right: an escaped backslash (so `\\ud83d` is text, not a surrogate),
+# NUL, a surrogate pair, a lone surrogate.
+_ESCAPES = re.compile(r"\\\\|\\u0000|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\ud[89a-f][0-9a-f]{2}")
+
+
+def canonical_json(payload: Any, lenient: bool = False) -> str:
+    """Serialise a payload as the raw layer keeps it: keys sorted, no spaces, ASCII; NUL becomes U+FFFD.
+
+    Raise Unstorable for what JSONB refuses: a lone UTF-16 surrogate in a key or a value, a number
+    out of float range, nesting past Python's limit. `lenient` (for our own evidence and reasons)
+    keeps a lone surrogate as the literal text of its escape instead.
+    """
+    try:
+        text = _CANONICAL.encode(payload)
+    except RecursionError:
+        raise Unstorable("nests deeper than Python can serialise") from None
+    except ValueError:
+        raise Unstorable("holds a number out of range (Infinity or NaN), which JSONB cannot store") from None
+    if "\\ud" not in text and "\\u0000" not in text:
+        return text
+    lone: list[str] = []
+
+    def fix(match: re.Match[str]) -> str:
+        token = match.group()
+        if token == "\\u0000":
+            return "\\ufffd"
+        if len(token) == 6:
+            lone.append(token)
+            return "\\" + token
+        return token
+
+    fixed = _ESCAPES.sub(fix, text)
+    if lone and not lenient:
+        # The text as received (lone escape and all) is what the record's hash is of: it differs from a
+        # record holding the literal text `\\ud83d`, whose canonical JSON is the fixed text.
+        # An API body's bytes that are not UTF-8 are read as U+DC80..U+DCFF (see http._readable).
+        byte = f": how the byte 0x{lone[0][4:]}, not UTF-8, is read" if 0xDC80 <= int(lone[0][2:], 16) <= 0xDCFF else ""
+        raise Unstorable(f"holds a lone UTF-16 surrogate ({lone[0]}{byte}), which JSONB cannot store", text)
+    return fixed
+
+
+def evidence(text: str) -> dict[str, Any]:
+    """Return what identifies a record kept only as evidence: its text (up to EVIDENCE_CHARS), hash and length."""
+    return {"_prefix": text[:EVIDENCE_CHARS], "_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "_bytes": len(text)}
+
+
+def unreadable(payload: dict[str, Any], max_depth: int) -> dict[str, Any] | None:
+    """Return evidence naming why `payload` cannot be kept as received (too deep, unstorable), or None if it can."""
+    if deeper_than(payload, max_depth):
+        try:
+            shown = evidence(canonical_json(payload, lenient=True))
+        except Unstorable:
+            shown = {}
+        return {**shown, UNREADABLE: f"nests deeper than max_depth {max_depth}"}
+    try:
+        canonical_json(payload)
+    except Unstorable as exc:
+        return {**evidence(exc.text), UNREADABLE: str(exc)}
+    return None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ of the secret holding the key, sent as `x-cg-demo-api-key` or `x-cg-pro-api-key`
 by plan), `per_page` (at most 250), `max_pages`, `requests_per_minute`,
 `max_wait_seconds`, `timeout_seconds`, `max_retries`, `backoff_seconds`,
 `max_retry_after_seconds`, `request_deadline_seconds`, `max_response_bytes`
-(see `kasparro.sources.http`; the key never follows a redirect to another host).
+(see `kasparro.sources.http`; the key never follows a redirect to another host),
+`max_depth` (how deeply a coin may nest, default 64: a deeper one is rejected, its
+neighbours load).
 
 Paging stops at a short or empty page, or after `max_pages`. Checkpoint: see
 `kasparro.sources.watermark`. The cursor holds no page number, because ranks
@@ -198,7 +200,7 @@ class CoinGeckoSource:
                                "expected an array", source=self.name)
         logger.info("coingecko page source=%s page=%d listed=%d", self.name, number, len(coins),
                     extra={"source": self.name, "page": number, "listed": len(coins)})
-        return as_objects(coins)
+        return as_objects(coins, self.client.max_depth)
 
     def expected_schema(self) -> Mapping[str, Expected]:
         """Return the market entry fields this mapping reads."""

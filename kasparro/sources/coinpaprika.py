@@ -5,7 +5,9 @@ https://api-pro.coinpaprika.com/v1), `api_key_env` (name of the secret holding
 the key, sent as `Authorization: <key>` with no "Bearer", as CoinPaprika
 documents), `requests_per_minute`, `max_wait_seconds`, `timeout_seconds`,
 `max_retries`, `backoff_seconds`, `max_retry_after_seconds`,
-`request_deadline_seconds`, `max_response_bytes` (see `kasparro.sources.http`).
+`request_deadline_seconds`, `max_response_bytes` (see `kasparro.sources.http`),
+`max_depth` (how deeply a ticker may nest, default 64: a deeper one is rejected,
+its neighbours load).
 
 Checkpoint: see `kasparro.sources.watermark`. One request returns the whole
 listing, so a resumed extract refetches it and skips every coin whose
@@ -62,8 +64,8 @@ class CoinPaprikaSource:
             raise PayloadError(f"GET {display_url(url)} returned a JSON {type(coins).__name__}, expected an array",
                                source=self.name)
         marks = Watermarks(cursor)
-        fresh = [RawItem(coin, f"tickers#{index}") for index, coin in enumerate(as_objects(coins))
-                 if marks.is_new(coin)]
+        listed = as_objects(coins, self.client.max_depth)
+        fresh = [RawItem(coin, f"tickers#{index}") for index, coin in enumerate(listed) if marks.is_new(coin)]
         logger.info("coinpaprika listing source=%s listed=%d new=%d", self.name, len(coins), len(fresh),
                     extra={"source": self.name, "listed": len(coins), "new": len(fresh)})
         chunks = list(chunked(fresh, page_size))

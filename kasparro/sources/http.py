@@ -1,6 +1,7 @@
 """Fetch JSON from a provider politely: budgeted, retried with backoff, counted, bounded, and never leaking keys.
 
-    2xx               decode JSON; HTML or broken JSON -> PayloadError
+    2xx               decode JSON; HTML or broken JSON -> PayloadError; a byte that is not UTF-8,
+                      or an array element nested past what Python parses, costs only its record
     429               honour Retry-After (seconds or HTTP-date) across all processes, then retry; a
                       Retry-After over max_retry_after_seconds pauses every process for that cap only,
                       and this call gives up (TransientSourceError: the next run calls again after it)
@@ -19,6 +20,8 @@
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import random
@@ -35,8 +38,8 @@ import requests
 
 from kasparro.errors import PayloadError, SourceAuthError, SourceConfigError, TransientSourceError
 from kasparro.redact import redact_text
-from kasparro.sources import SourceContext
-from kasparro.sources.base import RequestStats, loads_json
+from kasparro.sources import SourceContext, json_scan
+from kasparro.sources.base import MAX_DEPTH, MAX_DEPTH_CEILING, UNREADABLE, RequestStats, TooDeep, loads_json
 from kasparro.sources.ratelimit import Budget
 from kasparro.sources.transport import Deadline, KeyedSession, origin
 
@@ -69,7 +72,7 @@ class HttpClient:
     def __init__(self, source: str, stats: RequestStats, *, budget: Budget | None = None,
                  auth_headers: Mapping[str, str] | None = None, timeout: float = 10.0,
                  max_retries: int = 3, backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
-                 max_retry_after_seconds: float = 120.0,
+                 max_retry_after_seconds: float = 120.0, max_depth: int = MAX_DEPTH,
                  max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  request_deadline_seconds: float = DEFAULT_REQUEST_DEADLINE_SECONDS,
                  is_auth_error: Callable[[int, str], bool] | None = None) -> None:
@@ -83,6 +86,7 @@ class HttpClient:
         self.max_retry_after_seconds = max_retry_after_seconds
         self.max_response_bytes = max_response_bytes
         self.request_deadline_seconds = request_deadline_seconds
+        self.max_depth = max_depth
         self.is_auth_error = is_auth_error
         self.session = KeyedSession(credential_headers=(auth_headers or {}).keys())
         self.session.headers["Accept"] = "application/json"
@@ -258,10 +262,22 @@ class HttpClient:
                                f"{self._snippet(body[:ERROR_BODY_BYTES].decode('utf-8', 'replace'))}",
                                source=self.source)
         try:
-            return loads_json(body)
+            return loads_json(_readable(body))
+        except TooDeep:
+            return self._decode_deep(body, shown)
         except ValueError as exc:
             raise PayloadError(f"GET {shown} returned a body that is not valid JSON "
                                f"({describe_json_error(exc, body)})", source=self.source) from None
+
+    def _decode_deep(self, body: bytes, shown: str) -> list[Any]:
+        """Read an array too deep for Python's parser element by element; each element past max_depth is marked."""
+        elements = json_scan.array_elements(io.BytesIO(body), "", len(body) + 1, 0, True, self.max_depth)
+        try:
+            return [element.value if element.fault is None else {**element.evidence, UNREADABLE: element.fault}
+                    for element in elements]
+        except json_scan.NotJson:
+            raise PayloadError(f"GET {shown} returned a body nested deeper than max_depth {self.max_depth}"
+                               " outside any array element", source=self.source) from None
 
     def _snippet(self, text: str) -> str:
         flat = " ".join(text.split())  # error bodies are read to ERROR_BODY_BYTES at most
@@ -275,6 +291,18 @@ class HttpClient:
             text = text.replace(secret, REDACTED)
         # requests quotes the whole URL when it cannot parse it, user:password@ included.
         return redact_text(text)
+
+
+def _readable(body: bytes) -> str:
+    """Decode the body as json.loads would; where it is not UTF-8, escape each bad byte instead of failing.
+
+    An escaped byte is a lone surrogate, which the raw layer refuses in the record that holds it: a
+    byte that is not UTF-8 costs its record, not the listing.
+    """
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "surrogateescape")
 
 
 def describe_json_error(exc: ValueError, body: bytes) -> str:
@@ -370,4 +398,5 @@ def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContex
         max_response_bytes=int(number_setting(source, spec, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1)),
         request_deadline_seconds=number_setting(source, spec, "request_deadline_seconds",
                                                 DEFAULT_REQUEST_DEADLINE_SECONDS, 0.001),
+        max_depth=int(number_setting(source, spec, "max_depth", MAX_DEPTH, 1, MAX_DEPTH_CEILING)),
     )

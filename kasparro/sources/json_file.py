@@ -22,7 +22,8 @@ Incremental loading:
   only a full re-read is sound.
 
 Faults (see `json_scan`): a line or element that is not JSON, not an object, not
-UTF-8 or over `max_record_bytes` is one reject with its reason and position
+UTF-8, over `max_record_bytes` or nested deeper than `max_depth` (default 64
+levels of objects and arrays, at most 512) is one reject with its reason and position
 (`file:line` for NDJSON, `file:[index]` for arrays), and the rest loads. A
 syntax error inside an array ends the array: the elements before it load, the
 rest is one reject naming the bytes, and the source ends partial, not failed.
@@ -38,8 +39,10 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, json_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem, expect
+from kasparro.sources.base import (CURSOR_SUMMARY, MAX_DEPTH, MAX_DEPTH_CEILING, Expected, Page, Progress, RawItem,
+                                   expect)
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
+from kasparro.sources.http import number_setting
 
 FORMATS = ("auto", "array", "ndjson")
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -79,6 +82,7 @@ class JsonSource:
         self.date_format: str | None = spec.get("date_format")
         self.settle_seconds: float = float(spec.get("settle_seconds", 2))
         self.max_record_bytes = byte_limit(spec, "max_record_bytes", MAX_RECORD_BYTES, name)
+        self.max_depth = int(number_setting(name, spec, "max_depth", MAX_DEPTH, 1, MAX_DEPTH_CEILING))
 
     def _choice(self, spec: Mapping[str, Any], key: str, default: str | None, allowed: tuple[str, ...]) -> str:
         value = spec.get(key, default)
@@ -125,7 +129,7 @@ class JsonSource:
         resumable = cursor.get("format") == "ndjson" and int(cursor.get("offset", 0)) <= size
         if resumable and fingerprint(handle, int(cursor["offset"])) == cursor.get("fingerprint"):
             offset, line = int(cursor["offset"]), int(cursor.get("line", 0))
-        elements = json_scan.ndjson_lines(handle, offset, line, settled, self.max_record_bytes)
+        elements = json_scan.ndjson_lines(handle, offset, line, settled, self.max_record_bytes, self.max_depth)
         for chunk in _chunks(elements, page_size):
             last = chunk[-1]
             after = {"format": "ndjson", "offset": last.end, "line": last.index,
@@ -141,7 +145,8 @@ class JsonSource:
         if same and cursor.get("broken"):
             return  # read to its syntax error already, and unchanged since
         skip = int(cursor.get("index", 0)) if same else 0
-        elements = json_scan.array_elements(handle, self.records_path, self.max_record_bytes, skip, settled)
+        elements = json_scan.array_elements(handle, self.records_path, self.max_record_bytes, skip, settled,
+                                            self.max_depth)
         begin: int | None = None
         for chunk in _chunks(elements, page_size):
             # The parser has read this far (at most a buffer past the chunk's last element); counted from where

@@ -1,7 +1,10 @@
 """Cut a JSON array or an NDJSON file into elements, streaming, and mark each one that cannot be read.
 
-Neither reader holds more than one element (bounded by `limit`) and one read
-chunk in memory, however large the file.
+Neither reader holds more than one element (bounded by `limit` bytes and
+`max_depth` levels of nesting) and one read chunk in memory, however large or
+deep the file. The array reader takes ijson's events without their path
+prefixes (a prefix is rebuilt per event, so its cost grows with the square of
+the depth: 20 KB of `[[[…]]]` took 272 MiB) and tracks the path itself.
 
 | fault                                   | NDJSON                         | array                                 |
 |-----------------------------------------|--------------------------------|---------------------------------------|
@@ -9,6 +12,9 @@ chunk in memory, however large the file.
 | not valid UTF-8                         | that line is marked            | as a syntax error                     |
 | an element that is not an object        | that line is marked            | that element is marked                |
 | an element over `limit` bytes           | read through, hashed, marked   | read through, not built, marked       |
+| an element nested deeper than max_depth | that line is marked            | read through, not built, marked       |
+| a lone UTF-16 surrogate escape          | rejected by the raw layer      | that element is marked                |
+| a number out of float range (1e400)     | rejected by the raw layer      | as a syntax error                     |
 
 A syntax error inside an array cannot be resynchronised reliably (a brace in a
 string looks like structure), so the array reader stops there: what came before
@@ -19,6 +25,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -26,7 +33,7 @@ from typing import Any, BinaryIO
 import ijson
 
 from kasparro.sources import csv_scan
-from kasparro.sources.base import loads_json
+from kasparro.sources.base import MAX_DEPTH, TooDeep, loads_json
 
 # Small reads: a syntax error is located to within one chunk.
 CHUNK = 8 * 1024
@@ -68,7 +75,8 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, limit: int) -> Iterator[Element]:
+def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, limit: int,
+                 max_depth: int = MAX_DEPTH) -> Iterator[Element]:
     """Yield one element per non-blank line after `offset`; a last line without a newline only once `settled`."""
     handle.seek(offset)
     for line in csv_scan.lines(handle, offset, line_no, settled, limit):
@@ -80,12 +88,14 @@ def ndjson_lines(handle: BinaryIO, offset: int, line_no: int, settled: bool, lim
             continue
         data = line.data.removeprefix(codecs.BOM_UTF8) if line.start == 0 else line.data
         if data.strip():
-            yield _ndjson_element(data, line.number, line.start, line.size, where)
+            yield _ndjson_element(data, line.number, line.start, line.size, where, max_depth)
 
 
-def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str) -> Element:
+def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str, max_depth: int) -> Element:
     try:
-        value = loads_json(data.decode("utf-8"))
+        value = loads_json(data.decode("utf-8"), max_depth)
+    except TooDeep as exc:
+        fault = f"{where} {exc}"
     except UnicodeDecodeError as exc:
         fault = f"byte 0x{data[exc.start]:02x} at offset {start + exc.start} (line {number}) is not valid UTF-8"
     except json.JSONDecodeError as exc:
@@ -98,52 +108,113 @@ def _ndjson_element(data: bytes, number: int, start: int, size: int, where: str)
     return Element(None, number, start, start + size, fault, _evidence(data))
 
 
+# ijson's parser turns a lone high surrogate escape into "?" and fails on a lone low one, so the reader
+# rewrites each lone escape to one of the same length for a noncharacter, which _feed recognises (an
+# element holding that noncharacter itself, which no text should, is refused the same way).
+LONE_MARK = "\ufdd0"
+_ESCAPE_TOKENS = re.compile(rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+                            rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_MARK_ESCAPE = LONE_MARK.encode("unicode_escape")
+# The longest token (a surrogate pair's two escapes): a read holds back that much, so no token is cut in two.
+_LONGEST_TOKEN = 12
+
+
 class _Counted:
-    """A reader that hands the parser small chunks and remembers how far it has read."""
+    """A reader that hands the parser small chunks, remembers how far it has read, and marks lone surrogates."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.read_to = handle.tell()
         self.chunk_start = self.read_to
+        self.held = b""
 
     def read(self, size: int) -> bytes:
-        data = self.handle.read(min(size, CHUNK))
+        data = self.held
+        while True:
+            more = self.handle.read(min(size, CHUNK))
+            data += more
+            cut = len(data) if not more else self._safe_cut(data)
+            if cut or not more:
+                break
+        self.held = data[cut:]
+        data = _ESCAPE_TOKENS.sub(self._mark, data[:cut]) if b"\\u" in data[:cut] else data[:cut]
         self.chunk_start, self.read_to = self.read_to, self.read_to + len(data)
         return data
+
+    def _safe_cut(self, data: bytes) -> int:
+        """Return where to stop this read: past every whole token, and at least a token short of the end."""
+        cut = len(data) - _LONGEST_TOKEN
+        if b"\\" not in data[-2 * _LONGEST_TOKEN:]:
+            return max(cut, 0)  # no token can span the cut
+        # Read the tokens from the start: a backslash's meaning depends on the ones before it.
+        for match in _ESCAPE_TOKENS.finditer(data):
+            if match.start() >= cut:
+                break
+            cut = max(cut, match.end())
+        return max(cut, 0)
+
+    @staticmethod
+    def _mark(match: re.Match[bytes]) -> bytes:
+        token = match.group()
+        return token if len(token) != 6 else _MARK_ESCAPE
 
 
 @dataclass
 class _Building:
-    """The element being parsed: its builder (None once it is over the limit or skipped) and its size so far."""
+    """The element being parsed: its builder (None once it is over a limit or skipped) and its size so far."""
 
     index: int
     start: int
     builder: ijson.ObjectBuilder | None
     depth: int = 0
     size: int = 0
+    too_deep: bool = False
+    lone: bool = False
 
 
-def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int,
-                   settled: bool) -> Iterator[Element]:
+class _Path:
+    """Where the parser is outside the elements, as the keys (and `item` for an array's members) leading there."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+
+    def follow(self, event: str, value: Any) -> None:
+        """Move along one event: O(1), however deep (ijson's prefixes cost the depth per event)."""
+        if event == "map_key":
+            self.keys[-1] = value
+        elif event == "start_map":
+            self.keys.append(None)
+        elif event == "start_array":
+            self.keys.append("item")
+        elif event in _ENDS:
+            self.keys.pop()
+
+
+def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int, settled: bool,
+                   max_depth: int = MAX_DEPTH) -> Iterator[Element]:
     """Yield the elements of the array at `records_path` ("" for the top level) from element `skip` on.
 
     Raise NotJson if the file breaks before that array begins, or holds none there.
     """
-    reader, item, index = _Counted(handle), f"{records_path}.item" if records_path else "item", 0
-    found, current = False, None
+    reader, index = _Counted(handle), 0
+    target: list[str | None] = records_path.split(".") if records_path else []  # type: ignore[assignment]
+    members = [*target, "item"]
+    path, found, current = _Path(), False, None
     try:
-        for prefix, event, value in ijson.parse(reader, buf_size=CHUNK, use_float=True):
+        for event, value in ijson.basic_parse(reader, buf_size=CHUNK, use_float=True):
             if current is None:
-                if prefix == records_path and event == "start_array":
+                if event == "start_array" and path.keys == target:
                     found = True
-                elif found and prefix == item and event not in _ENDS:
+                elif found and event not in _ENDS and path.keys == members:
                     current = _Building(index, reader.chunk_start, ijson.ObjectBuilder() if index >= skip else None)
                     index += 1
-            if current is not None and (done := _feed(current, event, value, limit)) is not None:
+                if current is None:
+                    path.follow(event, value)
+            if current is not None and (done := _feed(current, event, value, limit, max_depth)) is not None:
                 current = None
                 if done.index >= skip:
                     yield done
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:  # the parser cannot go on after either
         if not found:
             raise NotJson(f"not JSON before the records began: {_first_line(exc)}") from None
         if settled or "premature EOF" not in str(exc):  # else a writer is still at it: wait for the rest
@@ -153,21 +224,36 @@ def array_elements(handle: BinaryIO, records_path: str, limit: int, skip: int,
         raise NotJson(f"no array at records_path {records_path!r}" if records_path else "the top level is not an array")
 
 
-def _feed(current: _Building, event: str, value: Any, limit: int) -> Element | None:
+def _feed(current: _Building, event: str, value: Any, limit: int, max_depth: int) -> Element | None:
     """Add one parse event to the element; return it once complete."""
     current.depth += 1 if event in _STARTS else -1 if event in _ENDS else 0
-    current.size += len(value) + 4 if isinstance(value, str) else 8
-    if current.builder is not None and current.size > limit:
-        current.builder = None  # over the limit: read through it without building it
+    if isinstance(value, str):
+        current.size += len(value) + 4
+        current.lone = current.lone or LONE_MARK in value
+    else:
+        current.size += 8
+    if current.depth > max_depth:
+        current.too_deep = True
+    if current.builder is not None and (current.size > limit or current.too_deep):
+        current.builder = None  # over a limit: read through it without building it
     if current.builder is not None:
         current.builder.event(event, value)
     if current.depth > 0:
         return None
     where = f"element {current.index} (after byte offset {current.start})"
+    if current.too_deep:
+        return Element(None, current.index, current.start, current.start,
+                       f"{where} nests deeper than max_depth {max_depth}",
+                       {"_element": current.index, "_over_depth": max_depth})
     if current.size > limit:
         return Element(None, current.index, current.start, current.start, f"{where} is over max_record_bytes {limit}",
                        {"_element": current.index, "_over_bytes": limit})
     value = current.builder.value if current.builder is not None else None
+    if current.lone:
+        shown = json.dumps(value)[:PREFIX_BYTES].replace(_MARK_ESCAPE.decode(), "\\ufffd")
+        return Element(None, current.index, current.start, current.start,
+                       f"{where} holds a lone UTF-16 surrogate escape, which JSONB cannot store",
+                       {"_element": current.index, "_value": shown})
     fault = _not_object(value)
     if fault is None:
         return Element(value, current.index, current.start, current.start)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from kasparro.sources.base import CURSOR_SUMMARY, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, MAX_DEPTH, RawItem, unreadable
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -40,7 +40,7 @@ class Watermarks:
         """Return whether `payload` changed since its asset was last loaded; note the asset as listed."""
         asset_id = payload.get("id")
         updated = parse_time(payload.get("last_updated"))
-        if not isinstance(asset_id, str) or updated is None:
+        if not _keyable(asset_id) or updated is None:
             return True
         self.observed.add(asset_id)
         known = parse_time(self.seen.get(asset_id))
@@ -51,7 +51,7 @@ class Watermarks:
         for item in items:
             asset_id, stamp = item.payload.get("id"), item.payload.get("last_updated")
             updated = parse_time(stamp)
-            if not isinstance(asset_id, str) or updated is None:
+            if not _keyable(asset_id) or updated is None:
                 continue
             known = parse_time(self.seen.get(asset_id))
             if known is None or updated > known:
@@ -63,6 +63,11 @@ class Watermarks:
         return {"seen": seen, CURSOR_SUMMARY: summary(seen)}
 
 
+def _keyable(asset_id: Any) -> bool:
+    # The cursor is JSONB, which cannot hold NUL: such an asset is always new (its content hash still dedups).
+    return isinstance(asset_id, str) and "\x00" not in asset_id
+
+
 def summary(seen: Mapping[str, str]) -> str:
     """Say how many assets the watermarks cover and the newest update among them."""
     stamps = [stamp for stamp in (parse_time(value) for value in seen.values()) if stamp is not None]
@@ -70,9 +75,15 @@ def summary(seen: Mapping[str, str]) -> str:
     return f"last updates of {len(seen)} assets{newest}"
 
 
-def as_objects(payload: Any) -> list[dict[str, Any]]:
-    """Return a JSON array's elements as objects; a stray non-object is kept (wrapped) to be rejected later."""
-    return [element if isinstance(element, dict) else {"_value": element} for element in payload]
+def as_objects(payload: Any, max_depth: int = MAX_DEPTH) -> list[dict[str, Any]]:
+    """Return a JSON array's elements as objects, each to be kept as received or rejected later.
+
+    A stray non-object is wrapped. An element nested past `max_depth`, or holding what the raw layer
+    cannot store (a lone surrogate), becomes the evidence and reason that will reject it: checked here,
+    before the watermarks, so its id never reaches the cursor.
+    """
+    objects = [element if isinstance(element, dict) else {"_value": element} for element in payload]
+    return [unreadable(element, max_depth) or element for element in objects]
 
 
 def chunked(items: list[RawItem], size: int) -> Iterator[list[RawItem]]:

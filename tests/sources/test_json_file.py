@@ -123,6 +123,9 @@ def test_the_expected_schema_is_the_configured_paths_with_their_types(tmp_path: 
     {"format": "xml"},
     {"time_unit": "minutes"},
     {"max_record_bytes": 0},
+    {"max_depth": 0},
+    {"max_depth": 513},
+    {"max_depth": "deep"},
 ])
 def test_bad_settings_are_refused(tmp_path: Path, settings: dict[str, Any]) -> None:
     with pytest.raises(SourceConfigError):
@@ -197,6 +200,34 @@ def test_invalid_utf8_inside_an_array_ends_it_as_a_syntax_error(tmp_path: Path) 
 
     assert got[0].error is None
     assert "invalid bytes in UTF8 string" in got[1].error
+
+
+def test_an_element_nested_past_max_depth_is_one_reject_and_a_deep_sibling_of_the_array_is_no_fault(
+        tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    deep = "[" * 10_000 + "]" * 10_000
+    path.write_text(f'{{"meta": {deep}, "data": {{"quotes": [{json.dumps(record(1))}, {deep}, '
+                    f'{json.dumps(record(2))}]}}}}')
+
+    got = items(read_all(make_source(path, records_path="data.quotes", max_depth=8)))
+
+    assert [i.payload for i in got if i.error is None] == [record(1), record(2)]
+    assert got[1].position == "deep.json:[1]" and "nests deeper than max_depth 8" in str(got[1].error)
+
+
+@pytest.mark.parametrize("chunk", [13, 14, 15, 17, 19, 23, 8192])
+def test_surrogate_escapes_split_across_reads_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              chunk: int) -> None:
+    monkeypatch.setattr("kasparro.sources.json_scan.CHUNK", chunk)
+    names = ["\\ud83d", "\ud83d", "\U0001F600", "\\\ud83d", "x\ud83d\ud83d\ude00", "\udc00\\"]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps([{"n": name} for name in names]))
+
+    got = items(read_all(make_source(path)))
+
+    assert [i.error is None for i in got] == [True, False, True, False, False, False]
+    assert [i.payload for i in got if i.error is None] == [{"n": "\\ud83d"}, {"n": "\U0001F600"}]
+    assert all("lone UTF-16 surrogate" in str(i.error) for i in got if i.error is not None)
 
 
 @pytest.mark.parametrize(("content", "reason"), [

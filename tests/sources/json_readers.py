@@ -37,7 +37,7 @@ def read_api(data: bytes) -> list[tuple[dict[str, Any], str | None]]:
     response._content, response.status_code = data, 200
     response.headers["Content-Type"] = "application/json"
     client = HttpClient("hostile", RequestStats())
-    return [(coin, None) for coin in as_objects(client._decode(response, "http://upstream/tickers"))]
+    return [(coin, None) for coin in as_objects(client._decode(response, data, "http://upstream/tickers"))]
 
 
 def count_array(data: bytes) -> dict[str, Any]:

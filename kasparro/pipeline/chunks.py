@@ -65,7 +65,9 @@ def store_chunk(session: Session, source_run: SourceRun, seq: int, chunk: Chunk)
     """Keep a chunk (once per source) and record the raw batch that stands for it."""
     durability.defer_flush(session)
     # The header is part of what the lines mean, so it is part of what makes a chunk the same.
-    digest = hashlib.sha256(chunk.header + b"\n" + chunk.data).digest()
+    hasher = hashlib.sha256(chunk.header + b"\n")
+    hasher.update(chunk.data)  # not concatenated: a chunk may be max_batch_bytes, and one copy of it is enough
+    digest = hasher.digest()
     chunk_id = session.execute(_INSERT_CHUNK, {
         "source": source_run.source, "run_id": source_run.run_id, "file": chunk.file, "header": chunk.header,
         "data": chunk.data, "first_line": chunk.first_line, "byte_start": chunk.byte_start,

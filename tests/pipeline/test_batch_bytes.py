@@ -45,7 +45,7 @@ def long_line_files(draw: Any) -> tuple[bytes, set[str], int]:
     lines, good, bad = [], set(), 0
     count = draw(st.integers(1, 40))
     for number in range(count):
-        kinds = ("plain", "plain", "quoted", "long_field", "long_row") + (("blank",) if number < count - 1 else ())
+        kinds = ("plain",) * 6 + ("quoted", "long_field", "long_row") + (("blank",) if number < count - 1 else ())
         kind = draw(st.sampled_from(kinds))
         if kind == "blank":  # not the last: a file's checkpoint ends after its last record
             lines.append(b"")
@@ -100,7 +100,7 @@ def _checkpoint() -> dict[str, Any]:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
-@given(drawn=long_line_files(), budget=st.integers(1200, 5000), batch_size=st.integers(1, 30),
+@given(drawn=long_line_files(), budget=st.integers(1200, 2400), batch_size=st.integers(1, 30),
        failure=st.none() | st.tuples(st.integers(0, 30), st.integers(0, 30)))
 def test_lines_of_any_length_load_once_in_batches_within_the_byte_budget_and_resume_without_doubling(
         app: Flask, sources_file: Path, tmp_path: Path, drawn: tuple[bytes, set[str], int], budget: int,
@@ -149,7 +149,7 @@ def ndjson_files(draw: Any) -> tuple[bytes, set[str], int]:
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
-@given(drawn=ndjson_files(), budget=st.integers(1200, 5000), batch_size=st.integers(1, 30),
+@given(drawn=ndjson_files(), budget=st.integers(1200, 2400), batch_size=st.integers(1, 30),
        failure=st.none() | st.tuples(st.integers(0, 30), st.integers(0, 30)))
 def test_ndjson_lines_of_any_length_load_once_in_pages_within_the_byte_budget(
         app: Flask, sources_file: Path, tmp_path: Path, drawn: tuple[bytes, set[str], int], budget: int,
@@ -203,16 +203,17 @@ def test_an_api_page_over_the_budget_is_cut_into_batches_that_load_every_record_
 def quoted_files(draw: Any) -> tuple[bytes, int]:
     """A CSV file of plain and quoted rows (chunks and pages) of drawn lengths up to max_row_bytes; its row count."""
     lines = []
-    for number in range(draw(st.integers(1, 40))):
+    for number in range(draw(st.integers(1, 60))):
         length = draw(st.one_of(st.integers(0, 40), st.integers(40, 550), st.integers(550, 1150)))
-        quoted = draw(st.booleans()) or length >= 550  # a field over max_field_bytes must be quoted to be one
+        # Mostly plain, so a raw chunk may run long; a field over max_field_bytes must be quoted to be one.
+        quoted = draw(st.integers(0, 4)) == 0 or length >= 550
         note = b'"' + b"y" * length + b'"' if quoted else b"x" * length
         lines.append(b"coin%d,2019-04-20,1,1,1,%s" % (number, note))
     return HEADER + b"\n".join(lines) + b"\n", len(lines)
 
 
 @settings(max_examples=200, deadline=None)
-@given(drawn=quoted_files(), budget=st.integers(1200, 5000), size=st.integers(1, 30))
+@given(drawn=quoted_files(), budget=st.integers(1200, 2400), size=st.integers(1, 30))
 def test_a_files_chunks_and_pages_each_cover_at_most_the_budget_and_end_at_the_files_end(
         tmp_path_factory: pytest.TempPathFactory, drawn: tuple[bytes, int], budget: int, size: int) -> None:
     data, rows = drawn
@@ -229,7 +230,7 @@ def test_a_files_chunks_and_pages_each_cover_at_most_the_budget_and_end_at_the_f
 
 
 @settings(max_examples=200, deadline=None)
-@given(drawn=ndjson_files(), budget=st.integers(1200, 5000), size=st.integers(1, 30))
+@given(drawn=ndjson_files(), budget=st.integers(1200, 2400), size=st.integers(1, 30))
 def test_an_ndjson_files_pages_each_cover_at_most_the_budget_but_a_reject_and_end_at_the_files_end(
         tmp_path_factory: pytest.TempPathFactory, drawn: tuple[bytes, set[str], int], budget: int, size: int) -> None:
     data, good, bad = drawn

@@ -323,10 +323,12 @@ def read_chunks(path: str, max_bytes: int) -> dict[str, int]:
 def test_reading_a_file_of_long_lines_holds_a_few_budgets_not_the_file(tmp_path: Path, lines: int,
                                                                        line_kib: int) -> None:
     path = tmp_path / "long.csv"
-    with open(path, "wb") as out:  # about 100 MiB each
+    with open(path, "wb") as out:  # about 100 MiB each, written a KiB at a time: the child's peak starts from ours
         out.write(HEADER)
         for number in range(lines):
-            out.write(b"coin%d,2019-04-20,1,1,1,%s\n" % (number, b"x" * (line_kib * 1024 - 40)))
+            out.write(b"coin%d,2019-04-20,1,1,1," % number)
+            out.writelines([b"x" * 1024] * (line_kib - 1))
+            out.write(b"\n")
 
     outcome = run_bounded("tests.pipeline.test_batch_bytes:read_chunks", str(path), 8 * MIB, memory_mib=1024)
 

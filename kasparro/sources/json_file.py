@@ -234,7 +234,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _weight(element: json_scan.Element) -> int:
-    """Bytes an element holds: its line's length (NDJSON), else as compact JSON (an array's element, a fault's evidence).
+    """Bytes an element holds: its line's length (NDJSON), else as compact JSON (an array's element, a fault).
 
     An array element's bytes in the file are not tracked; one that cannot be encoded again is a page of its own.
     """

@@ -269,7 +269,8 @@ def test_a_page_cut_by_bytes_keeps_every_item_in_order_and_the_cursor_of_the_pag
     # A part's cursor is its page's only on the page's last part; before it, the cursor of the page before.
     cursors, before = [], {"page": "before"}
     for page in given_pages:
-        taken = [part for part in parts if any(part.items[0] is item for item in page.items)]  # type: ignore[union-attr]
+        first_items = [part.items[0] for part in parts]  # type: ignore[union-attr]
+        taken = [item for item in first_items if any(item is mine for mine in page.items)]
         cursors += [before] * (len(taken) - 1) + [page.cursor]
         before = page.cursor
     assert [part.cursor for part in parts] == cursors

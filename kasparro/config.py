@@ -11,6 +11,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from kasparro.redact import redact_url
+from kasparro.sources.base import DEFAULT_BATCH_BYTES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where beat leaves its heartbeat (unix time) for /health to read.
@@ -166,6 +167,8 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "ENABLED_SOURCES": [s.strip() for s in get("ENABLED_SOURCES", "").split(",") if s.strip()],
         # Unset: each kind's own default (a page of records 5000, a raw chunk of a file's lines 20000).
         "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE"), 1) if get("BATCH_SIZE") else None,
+        # Bytes per batch beside the count: a raw chunk or a page closes before it would pass them.
+        "BATCH_MAX_BYTES": parse_int("BATCH_MAX_BYTES", get("BATCH_MAX_BYTES", str(DEFAULT_BATCH_BYTES)), 1024),
         # Task-level retries of transient failures: exponential backoff with full jitter.
         "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
         "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),

@@ -200,6 +200,15 @@ def _batch_size(source_run: SourceRun, source: Source) -> int:
     return size
 
 
+def _batch_bytes(source_run: SourceRun) -> int:
+    # Beside the count, a batch is bounded in bytes: the source's own `max_batch_bytes`, else BATCH_MAX_BYTES.
+    size = source_run.run.config[source_run.source].get("max_batch_bytes", current_app.config["BATCH_MAX_BYTES"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise SourceConfigError(f"max_batch_bytes must be a positive whole number of bytes, not {size!r}",
+                                source=source_run.source)
+    return size
+
+
 def _lease() -> leases.Terms:
     return leases.Terms(current_app.config["LEASE_SECONDS"], liveness.identity())
 
@@ -237,7 +246,8 @@ def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None)
             db.session.commit()
             extract_stage.extract(db.session, source_run, source, stats, _batch_size(source_run, source), lease,
                                   _faults(), on_batch=lambda batch: _overlap(source_run_id),
-                                  window=backfill.window_of(source_run.run.config[source_run.source]))
+                                  window=backfill.window_of(source_run.run.config[source_run.source]),
+                                  batch_bytes=_batch_bytes(source_run))
 
         _stage(source_run, "extract", read)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from sqlalchemy import select, text, update
@@ -14,8 +14,8 @@ from kasparro.pipeline import chunks, durability, leases, runs
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.pgcopy import copy_rows
-from kasparro.sources.base import (UNREADABLE, Chunk, Page, RawItem, RequestStats, Source, Unstorable,
-                                   canonical_json, evidence)
+from kasparro.sources.base import (DEFAULT_BATCH_BYTES, UNREADABLE, Chunk, Page, RawItem, RequestStats, Source,
+                                   Unstorable, canonical_json, evidence)
 from kasparro.sources.window import Window, Windowed
 
 
@@ -113,9 +113,51 @@ def record_requests(session: Session, source_run: SourceRun, stats: RequestStats
                     longest_wait_seconds=max(taken.waits, default=0))
 
 
+def _payload_size(payload: Mapping[str, Any]) -> int:
+    try:
+        return len(payload_json(payload))
+    except Unstorable as exc:  # stored as a reject with its evidence; sized by that
+        return len(exc.text)
+
+
+def _cut(items: list[RawItem], max_bytes: int) -> list[list[RawItem]]:
+    """Split items into runs whose payloads stay within `max_bytes`; a payload over it alone is a run of its own."""
+    parts: list[list[RawItem]] = [[]]
+    held = 0
+    for item in items:
+        size = _payload_size(item.payload)
+        if parts[-1] and held + size > max_bytes:
+            parts.append([])
+            held = 0
+        parts[-1].append(item)
+        held += size
+    return parts
+
+
+def within_budget(pages: Iterable[Page | Chunk], max_bytes: int,
+                  cursor: dict[str, Any] | None) -> Iterator[Page | Chunk]:
+    """Yield the pages, cutting one whose payloads pass `max_bytes` into batches that do not.
+
+    A source that cannot cut its own pages by bytes (an API's page is one answer) is bounded here.
+    Each part but the last carries the cursor from before the page, so a run stopped between them
+    reads the page again from its start: what an earlier part received counts as a duplicate of
+    this run, never a second load, and nothing after it is skipped.
+    """
+    before = cursor
+    for page in pages:
+        if isinstance(page, Page) and len(page.items) > 1:
+            parts = _cut(page.items, max_bytes)
+            for part in parts[:-1]:
+                yield Page(part, before)  # type: ignore[arg-type]  # None: the source's own start
+            page = Page(parts[-1], page.cursor, page.progress)
+        yield page
+        before = page.cursor
+
+
 def extract(session: Session, source_run: SourceRun, source: Source, stats: RequestStats, batch_size: int,
             lease: leases.Terms, faults: tuple[Fault, ...] = (),
-            on_batch: Callable[[RawBatch], None] | None = None, window: Window | None = None) -> int:
+            on_batch: Callable[[RawBatch], None] | None = None, window: Window | None = None,
+            batch_bytes: int = DEFAULT_BATCH_BYTES) -> int:
     """Extract everything new for a source, committing one batch per page; return batches written.
 
     The lease is renewed before each page, so a run that lost it stands down
@@ -124,18 +166,21 @@ def extract(session: Session, source_run: SourceRun, source: Source, stats: Requ
     extraction goes on). If the same message is being worked on by another
     delivery, the later one to write a batch number stands down: the other
     delivery finishes the extract. With a `window` (a backfill), the source reads that
-    window from its start instead of reading on from the checkpoint.
+    window from its start instead of reading on from the checkpoint. A batch holds at most
+    `batch_size` records and `batch_bytes` bytes: a file cuts its own pages and chunks by
+    bytes (it knows where each record lies); any other page is cut here (`within_budget`).
     """
     cursor, seq = resume_cursor(session, source_run, from_checkpoint=window is None)
+    budget = {"max_bytes": batch_bytes} if getattr(source, "cuts_by_bytes", False) else {}
     pages: Iterator[Page | Chunk]
     if window is not None:
-        pages = cast(Windowed, source).window_pages(window, cursor, batch_size)
+        pages = cast(Windowed, source).window_pages(window, cursor, batch_size, **budget)
     elif hasattr(source, "chunks"):  # a file: plain stretches are kept as raw chunks (pipeline/chunks.py)
-        pages = source.chunks(cursor, batch_size)
+        pages = source.chunks(cursor, batch_size, **budget)
     else:
-        pages = source.pages(cursor, batch_size)
+        pages = source.pages(cursor, batch_size, **budget)
     written = records = 0
-    for page in pages:
+    for page in within_budget(pages, batch_bytes, cursor):
         lease.take(session, source_run.source, source_run.run_id)
         try:
             batch = chunks.store_chunk(session, source_run, seq + written, page) if isinstance(page, Chunk) \

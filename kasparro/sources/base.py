@@ -19,6 +19,9 @@ UNREADABLE = "_unreadable"
 # Records per raw batch (a page, a transaction) when neither the source's `batch_size` nor BATCH_SIZE says;
 # a kind may set its own `default_batch_size` (a CSV file's raw chunks are larger: see csv_file).
 DEFAULT_BATCH_SIZE = 5000
+# Bytes per raw batch when neither the source's `max_batch_bytes` nor BATCH_MAX_BYTES says: a batch closes
+# before it would pass them, whatever its count (a raw chunk's row, a page's payloads, a worker's memory).
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 # The cursor key holding one human-readable line on where the cursor stands ("line 301, byte 18,234 of
 # 18,234"). A source writes it into its own cursors and ignores it when reading one back; GET /sources
 # shows it, so the API can describe a checkpoint without knowing any source's cursor shape.

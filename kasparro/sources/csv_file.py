@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, csv_scan, register
-from kasparro.sources.base import CURSOR_SUMMARY, Chunk, Expected, Page, Progress, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, DEFAULT_BATCH_BYTES, Chunk, Expected, Page, Progress, RawItem
 from kasparro.sources.csv_scan import Record
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 from kasparro.sources.window import Window
@@ -98,6 +98,8 @@ class CsvSource:
     # turn, a dozen statements, two TEMP tables), about a fifth of a 5,000-line chunk's CPU; at 20,000
     # lines (1–2 MB) that share is small, and a chunk PostgreSQL declines is still a second or two of Python.
     default_batch_size = 20_000
+    # Pages and chunks close by bytes too (`max_bytes`, the run's max_batch_bytes): see `_budget`.
+    cuts_by_bytes = True
 
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
@@ -121,36 +123,59 @@ class CsvSource:
         # around it, so lift its limit to the longest row it can be handed.
         csv.field_size_limit(max(csv.field_size_limit(), self.max_row_bytes))
 
-    def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
-        """Yield pages of rows after `cursor`, each with the cursor that follows it."""
+    def pages(self, cursor: Mapping[str, Any] | None, page_size: int,
+              max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[Page]:
+        """Yield pages of at most `page_size` rows and `max_bytes` bytes after `cursor`, each with its cursor."""
+        self._budget(max_bytes)
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
             raise SourceConfigError(f"file {self.path} not found", source=self.name) from None
         with handle:
-            yield from self._read(handle, cursor, page_size)
+            yield from self._read(handle, cursor, page_size, max_bytes)
 
-    def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+    def _budget(self, max_bytes: int) -> None:
+        """Refuse a batch budget smaller than a row may be: every page and chunk then fits in it."""
+        for key, limit in (("max_row_bytes", self.max_row_bytes), ("max_field_bytes", self.max_field_bytes)):
+            if limit > max_bytes:
+                raise SourceConfigError(f"{key} {limit} is over max_batch_bytes {max_bytes}: a row must fit in a"
+                                        f" batch (raise max_batch_bytes or lower {key})", source=self.name)
+
+    def _read(self, handle: BinaryIO, cursor: Mapping[str, Any] | None, page_size: int,
+              max_bytes: int) -> Iterator[Page]:
         header, header_end = self._header(handle)
         offset, line_no = self._resume_point(handle, cursor, header_end)
         size = os.fstat(handle.fileno()).st_size
-        return self._pages_from(handle, header, offset, line_no, page_size, size, offset)
+        return self._pages_from(handle, header, offset, line_no, page_size, max_bytes, size, offset)
 
     def _pages_from(self, handle: BinaryIO, header: list[str], offset: int, line_no: int, page_size: int,
-                    size: int, start: int) -> Iterator[Page]:
+                    max_bytes: int, size: int, start: int) -> Iterator[Page]:
+        """Yield pages of records; one closes at `page_size` records, or before its rows would pass `max_bytes`.
+
+        A row is counted by the bytes it holds (an over-long row holds only its start): each is within
+        max_row_bytes, which `_budget` keeps within `max_bytes`.
+        """
         page: list[Record] = []
+        held = 0
         for record in self._records(handle, offset, line_no):
             if record.fault is None and not record.data.strip():
                 continue
+            if page and held + len(record.data) > max_bytes:
+                yield self._page(handle, header, page, start, size)
+                page, held = [], 0
             page.append(record)
+            held += len(record.data)
             if len(page) >= page_size:
                 yield self._page(handle, header, page, start, size)
-                page = []
+                page, held = [], 0
         if page:
             yield self._page(handle, header, page, start, size)
 
-    def chunks(self, cursor: Mapping[str, Any] | None, size: int) -> Iterator[Page | Chunk]:
+    def chunks(self, cursor: Mapping[str, Any] | None, size: int,
+               max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[Page | Chunk]:
         """Yield what follows `cursor`: plain stretches of `size` lines as chunks, anything else as pages.
+
+        A chunk's lines, like a page's rows, close before they would pass `max_bytes` bytes.
 
         A chunk is kept as its bytes and parsed by PostgreSQL (`pipeline/chunks.py`). It holds only
         complete lines of ASCII text with no quote character, no control byte but tab and CR, and
@@ -158,6 +183,7 @@ class CsvSource:
         PostgreSQL refuses the chunk and it is read record by record after all. Any other stretch
         (a quoted field, a blank line, a fault) is read record by record here, as `pages` does.
         """
+        self._budget(max_bytes)
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
@@ -170,41 +196,44 @@ class CsvSource:
             file_size, start = os.fstat(handle.fileno()).st_size, offset
             while True:
                 handle.seek(offset)
-                lines = self._plain_lines(handle, size)
+                lines, data = self._plain_lines(handle, size, max_bytes)
                 if lines:
-                    data = b"\n".join(lines) + b"\n"
-                    end = offset + len(data)
+                    end, count, repeats = offset + len(data), len(lines), _repeats(lines, line_no + 1)
+                    del lines  # the chunk is its bytes: the lines as objects would double what it holds
                     progress = Progress(end, max(file_size, end), "bytes", start)
-                    yield Chunk(self.path.name, header_bytes, data, line_no + 1, offset, end, len(lines),
-                                _repeats(lines, line_no + 1), self._cursor(handle, end, line_no + len(lines)),
-                                progress)
-                    offset, line_no = end, line_no + len(lines)
+                    yield Chunk(self.path.name, header_bytes, data, line_no + 1, offset, end, count, repeats,
+                                self._cursor(handle, end, line_no + count), progress)
+                    offset, line_no, data = end, line_no + count, b""
                     continue
-                page = next(self._pages_from(handle, header, offset, line_no, size, file_size, start), None)
+                page = next(self._pages_from(handle, header, offset, line_no, size, max_bytes, file_size, start),
+                            None)
                 if page is None:
                     return
                 yield page
                 offset, line_no = page.cursor["offset"], page.cursor["line"]
 
-    def _plain_lines(self, handle: BinaryIO, size: int) -> list[bytes]:
+    def _plain_lines(self, handle: BinaryIO, size: int, max_bytes: int) -> tuple[list[bytes], bytes]:
         """Read up to `size` lines at the handle if they make a plain chunk; [] if the next line is not plain.
 
-        The lines come without their newline. The bytes are read in blocks and checked a block at a time
-        (a regular expression over the block finds the first byte or blank line that is not plain), so
-        a chunk costs no Python work per line but the split.
+        Return the lines without their newline, and their bytes with them, which hold at most `max_bytes`:
+        no more is read. The bytes are read in blocks and checked a block at a time (a regular expression over
+        the block finds the first byte or blank line that is not plain), so a chunk costs no Python
+        work per line but the split.
         """
         if not self._utf8 or len(self.delimiter) != 1 or self.delimiter in '"\r\n':
-            return []
+            return [], b""
         start, data = handle.tell(), b""
         while True:
-            # A guess of the chunk's bytes from the last chunk's lines, then doubling: a read or two.
-            block = handle.read(max(int(size * self._line_bytes * 1.05) + 1024, len(data)))
+            # A guess of the chunk's bytes from the last chunk's lines, then doubling: a read or two, and
+            # never past the budget, so a chunk of long lines costs its budget, not its count of lines.
+            want = max(int(size * self._line_bytes * 1.05) + 1024, len(data))
+            block = handle.read(min(want, max_bytes - len(data)))
             data += block
             plain_end = _plain_prefix(data)
             complete = data.rfind(b"\n", 0, plain_end) + 1
-            parts = data[:complete].split(b"\n", size)  # the last part is what follows the lines
-            lines = parts[:min(size, len(parts) - 1)]
-            if (len(lines) >= size or plain_end < len(data) or not block
+            count = min(size, data.count(b"\n", 0, complete))
+            lines = data.split(b"\n", count)[:count]  # split, not sliced first: one copy of the lines
+            if (len(lines) >= size or plain_end < len(data) or not block or len(data) >= max_bytes
                     or len(data) - complete > self.max_field_bytes):
                 break
         if lines and max(map(len, lines)) >= self.max_field_bytes:  # each with its newline within the limit
@@ -213,7 +242,7 @@ class CsvSource:
         if lines:
             self._line_bytes = consumed / len(lines)
         handle.seek(start + consumed)
-        return lines
+        return lines, data[:consumed]  # the buffer itself when every byte read was taken
 
     def header_names(self, header: bytes) -> list[str]:
         """Parse a chunk's header line as the file's header was parsed."""
@@ -366,9 +395,10 @@ class CsvSource:
         return {"offset": offset, "line": line_no, "fingerprint": fingerprint(handle, offset),
                 CURSOR_SUMMARY: f"{self.path.name} read to line {line_no}, byte {offset:,} of {size:,}"}
 
-    def window_pages(self, window: Window, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
+    def window_pages(self, window: Window, cursor: Mapping[str, Any] | None, page_size: int,
+                     max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[Page]:
         """Yield the rows observed in `window`, reading the file from its start (or a backfill's own cursor)."""
-        for page in self.pages(cursor, page_size):
+        for page in self.pages(cursor, page_size, max_bytes):
             items = [item for item in page.items if item.error is None and self._in_window(window, item.payload)]
             if items:
                 yield Page(items, page.cursor)

@@ -31,6 +31,7 @@ rest is one reject naming the bytes, and the source ends partial, not failed.
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -39,8 +40,8 @@ from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, json_scan, register
-from kasparro.sources.base import (CURSOR_SUMMARY, MAX_DEPTH, MAX_DEPTH_CEILING, Expected, Page, Progress, RawItem,
-                                   expect)
+from kasparro.sources.base import (CURSOR_SUMMARY, DEFAULT_BATCH_BYTES, MAX_DEPTH, MAX_DEPTH_CEILING, Expected, Page,
+                                   Progress, RawItem, expect)
 from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
 from kasparro.sources.http import number_setting
 
@@ -69,6 +70,8 @@ class JsonSource:
     """A JSON array or NDJSON file of quotes, mapped to unified fields by dotted paths."""
 
     kind = "json"
+    # Pages close by bytes too (`max_bytes`, the run's max_batch_bytes): see `_chunks`.
+    cuts_by_bytes = True
 
     def __init__(self, name: str, spec: Mapping[str, Any], context: SourceContext) -> None:
         self.name = name
@@ -90,25 +93,30 @@ class JsonSource:
             raise SourceConfigError(f"{key} must be one of {', '.join(allowed)}, not {value!r}", source=self.name)
         return str(value)
 
-    def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
-        """Yield pages of records after `cursor`, each with the cursor that follows it."""
+    def pages(self, cursor: Mapping[str, Any] | None, page_size: int,
+              max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[Page]:
+        """Yield pages of at most `page_size` records and `max_bytes` bytes after `cursor`, each with its cursor."""
+        if self.max_record_bytes > max_bytes:  # else one record could pass a page's budget
+            raise SourceConfigError(f"max_record_bytes {self.max_record_bytes} is over max_batch_bytes {max_bytes}:"
+                                    " a record must fit in a batch (raise max_batch_bytes or lower max_record_bytes)",
+                                    source=self.name)
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed by the `with` below
         except FileNotFoundError:
             raise SourceConfigError(f"file {self.path} not found", source=self.name) from None
         with handle:
             try:
-                yield from self._read(handle, cursor or {}, page_size)
+                yield from self._read(handle, cursor or {}, page_size, max_bytes)
             except json_scan.NotJson as exc:
                 raise SourceConfigError(f"{self.path.name}: {exc}", source=self.name) from None
 
-    def _read(self, handle: BinaryIO, cursor: Mapping[str, Any], page_size: int) -> Iterator[Page]:
+    def _read(self, handle: BinaryIO, cursor: Mapping[str, Any], page_size: int, max_bytes: int) -> Iterator[Page]:
         stat = os.fstat(handle.fileno())
         settled = time.time() - stat.st_mtime >= self.settle_seconds
         if self._format(handle) == "ndjson":
-            yield from self._ndjson(handle, cursor, page_size, settled, stat.st_size)
+            yield from self._ndjson(handle, cursor, page_size, settled, stat.st_size, max_bytes)
         else:
-            yield from self._array(handle, cursor, page_size, settled, stat.st_size)
+            yield from self._array(handle, cursor, page_size, settled, stat.st_size, max_bytes)
 
     def _format(self, handle: BinaryIO) -> str:
         """Tell the format by the first byte that is not white space; raise NotJson if it cannot start JSON."""
@@ -124,13 +132,13 @@ class JsonSource:
         return "array" if first == b"[" or self.records_path else "ndjson"
 
     def _ndjson(self, handle: BinaryIO, cursor: Mapping[str, Any], page_size: int, settled: bool,
-                size: int) -> Iterator[Page]:
+                size: int, max_bytes: int) -> Iterator[Page]:
         offset, line = 0, 0
         resumable = cursor.get("format") == "ndjson" and int(cursor.get("offset", 0)) <= size
         if resumable and fingerprint(handle, int(cursor["offset"])) == cursor.get("fingerprint"):
             offset, line = int(cursor["offset"]), int(cursor.get("line", 0))
         elements = json_scan.ndjson_lines(handle, offset, line, settled, self.max_record_bytes, self.max_depth)
-        for chunk in _chunks(elements, page_size):
+        for chunk in _chunks(elements, page_size, max_bytes):
             last = chunk[-1]
             after = {"format": "ndjson", "offset": last.end, "line": last.index,
                      "fingerprint": fingerprint(handle, last.end),
@@ -139,7 +147,7 @@ class JsonSource:
             yield Page([self._item(e, f"{self.path.name}:{e.index}") for e in chunk], after, progress)
 
     def _array(self, handle: BinaryIO, cursor: Mapping[str, Any], page_size: int, settled: bool,
-               size: int) -> Iterator[Page]:
+               size: int, max_bytes: int) -> Iterator[Page]:
         whole = {"size": size, **fingerprint(handle, size)}
         same = cursor.get("format") == "array" and cursor.get("file") == whole
         if same and cursor.get("broken"):
@@ -148,7 +156,7 @@ class JsonSource:
         elements = json_scan.array_elements(handle, self.records_path, self.max_record_bytes, skip, settled,
                                             self.max_depth)
         begin: int | None = None
-        for chunk in _chunks(elements, page_size):
+        for chunk in _chunks(elements, page_size, max_bytes):
             # The parser has read this far (at most a buffer past the chunk's last element); counted from where
             # the first element this read took began, so elements skipped on a resume are not counted.
             reached = handle.tell()
@@ -209,15 +217,41 @@ class JsonSource:
         return value
 
 
-def _chunks(elements: Iterator[json_scan.Element], size: int) -> Iterator[list[json_scan.Element]]:
+def _chunks(elements: Iterator[json_scan.Element], size: int, max_bytes: int) -> Iterator[list[json_scan.Element]]:
+    """Group elements into pages of `size`, each closed before its elements would pass `max_bytes`."""
     chunk: list[json_scan.Element] = []
+    held = 0
     for element in elements:
+        weight = _weight(element)
+        if chunk and held + weight > max_bytes:
+            yield chunk
+            chunk, held = [], 0
         chunk.append(element)
+        held += weight
         if len(chunk) >= size:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _weight(element: json_scan.Element) -> int:
+    """Bytes an element holds: its line's length (NDJSON), else as compact JSON (an array's element, a fault).
+
+    An array element's bytes in the file are not tracked; one that cannot be encoded again is a page of its own.
+    """
+    if element.fault is None and element.end > element.start:
+        return element.end - element.start
+    try:
+        return len(_COMPACT.encode(element.value if element.fault is None else element.evidence))
+    except (RecursionError, ValueError, TypeError):
+        return _OWN_PAGE
+
+
+_OWN_PAGE = 1 << 62
 
 
 register("json")(JsonSource)

@@ -17,7 +17,7 @@ from kasparro.pipeline import identity, leases, runs
 from kasparro.pipeline.load import load_batch
 from kasparro.pipeline.transform import transform_batch
 from kasparro.sources import SourceContext, build_source
-from kasparro.sources.base import RequestStats, Source
+from kasparro.sources.base import DEFAULT_BATCH_BYTES, RequestStats, Source
 
 BATCH_SIZE = 4
 LEASE = leases.Terms(60, "in-process/1")
@@ -48,7 +48,10 @@ class Stages:
             return
         LEASE.take(db.session, source_run.source, source_run.run_id)
         runs.start_source(db.session, source_run)
-        extract_stage.extract(db.session, source_run, self.source, RequestStats(), batch_size, LEASE)
+        # The source's own byte budget, as the task resolves it (BATCH_MAX_BYTES is not set in tests).
+        budget = source_run.run.config[source_run.source].get("max_batch_bytes", DEFAULT_BATCH_BYTES)
+        extract_stage.extract(db.session, source_run, self.source, RequestStats(), batch_size, LEASE,
+                              batch_bytes=budget)
 
     def transform(self, batch: RawBatch) -> None:
         """Transform one batch and commit, as the transform task does per batch."""

@@ -29,13 +29,22 @@ UNBOUNDED = ("MemoryError", "RecursionError", "UnicodeEncodeError", "UnicodeDeco
 
 _CHILD = r"""
 import importlib, pickle, resource, sys, traceback
+
+def peak():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak over from before exec.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
 limit, target, args_path, out_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 module_name, _, attr = target.partition(":")
 function = getattr(importlib.import_module(module_name), attr)
 with open(args_path, "rb") as handle:
     args, kwargs = pickle.load(handle)
 # The limit is set after the imports, so it bounds what the input costs, not what loading Flask costs.
-used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+used = peak()
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 try:
     value = function(*args, **kwargs)
@@ -43,7 +52,7 @@ try:
 except BaseException as error:
     report = {"kind": "raised", "error": type(error).__name__, "message": str(error)[:2000],
               "traceback": traceback.format_exc()[-4000:]}
-report["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+report["peak_bytes"] = peak()
 report["baseline_bytes"] = used
 with open(out_path, "wb") as handle:
     pickle.dump(report, handle)

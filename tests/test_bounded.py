@@ -28,3 +28,20 @@ def test_a_child_over_its_time_limit_died() -> None:
 def test_an_expected_error_is_clean_and_an_unexpected_one_is_not() -> None:
     outcome = run_bounded("builtins:int", "x")
     assert outcome.clean("ValueError") and not outcome.clean("KeyError")
+
+
+def test_the_peak_is_the_childs_own_not_the_parents() -> None:
+    ballast = bytearray(300 * MIB)  # a parent holding much more than the child ever will
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    outcome = run_bounded("builtins:len", "abc")
+    assert outcome.peak_bytes < 200 * MIB, outcome.peak_bytes // MIB
+    grown = run_bounded("tests.test_bounded:hold", 150)
+    assert grown.peak_bytes - grown.baseline_bytes >= 140 * MIB
+    del ballast
+
+
+def hold(mib: int) -> int:
+    """Touch `mib` MiB, so the child's peak must show it."""
+    block = bytearray(mib * MIB)
+    block[::4096] = b"y" * len(block[::4096])
+    return len(block)

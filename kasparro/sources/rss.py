@@ -136,7 +136,7 @@ class RssSource:
 
     def pages(self, cursor: Mapping[str, Any] | None, page_size: int) -> Iterator[Page]:
         """Yield pages of the feed's entries that are new or changed since the cursor."""
-        entries = self._entries(self.client.get_bytes(self.url, self.max_bytes, ACCEPT))
+        entries = self._entries(self.client.get_bytes(self.url, self.max_bytes, ACCEPT, "max_feed_bytes"))
         marks = FeedCursor(cursor)
         fresh = [item for item in entries if marks.is_new(item.payload)]
         chunks = list(chunked(fresh, page_size))

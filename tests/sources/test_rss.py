@@ -108,7 +108,7 @@ def test_a_body_naming_a_local_file_is_parsed_as_text_never_opened(upstream: Fak
 
 def test_a_feed_over_the_size_or_entry_limit_is_refused(upstream: FakeUpstream,
                                                         make_context: ContextFactory) -> None:
-    with pytest.raises(PayloadError, match="byte limit|more than 1000 bytes"):
+    with pytest.raises(PayloadError, match=r"over the 1000 byte limit \(max_feed_bytes\)|more than 1000 bytes.*max_feed_bytes"):
         list(rss(upstream, make_context(), max_feed_bytes=1000).pages(None, 100))
     with pytest.raises(PayloadError, match="more than 10 entries .*, over max_entries = 10; refused before parsing"):
         list(rss(upstream, make_context(), max_entries=10).pages(None, 100))

@@ -126,7 +126,8 @@ def canonical_json(payload: Any, lenient: bool = False) -> str:
         # The text as received (lone escape and all) is what the record's hash is of: it differs from a
         # record holding the literal text `\\ud83d`, whose canonical JSON is the fixed text.
         # An API body's bytes that are not UTF-8 are read as U+DC80..U+DCFF (see http._readable).
-        byte = f": how the byte 0x{lone[0][4:]}, not UTF-8, is read" if 0xDC80 <= int(lone[0][2:], 16) <= 0xDCFF else ""
+        byte = (f", or a byte 0x{lone[0][4:]} that is not UTF-8, as it reads" if 0xDC80 <= int(lone[0][2:], 16) <= 0xDCFF
+                else "")
         raise Unstorable(f"holds a lone UTF-16 surrogate ({lone[0]}{byte}), which JSONB cannot store", text)
     return fixed
 

@@ -171,7 +171,7 @@ def test_an_api_listing_with_poisoned_coins_loads_the_other_coins_and_rejects_ea
     assert [position for position, _ in found] == ["tickers#5", "tickers#9", "tickers#12", "tickers#20"]
     assert "lone UTF-16 surrogate" in found[0][1] and "lone UTF-16 surrogate" in found[1][1]
     assert "nests deeper than max_depth 64" in found[2][1]
-    assert "the byte 0xff, not UTF-8" in found[3][1]
+    assert "a byte 0xff that is not UTF-8" in found[3][1]
     # The poisoned coins are fetched again (they never reached the watermarks) and are known: no new row.
     (again,) = second.source_runs
     assert second.status == "success" and (again.inserted, again.rejected) == (0, 0)

@@ -98,6 +98,23 @@ def _checkpoint() -> dict[str, Any]:
     return db.session.execute(text("SELECT cursor FROM checkpoints WHERE source = 'daily'")).scalar_one()
 
 
+def _run_file(app: Flask, sources_file: Path, spec: dict[str, Any], batch_size: int, budget: int,
+              failure: tuple[int, int] | None) -> Any:
+    """Declare `spec` as source `daily`, optionally fail a first run midway, then run it to the end."""
+    declare(sources_file, {"daily": spec})
+    if failure is not None:
+        _fail_midway(app, "daily", batch_size, budget, *failure)
+    source_run = run_in_process(app, "daily", batch_size)
+    assert source_run.status != "failed", source_run.error
+    assert law_holds(source_run)
+    return source_run
+
+
+def _rejected_positions() -> int:
+    return db.session.execute(text("SELECT count(DISTINCT rr.position) FROM rejected_records r"
+                                    " JOIN raw_records rr ON rr.id = r.raw_record_id")).scalar_one()
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(drawn=long_line_files(), budget=st.integers(1200, 2400), batch_size=st.integers(1, 30),
@@ -110,20 +127,13 @@ def test_lines_of_any_length_load_once_in_batches_within_the_byte_budget_and_res
         clean_tables()
     path = tmp_path / "daily.csv"
     path.write_bytes(data)
-    declare(sources_file, {"daily": csv_spec(path, **LIMITS, max_batch_bytes=budget)})
-    if failure is not None:
-        _fail_midway(app, "daily", batch_size, budget, *failure)
+    _run_file(app, sources_file, csv_spec(path, **LIMITS, max_batch_bytes=budget), batch_size, budget, failure)
 
-    source_run = run_in_process(app, "daily", batch_size)
-
-    assert source_run.status != "failed", source_run.error
-    assert law_holds(source_run)
     with app.app_context():
         loaded = db.session.execute(text("SELECT sum(loaded) FROM run_sources")).scalar_one()
         coins = db.session.execute(text("SELECT source_asset_id FROM market_quotes q JOIN asset_aliases a"
                                         " ON a.asset_id = q.asset_id AND a.source = 'daily'")).scalars().all()
-        rejected = db.session.execute(text("SELECT count(DISTINCT rr.position) FROM rejected_records r"
-                                           " JOIN raw_records rr ON rr.id = r.raw_record_id")).scalar_one()
+        rejected = _rejected_positions()
         chunk_bytes, page_bytes = _stored_bytes()
         cursor = _checkpoint()
     assert sorted(coins) == sorted(good) and loaded == len(good)  # each good line once, over both runs
@@ -159,20 +169,14 @@ def test_ndjson_lines_of_any_length_load_once_in_pages_within_the_byte_budget(
         clean_tables()
     path = tmp_path / "daily.ndjson"
     path.write_bytes(data)
-    declare(sources_file, {"daily": {"kind": "json", "path": str(path), "fields": JSON_FIELDS, "settle_seconds": 0,
-                                     "max_record_bytes": 1200, "max_batch_bytes": budget}})
-    if failure is not None:
-        _fail_midway(app, "daily", batch_size, budget, *failure)
+    spec = {"kind": "json", "path": str(path), "fields": JSON_FIELDS, "settle_seconds": 0, "max_record_bytes": 1200,
+            "max_batch_bytes": budget}
+    _run_file(app, sources_file, spec, batch_size, budget, failure)
 
-    source_run = run_in_process(app, "daily", batch_size)
-
-    assert source_run.status != "failed", source_run.error
-    assert law_holds(source_run)
     with app.app_context():
         loaded = db.session.execute(text("SELECT sum(loaded) FROM run_sources")).scalar_one()
         quotes = db.session.execute(text("SELECT count(*) FROM market_quotes")).scalar_one()
-        rejected = db.session.execute(text("SELECT count(DISTINCT rr.position) FROM rejected_records r"
-                                           " JOIN raw_records rr ON rr.id = r.raw_record_id")).scalar_one()
+        rejected = _rejected_positions()
         _, page_bytes = _stored_bytes()
         cursor = _checkpoint()
     assert quotes == loaded == len(good)

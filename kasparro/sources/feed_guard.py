@@ -85,8 +85,10 @@ def decoded(body: bytes) -> bytes:
     """Decode the feed to UTF-8 exactly as feedparser would, so the checks see what its parsers see."""
     try:
         return encodings.convert_to_utf8({}, body, {})
-    except UnicodeError as error:  # a declared encoding (utf-7) that decodes to a lone surrogate
-        raise FeedRefused(f"does not decode to text: {error}") from None
+    # UnicodeError: a declared encoding (utf-7) that decodes to a lone surrogate; ValueError: a declared
+    # encoding whose name holds NUL ("embedded null character"); LookupError: one Python has no codec for.
+    except (ValueError, LookupError) as error:
+        raise FeedRefused(f"does not decode to text: {str(error)[:200]}") from None
 
 
 def count_entries(data: bytes, stop: int) -> int:

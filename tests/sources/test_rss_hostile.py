@@ -140,6 +140,16 @@ def test_a_feed_whose_declared_encoding_decodes_to_a_lone_surrogate_is_refused()
     assert "does not decode to text" in summary["failed"]
 
 
+@pytest.mark.parametrize("encoding", [b"utf-8\x00", b"u\x00tf-8"])
+def test_a_feed_whose_declared_encoding_name_holds_nul_is_refused(encoding: bytes) -> None:
+    body = (b'<?xml version="1.0" encoding="' + encoding + b'"?><rss version="2.0"><channel><title>t</title>'
+            b"<item><title>a</title><link>https://n.example/1</link></item></channel></rss>")
+
+    summary = assert_bounded(body)  # found by the generated feeds: ValueError from the codec lookup
+
+    assert "does not decode to text" in summary["failed"]
+
+
 def test_a_character_reference_xml_allows_is_kept() -> None:
     summary = assert_bounded(feed(item(0, "Caf&#xE9; &#128512; &#x9;tab")))
 

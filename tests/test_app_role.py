@@ -29,7 +29,7 @@ def names() -> Iterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:8]
     found = {"database": f"kasparro_role_{tag}", "role": f"kasparro_app_{tag}", "password": uuid.uuid4().hex}
     yield found
-    drop_database(str(SERVER.set(database=found["database"])))
+    drop_database(SERVER.set(database=found["database"]).render_as_string(hide_password=False))
     with closing(connect(SERVER)) as conn, conn.cursor() as cursor:
         cursor.execute(f'DROP ROLE IF EXISTS "{found["role"]}"')
 

@@ -19,6 +19,7 @@ import yaml
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.tools import skip_unless_required
 from tests.api.conftest import make_app  # noqa: F401 - the fixture, for an app on a Redis of its own
 from tests.api.test_metrics import liveness_in_redis, seed_figures
 
@@ -50,9 +51,7 @@ def promtool() -> str:
         return found
     reason = ("promtool not found: install Debian's prometheus package "
               "(apt-get install -y --no-install-recommends prometheus), as .ci/run does")
-    if os.environ.get("REQUIRE_PROMTOOL"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    skip_unless_required("REQUIRE_PROMTOOL", reason)
 
 
 def run(promtool: str, *args: str, stdin: str | None = None, cwd: Path = PROMETHEUS) -> str:

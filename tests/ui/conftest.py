@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests.tools import skip_unless_required
 from tests.api.conftest import make_app  # noqa: F401 (the API tests' fixture: apps with other settings)
 from tests.conftest import ROOT
 
@@ -45,7 +46,7 @@ def browser() -> Iterator[object]:
     """Headless Chromium that can reach only 127.0.0.1, logging every network request it makes."""
     reason = _missing_browser()
     if reason:
-        pytest.skip(reason)
+        skip_unless_required("REQUIRE_BROWSER", reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

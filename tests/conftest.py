@@ -31,6 +31,13 @@ DATABASE_URL = os.environ.get("TEST_DATABASE_SERVER", "postgresql+psycopg2://pos
     + f"/kasparro_test_{SESSION_TAG}"
 BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = f"kasparro-test-{SESSION_TAG}"
+
+
+def redis_db(number: int) -> str:
+    """Return the test Redis (the server BROKER_URL names, password included) at database `number`."""
+    return f"{BROKER_URL.rpartition('/')[0]}/{number}"
+
+
 API_KEY = "test-api-key-not-a-secret"
 # Provider keys the test worker sends; the fake upstream checks them as each provider does.
 PROVIDER_KEYS = {"COINPAPRIKA_API_KEY": "test-paprika-key", "COINGECKO_API_KEY": "test-gecko-key"}

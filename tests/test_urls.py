@@ -10,12 +10,14 @@ from celery import Celery
 from celery._state import get_current_app
 from flask import Flask
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from kasparro import create_app
 from kasparro.config import ConfigError, load_config, normalise_database_url
 from kasparro.db import db
 from kasparro.migrate import drop_database, init_db
 from kasparro.redact import redact_text, redact_url
+from tests.conftest import DATABASE_URL
 from tests.conftest import test_config as config_for
 
 QUOTED = "p%40ss%3Aw%2Frd%2540%3F%23x"  # p@ss:w/rd%40?#x, every character with a meaning in a URL
@@ -93,7 +95,9 @@ def test_redis_urls_are_used_as_given() -> None:
 @pytest.fixture
 def heroku_style_app(sources_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     """An app whose only database setting is DATABASE_URL=postgres://..., on a throwaway database."""
-    url = f"postgres://postgres@127.0.0.1:5432/kasparro_urls_{uuid.uuid4().hex[:8]}"
+    # The test server, named as Heroku and Render name it: postgres://user:password@host:port/database.
+    url = make_url(DATABASE_URL).set(drivername="postgres", database=f"kasparro_urls_{uuid.uuid4().hex[:8]}") \
+        .render_as_string(hide_password=False)
     monkeypatch.setenv("DATABASE_URL", url)
     settings = config_for(sources_file)
     del settings["SQLALCHEMY_DATABASE_URI"]

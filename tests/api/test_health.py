@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from kasparro.beat import REDIS_URL_SETTING, HeartbeatScheduler
 from kasparro.db import db
 from tests.api import factories as f
-from tests.conftest import BROKER_URL
+from tests.conftest import BROKER_URL, redis_db
 
 CHECKS = {"database", "broker", "workers", "beat", "last_run"}
 
@@ -88,7 +88,7 @@ def test_broker_down_is_degraded_and_skips_the_worker_ping(make_app: Callable[..
 
 def test_no_worker_on_the_broker_is_degraded(make_app: Callable[..., Flask]) -> None:
     # A Redis database no worker listens on: the ping goes unanswered.
-    lonely = make_app(BROKER_URL="redis://127.0.0.1:6379/13", HEALTH_WORKER_TIMEOUT_SECONDS=0.3)
+    lonely = make_app(BROKER_URL=redis_db(13), HEALTH_WORKER_TIMEOUT_SECONDS=0.3)
 
     body = lonely.test_client().get("/health").get_json()["data"]
 
@@ -148,7 +148,7 @@ def test_a_failing_dependency_is_named_to_clients_without_its_host_user_or_passw
 def test_polling_health_asks_the_workers_once_per_health_worker_cache_seconds(
         make_app: Callable[..., Flask]) -> None:
     # A Redis database no worker listens on: every ping waits its whole timeout, so each one shows.
-    lonely = make_app(BROKER_URL="redis://127.0.0.1:6379/11", HEALTH_WORKER_TIMEOUT_SECONDS=0.5,
+    lonely = make_app(BROKER_URL=redis_db(11), HEALTH_WORKER_TIMEOUT_SECONDS=0.5,
                       HEALTH_WORKER_CACHE_SECONDS=1.5)
     client = lonely.test_client()
 

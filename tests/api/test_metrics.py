@@ -22,7 +22,7 @@ from kasparro.config import HEARTBEAT_KEY
 from kasparro.db import db
 from kasparro.models import DriftEvent
 from tests.api import factories as f
-from tests.conftest import ROOT
+from tests.conftest import ROOT, redis_db
 from tests.conftest import test_config as config_for
 
 
@@ -110,7 +110,7 @@ def test_multiprocess_mode_merges_every_process_requests(app: Flask, sources_fil
 
 
 # A Redis database of its own, so the worker keys and heartbeat counted are only the ones written here.
-METRICS_REDIS = "redis://127.0.0.1:6379/13"
+METRICS_REDIS = redis_db(13)
 
 
 def seed_figures() -> None:

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from kasparro.logformat import handler, wants_json
 
 # honcho's default: process type N's first process gets PORT=5000 + 100 * N, as under `honcho start`.
 DEFAULT_PORT = 5000
+# What honcho's Manager returns after it received SIGINT or SIGTERM.
+STOPPED_AS_ASKED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 class JsonPrinter:
@@ -73,7 +76,9 @@ def main(argv: list[str]) -> int:
     for process in expand_processes(chosen, port=port):
         manager.add_process(process.name, process.cmd, quiet=process.quiet, env={**os.environ, **process.env})
     manager.loop()
-    return manager.returncode or 0
+    # Ctrl-C or SIGTERM stops everything as asked: 0, so make adds no "*** Error 130" line of its own after
+    # the last JSON one. A process that ended by itself (and stopped the others) gives its own code.
+    return 0 if manager.returncode in STOPPED_AS_ASKED else manager.returncode or 0
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ def test_every_process_and_the_first_run_log_through_json(json_run: tuple[list[s
     # The first ETL run, line by line, with its context as fields.
     about_the_run = [r for r in by_service["worker.1"] if r.get("run_id") == run["id"]]
     assert {r.get("source") for r in about_the_run} >= set(run["sources"]), about_the_run[:5]
+    # Before the banner ends, `etl init-db` migrates the fresh database: alembic's lines are the app's JSON too.
+    migrations = [line for line in lines if "Running upgrade" in line]
+    assert migrations and all(parse(line) for line in migrations), migrations[:3]
     # Ctrl-C: every process stopped, and the launcher said so in JSON.
     stopped = {r["message"].split()[0] for r in by_service["system"] if " stopped " in r["message"]}
     assert stopped == set(SERVICES)

@@ -21,6 +21,8 @@ JSON_FIELDS = ("time", "level", "name", "message", "process", "process_name")
 _JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d %(processName)s"
 _RENAMED = {"asctime": "time", "levelname": "level", "processName": "process_name"}
 _CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Alembic announces each of its plugins at INFO when imported: seven lines per process that say nothing.
+_QUIET = {"alembic.runtime.plugins": logging.WARNING}
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -68,6 +70,8 @@ def configure(log_format: str, level: str | int, filters: Iterable[logging.Filte
     logging.captureWarnings(True)
     # urllib3 logs full URLs at DEBUG; a key sent as a query parameter must never reach a log.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
+    for name, quiet in _QUIET.items():
+        logging.getLogger(name).setLevel(max(quiet, root.level))
 
 
 def gunicorn_logconfig(env: Mapping[str, str]) -> dict[str, Any]:
@@ -79,7 +83,9 @@ def gunicorn_logconfig(env: Mapping[str, str]) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "root": {"level": level, "handlers": ["kasparro"]},
-        "loggers": {"gunicorn.error": own, "gunicorn.access": dict(own)},
+        "loggers": {"gunicorn.error": own, "gunicorn.access": dict(own),
+                    # Set before the workers import the app, which is when alembic announces its plugins.
+                    **{name: {"level": logging.getLevelName(quiet)} for name, quiet in _QUIET.items()}},
         "handlers": {"kasparro": {"()": handler, "log_format": log_format}},
         "formatters": {},
     }

@@ -33,8 +33,9 @@ serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream 
 	@mkdir -p var
 	@# Every server of `make run` listens on 127.0.0.1 only; GUNICORN_BIND=0.0.0.0:8000 widens the API's.
 	@echo "Status page http://127.0.0.1:8000/  API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
-	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
+	@# kasparro.procfile runs the Procfile as honcho does (JSON lines only with LOG_FORMAT=json) and reads no .env:
+	@# kasparro.withenv lays .env under the shell's variables, where honcho would have laid it over them.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/python -m kasparro.procfile -f Procfile
 
 test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABASE_SERVER/TEST_BROKER_URL are set
 	$(BIN)/python -m kasparro.embedded test -- $(BIN)/python -m pytest

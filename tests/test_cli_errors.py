@@ -34,6 +34,9 @@ def flask_etl(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
      "got postgresql+nosuchdriver://..."),
     ({"DATABASE_URL": "mysql://postgres@127.0.0.1:5432/k"},
      "kasparro: DATABASE_URL must be postgres://, postgresql:// or postgresql+psycopg2://..., got mysql://..."),
+    ({"ENABLED_SOURCES": "nosuch"}, "kasparro: ENABLED_SOURCES names unknown sources: nosuch"),
+    ({"ENABLED_SOURCES": "coingecko", "SOURCES_FILE": "no-such-sources.toml"},
+     "kasparro: sources file no-such-sources.toml not found"),
 ])
 def test_an_app_that_cannot_be_built_names_the_reason_last(settings: dict[str, str], last_line: str) -> None:
     result = flask_etl("sources", **settings)
@@ -81,6 +84,7 @@ def celery(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     ({"APP_ENV": "bogus"}, "kasparro: APP_ENV must be one of development, test, production (or unset), got 'bogus'"),
     ({"BROKER_URL": "http://user:hunter2@127.0.0.1:6379/0"},
      "kasparro: BROKER_URL must be redis://... or rediss://..., got http://..."),
+    ({"ENABLED_SOURCES": "coingecko,nosuch"}, "kasparro: ENABLED_SOURCES names unknown sources: nosuch"),
 ])
 def test_celery_worker_beat_and_flower_stop_on_a_malformed_setting_with_one_line(
         command: str, settings: dict[str, str], line: str) -> None:

@@ -30,7 +30,7 @@ from kasparro.pipeline.transform import transform_pending
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import Page, RequestStats
 from kasparro.tasks import reap_stalled
-from tests.conftest import wait_for_run
+from tests.conftest import SESSION_TAG, wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare
 
 ROWS = "".join(f"bitcoin,2019-04-{day:02d},{5000 + day}.5,1000,2000\n" for day in range(1, 29))
@@ -143,8 +143,10 @@ def test_the_reaper_resends_a_silent_run_under_a_live_worker_once_stalled_after_
     run_id, source_run_id = source_run.run_id, source_run.id
     # The lease's holder still beats (its liveness key is there), but nothing renewed its lease for ten minutes:
     # the chain's messages were lost. Only STALLED_AFTER_SECONDS tells the reaper to step in.
-    live_holder = redis.Redis.from_url(app.config["REDIS_URL"])
-    live_holder.set(liveness.KEY_PREFIX + LEASE.holder, 1, ex=300)
+    peer = leases.Terms(60, f"live-peer-{SESSION_TAG}/1")  # tagged: no key shared with a developer's workers
+    peer.take(db.session, "daily", run_id)
+    live_key = liveness.KEY_PREFIX + str(peer.holder)
+    redis.Redis.from_url(app.config["REDIS_URL"]).set(live_key, 1, ex=300)
     other_worker("UPDATE source_leases SET expires_at = now() - interval '10 minutes'")
     db.session.commit()
     try:
@@ -153,7 +155,7 @@ def test_the_reaper_resends_a_silent_run_under_a_live_worker_once_stalled_after_
         monkeypatch.setitem(app.config, "STALLED_AFTER_SECONDS", 300)
         assert reap_stalled.run() == [source_run_id]
     finally:
-        live_holder.delete(liveness.KEY_PREFIX + LEASE.holder)
+        redis.Redis.from_url(app.config["REDIS_URL"]).delete(live_key)
 
     finished = wait_for_run(app, run_id)  # the resent chain, through the broker, on the real worker
 

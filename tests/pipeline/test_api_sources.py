@@ -1,10 +1,7 @@
 """CoinPaprika and CoinGecko through the whole pipeline: a real worker against the fake upstream server."""
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from kasparro.models import Asset, AssetAlias, Checkpoint, MarketQuote, RawRecor
 from kasparro.tasks import enqueue_run
 from tests.conftest import BROKER_URL, PROVIDER_KEYS, RATE_LIMIT_PREFIX, ROOT, wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
+from tests.slots import granted_slots
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -184,7 +182,7 @@ def test_two_sources_sharing_a_budget_stay_within_it_together(app: Flask, source
     declare(sources_file, {"gecko_a": gecko(upstream, **shared), "gecko_b": gecko(upstream, **shared)})
     started = time.monotonic()
 
-    with granted_slots(f"{RATE_LIMIT_PREFIX}:{{gecko-account}}:slots") as slots:
+    with granted_slots(redis.Redis.from_url(BROKER_URL), f"{RATE_LIMIT_PREFIX}:{{gecko-account}}:slots") as slots:
         run = run_now(app)
 
     assert run.status == "success"
@@ -198,28 +196,6 @@ def test_two_sources_sharing_a_budget_stay_within_it_together(app: Flask, source
     times = sorted(r["monotonic"] for r in upstream.requests if r["path"].endswith("/coins/markets"))
     assert len(times) == 6 and all(at - started >= n for n, at in enumerate(times)), times
     assert sum(float(s.wait_seconds) for s in run.source_runs) >= 1.0
-
-
-@contextmanager
-def granted_slots(key: str) -> Iterator[dict[bytes, float]]:
-    """Collect every slot a budget's sorted set holds while the block runs (slots leave it after a window)."""
-    seen: dict[bytes, float] = {}
-    stop = threading.Event()
-    client = redis.Redis.from_url(BROKER_URL)
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(client.zrange(key, 0, -1, withscores=True))
-            stop.wait(0.05)  # a slot stays a whole window (1 s) after its time: 20 looks at it
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        seen.update(client.zrange(key, 0, -1, withscores=True))
 
 
 def test_a_dead_upstream_holds_back_only_its_own_source(app: Flask, sources_file: Path, upstream: FakeUpstream,

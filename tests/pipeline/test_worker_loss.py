@@ -57,6 +57,9 @@ def test_a_pool_process_killed_mid_extract_is_replaced_and_the_run_completes_exa
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
     killed_at = batches_written()
+    # A SIGKILL lands when the kernel gets to it: watch only once the worker has reaped both (a dying
+    # process still holds its database session for a moment).
+    wait_until(lambda: not set(killed) & set(pool_children(worker)))
 
     with busy_pool_processes(worker.pid) as samples:
         finished = wait_for_run(app, run_id, timeout=180)
@@ -66,7 +69,7 @@ def test_a_pool_process_killed_mid_extract_is_replaced_and_the_run_completes_exa
     replacements = set(pool_children(worker))
     assert len(killed) == 2 and len(replacements) == 2 and not replacements & set(killed)
     worked = set().union(*samples)
-    assert worked and worked <= replacements, (killed, replacements, worked)
+    assert worked and not worked & set(killed), (killed, replacements, worked)
     assert finished.status == "success", [(s.status, s.error, s.extracted, s.inserted, s.rejected)
                                           for s in finished.source_runs]
     assert quote_count(app) == ROWS

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ from kasparro.embedded import (
     find_redis_server,
     free_port,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -249,16 +253,33 @@ def test_as_root_without_a_postgres_account_the_server_runs_in_a_user_namespace(
     assert not server.running
 
 
-def test_a_server_left_running_by_a_killed_owner_is_adopted_on_its_port(base_dir: Path) -> None:
-    first = PostgresServer(base_dir / "adopted", fast=True)
-    first.start()
-    try:
-        second = PostgresServer(base_dir / "adopted", fast=True)
-        second.start()
+# The owner: a process of its own that starts the server, says its port, and waits to be killed.
+OWNER = """
+import sys, time
+from pathlib import Path
+from kasparro.embedded.postgres import PostgresServer
+server = PostgresServer(Path(sys.argv[1]), fast=True)
+server.start()
+print(server.port, flush=True)
+time.sleep(600)
+"""
 
-        assert second.port == first.port and second.running
+
+def test_a_server_left_running_by_a_killed_owner_is_adopted_on_its_port(base_dir: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(base_dir / "adopted")], stdout=subprocess.PIPE,
+                             text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    port = int(owner.stdout.readline())  # type: ignore[union-attr]
+    owner.kill()  # SIGKILL: no finalizer runs, nothing stops the server
+    owner.wait(timeout=30)
+    adopter = PostgresServer(base_dir / "adopted", fast=True)
+    try:
+        assert adopter.running, "the server did not outlive its killed owner"
+        adopter.start()
+
+        assert adopter.port == port and query(adopter, "SELECT 1") == [(1,)]
     finally:
-        first.stop()
+        adopter.stop()
+    assert not adopter.running
 
 
 def test_a_second_terminal_reaches_the_servers_a_running_make_run_started(tmp_path: Path) -> None:

@@ -32,13 +32,15 @@ def _run_count(app: Flask) -> int:
 
 
 @pytest.mark.parametrize("path", ["/run-etl", "/runs"])
-def test_post_queues_a_run_and_says_where_to_poll(idle: FlaskClient, csv_sources: Path, path: str) -> None:
+def test_post_queues_a_run_and_says_where_to_poll(idle_app: Flask, idle: FlaskClient, csv_sources: Path,
+                                                  path: str) -> None:
     response = idle.post(path, json={"sources": ["tiny"]}, headers=AUTH)
 
     body = response.get_json()
+    with idle_app.app_context():
+        (stored,) = db.session.execute(select(Run.id)).scalars().all()  # the one run the POST created
     assert response.status_code == 202
-    assert body["data"] == {"run_id": body["data"]["run_id"], "status": "queued", "sources": ["tiny"],
-                            "created": True, "busy": []}
+    assert body["data"] == {"run_id": stored, "status": "queued", "sources": ["tiny"], "created": True, "busy": []}
     assert response.headers["Location"] == f"/runs/{body['data']['run_id']}"
     assert idle.get(response.headers["Location"]).get_json()["data"]["status"] == "queued"
 

@@ -154,8 +154,12 @@ def test_reset_rewinds_snapshots_and_clears_faults_and_log(upstream: FakeUpstrea
 
 def test_advance_every_advances_on_a_timer() -> None:
     with FakeUpstream(DATA_DIR, advance_every=0.1) as fake:
-        time.sleep(0.5)
-        assert fake.state()["providers"]["coingecko"]["index"] >= 2
+        started = time.monotonic()  # the timer started a moment before: two periods, less that moment
+        # Wait for two steps however slow the machine; a timer cannot take them before two periods passed.
+        while fake.state()["providers"]["coingecko"]["index"] < 2:
+            assert time.monotonic() - started < 30, "the snapshots never advanced"
+            time.sleep(0.02)
+        assert time.monotonic() - started >= 0.15
 
 
 # --- faults ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kasparro.db import db
 from kasparro.models import Asset, Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord
 from kasparro.tasks import enqueue_reprocess
 from tests.conftest import wait_for_run
+from tests.pipeline.activity import busy_pool_processes
 from tests.pipeline.helpers import HEADER, csv_spec, declare, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -142,7 +144,7 @@ def test_reprocess_clears_a_reject_the_fix_makes_valid(app: Flask, sources_file:
 
 
 def test_chunks_sharing_keys_loaded_by_both_worker_processes_at_once_leave_each_keys_last_line(
-        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+        app: Flask, worker: subprocess.Popen, sources_file: Path, tmp_path: Path) -> None:
     # 3,000 lines over 100 keys in a shuffled order, in chunks of 50 that both worker processes transform
     # and load at the same time: every chunk shares keys with others, so the loads wait on each other's
     # keys under real concurrency. (Loads that commit out of order are rare here, as chunks are claimed in
@@ -155,10 +157,14 @@ def test_chunks_sharing_keys_loaded_by_both_worker_processes_at_once_leave_each_
     last_line_wins = {(coin, day): Decimal(line.split(",")[2]) for (coin, day), line in zip(picks, lines)}
     declare(sources_file, {"daily": csv_spec(_file(tmp_path, lines), batch_size=50)})
 
-    run = run_now(app, timeout=120)
+    with busy_pool_processes(worker.pid) as samples:
+        run = run_now(app, timeout=120)
 
     (source_run,) = run.source_runs
     assert run.status == "success"
+    # Both pool processes were inside a transaction of this run at one instant, more than once.
+    assert sum(len(busy) == 2 for busy in samples) >= 2, f"{len(samples)} samples, at most " \
+        f"{max(map(len, samples), default=0)} process(es) busy at once"
     assert (source_run.extracted, source_run.inserted) == (3000, len(last_line_wins))  # each key inserted once
     with app.app_context():
         loaded = {(slug, observed.day): price for slug, observed, price in db.session.execute(

@@ -58,6 +58,15 @@ def quoting(app: Flask, sources_file: Path, tmp_path: Path) -> Iterator[tuple[Fl
         before.set_default()
 
 
+def logged_once(log: Path, *lines: str, timeout: float = 30) -> str:
+    """Wait until the worker's log holds each of `lines` (it writes them after the database says done)."""
+    deadline = time.monotonic() + timeout
+    while not all(line in (logged := log.read_text(errors="replace")) for line in lines):
+        assert time.monotonic() < deadline, f"the worker never logged all of {lines}:\n{logged[-3000:]}"
+        time.sleep(0.05)
+    return logged
+
+
 def test_a_retry_whose_error_quotes_a_password_and_key_shows_neither(
         quoting: tuple[Flask, Path, Path, Path], sources_file: Path, tmp_path: Path) -> None:
     own, flag, published, log = quoting
@@ -67,11 +76,10 @@ def test_a_retry_whose_error_quotes_a_password_and_key_shows_neither(
     with own.app_context():
         run_id = enqueue_run("cli", None).run.id
     run = wait_for_run(own, run_id, timeout=90)
-    time.sleep(0.5)  # the worker's last log lines
+    logged = logged_once(log, "retrying in", "succeeded in")  # the run's last task has logged its end
 
     sent = [json.loads(line) for line in published.read_text().splitlines()]
     retries = [m["kwargs"]["retry"] for m in sent if (m["kwargs"] or {}).get("retry")]
-    logged = log.read_text(errors="replace")
     assert run.status == "success" and not flag.exists()  # it failed once, was retried and then read
     assert len(retries) == 1 and retries[0]["after"].startswith("retry 1 after TransientSourceError: ")
     assert "https://svc:***@vendor.example/v1/ticks?page=2&api_key=***" in retries[0]["after"]
@@ -90,9 +98,7 @@ def test_a_failure_out_of_retries_whose_error_quotes_a_password_and_key_shows_ne
     with own.app_context():
         run_id = enqueue_run("cli", None).run.id
     run = wait_for_run(own, run_id, timeout=90)
-    time.sleep(0.5)  # the worker's last log lines
-
-    logged = log.read_text(errors="replace")
+    logged = logged_once(log, "StageFailed: TransientSourceError: ")  # the worker's line for the failure
     (source_run,) = run.source_runs
     for secret in (PASSWORD, KEY):
         assert secret not in published.read_text() and secret not in logged and secret not in source_run.error

@@ -15,6 +15,7 @@ from kasparro.db import db
 from kasparro.models import Checkpoint, RawBatch, SourceRun
 from kasparro.tasks import enqueue_run
 from tests.conftest import wait_for_run
+from tests.pipeline.activity import busy_pool_processes
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count
 
 ROWS = 15_000  # with the test worker's BATCH_SIZE=100: 150 batches, a few seconds of work
@@ -52,13 +53,23 @@ def test_a_pool_process_killed_mid_extract_is_replaced_and_the_run_completes_exa
                                       .where(RawBatch.run_source_id == source_run_id)).scalar_one()
 
     wait_until(lambda: batches_written() >= 20)
-    for pid in pool_children(worker):
+    killed = pool_children(worker)
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
     killed_at = batches_written()
+    # A SIGKILL lands when the kernel gets to it: watch only once the worker has reaped both (a dying
+    # process still holds its database session for a moment).
+    wait_until(lambda: not set(killed) & set(pool_children(worker)))
 
-    finished = wait_for_run(app, run_id, timeout=180)
+    with busy_pool_processes(worker.pid) as samples:
+        finished = wait_for_run(app, run_id, timeout=180)
 
     assert killed_at < ROWS // 100, "the kill came after the extract had finished"
+    # New pool processes took the killed ones' places, and they (not a survivor) did the rest of the run.
+    replacements = set(pool_children(worker))
+    assert len(killed) == 2 and len(replacements) == 2 and not replacements & set(killed)
+    worked = set().union(*samples)
+    assert worked and not worked & set(killed), (killed, replacements, worked)
     assert finished.status == "success", [(s.status, s.error, s.extracted, s.inserted, s.rejected)
                                           for s in finished.source_runs]
     assert quote_count(app) == ROWS

@@ -48,3 +48,23 @@ def count_array(data: bytes) -> dict[str, Any]:
         if element.fault is not None:
             faults.append((element.index, element.fault))
     return {"loaded": loaded, "faults": faults}
+
+
+def count_file(path: str, fields: dict[str, str], page_size: int) -> int:
+    """Read a JSON or NDJSON file page by page as the json source does; return how many records it gave."""
+    from kasparro.sources import SourceContext, build_source
+
+    source = build_source("drop", {"kind": "json", "path": path, "fields": fields, "settle_seconds": 0},
+                          SourceContext())
+    return sum(len(page.items) for page in source.pages(None, page_size))
+
+
+def count_file_read_whole(path: str, fields: dict[str, str], page_size: int) -> int:
+    """Decode the whole file at once: what a reader that does not stream costs, for the streaming test to beat."""
+    import json
+
+    with open(path, "rb") as handle:
+        body = handle.read()
+    if path.endswith(".ndjson"):
+        return len([json.loads(line) for line in body.splitlines() if line.strip()])
+    return len(json.loads(body))

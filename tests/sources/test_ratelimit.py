@@ -16,6 +16,8 @@ from kasparro.sources.base import RequestStats
 from kasparro.sources.http import HttpClient
 from kasparro.sources.ratelimit import RedisBudget, RedisBudgets
 
+from tests.slots import granted_slots, most_in_a_window
+
 from .conftest import REDIS_URL, ROOT, WINDOW_SECONDS, upstream_log
 
 RPM = 300  # with a one-second window: at most 5 requests in any second
@@ -52,57 +54,51 @@ def finish(process: subprocess.Popen[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-# The budget spaces grants exactly; what the tests observe (a timestamp after the grant, or the
-# server's arrival time) lags a grant by scheduling noise, so windows are checked slightly shorter.
-TIMING_SLACK = 0.1
-
-
-def busiest_window(times: list[float], window: float) -> int:
-    """Return the most requests seen in any window of `window` seconds (less the timing slack)."""
-    window -= TIMING_SLACK
-    times = sorted(times)
-    return max(sum(1 for t in times if start <= t < start + window) for start in times)
-
-
 def test_a_process_gets_its_limit_then_waits_for_the_window(redis_client: redis.Redis, key_prefix: str) -> None:
     budget = RedisBudget(redis_client, key_prefix, "solo", RPM, window_seconds=WINDOW_SECONDS)
     started = time.monotonic()
-    waits, times = [], []
-    for _ in range(LIMIT * 2 + 1):
-        waits.append(budget.acquire())
-        times.append(time.monotonic())
+    waits = []
+    with granted_slots(redis_client, budget.slots_key) as slots:
+        for _ in range(LIMIT * 2 + 1):
+            waits.append(budget.acquire())
+    took = time.monotonic() - started
     assert waits[:LIMIT] == [0.0] * LIMIT
     assert waits[LIMIT] >= 0.9
-    assert busiest_window(times, WINDOW_SECONDS) == LIMIT
-    assert 2.0 <= time.monotonic() - started < 3.0
+    # By the grants themselves (Redis's clock), not by when this process woke up after each.
+    assert len(slots) == LIMIT * 2 + 1 and most_in_a_window(slots, WINDOW_SECONDS * 1000) == LIMIT
+    assert took >= 2.0  # eleven at five a window: two full windows waited, at the least
     assert 0 < redis_client.pttl(budget.slots_key) <= 4000  # keys expire on their own
 
 
 def test_a_wait_beyond_the_maximum_is_refused_at_once(redis_client: redis.Redis, key_prefix: str) -> None:
-    budget = RedisBudget(redis_client, key_prefix, "tight", 60, window_seconds=WINDOW_SECONDS,
-                         max_wait_seconds=0.2)
+    # One request per 30 s window: the next slot is 30 s away, beyond the 5 s a request may wait.
+    budget = RedisBudget(redis_client, key_prefix, "tight", 2, window_seconds=30, max_wait_seconds=5)
     budget.acquire()
     started = time.monotonic()
     with pytest.raises(TransientSourceError, match="request budget exhausted") as caught:
         budget.acquire()
-    assert time.monotonic() - started < 0.1 and caught.value.source == "tight"
+    # Refused without waiting: not the 30 s to the slot, nor the 5 s allowed (however loaded the machine).
+    assert time.monotonic() - started < 5 and caught.value.source == "tight"
 
 
 def test_a_pause_is_never_shortened(redis_client: redis.Redis, key_prefix: str) -> None:
     budget = RedisBudget(redis_client, key_prefix, "paused", RPM, window_seconds=WINDOW_SECONDS)
-    budget.pause(2)
+    budget.pause(20)
     budget.pause(0.5)
-    assert 1.5 < budget.paused_for() <= 2
+    assert 10 < budget.paused_for() <= 20
 
 
-def test_the_limit_holds_across_two_processes(upstream: FakeUpstream, key_prefix: str) -> None:
+def test_the_limit_holds_across_two_processes(upstream: FakeUpstream, redis_client: redis.Redis,
+                                              key_prefix: str) -> None:
     per_worker = 8
-    workers = [hammer(key_prefix, upstream, worker, per_worker) for worker in (1, 2)]
-    results = [finish(process) for process in workers]
+    with granted_slots(redis_client, f"{key_prefix}:{{hammered}}:slots") as slots:
+        workers = [hammer(key_prefix, upstream, worker, per_worker) for worker in (1, 2)]
+        results = [finish(process) for process in workers]
     log = upstream_log(upstream, "coingecko")
     assert [r["requests"] for r in results] == [per_worker, per_worker] and len(log) == 2 * per_worker
+    # The grants, by Redis's clock: never more than the limit in a window.
+    assert len(slots) == 2 * per_worker and most_in_a_window(slots, WINDOW_SECONDS * 1000) == LIMIT
     times = [entry["monotonic"] for entry in log]
-    assert busiest_window(times, WINDOW_SECONDS) <= LIMIT
     # Both processes were sending within the same second, so the budget really was shared.
     by_worker = {w: [e["monotonic"] for e in log if e["query"]["page"] == w] for w in ("1", "2")}
     assert any(abs(a - b) < WINDOW_SECONDS for a in by_worker["1"] for b in by_worker["2"])
@@ -120,11 +116,17 @@ def test_a_429_in_one_process_pauses_the_others(upstream: FakeUpstream, budgets:
         assert time.monotonic() < deadline, "the other process never reached the upstream"
         time.sleep(0.02)
     throttled_at = upstream_log(upstream, "coingecko")[0]["monotonic"]
-    time.sleep(0.2)  # give the other process time to record the pause
-    client = HttpClient("hammered", RequestStats(), budget=budgets.for_source("hammered", RPM))
+    budget = budgets.for_source("hammered", RPM)
+    while budget.paused_for() == 0:  # the other process records the pause in Redis
+        assert time.monotonic() < deadline, "the other process never recorded the pause"
+        time.sleep(0.02)
+    client = HttpClient("hammered", RequestStats(), budget=budget)
+    asked = time.monotonic()
     client.get_json(upstream.coingecko_url + "/coins/markets", {"vs_currency": "usd", "per_page": 1, "page": 2})
     assert finish(other)["throttled"] == 1
     ours = [e["monotonic"] for e in upstream_log(upstream, "coingecko") if e["query"]["page"] == "2"]
-    # We never got a 429 ourselves, yet we waited out the provider's Retry-After.
-    assert client.stats.throttled == 0 and client.stats.waits and client.stats.waits[0] >= 1.5
+    # We never got a 429 ourselves, yet we waited out what was left of the provider's Retry-After (set
+    # after the 429 arrived; 10 ms for Redis's whole milliseconds).
+    assert client.stats.throttled == 0 and client.stats.waits
+    assert client.stats.waits[0] >= throttled_at + 2.0 - asked - 0.01
     assert ours[0] - throttled_at >= 2.0

@@ -23,8 +23,9 @@ from .conftest import DATA_DIR, FAST_RPM, REDIS_URL, ROOT, WINDOW_SECONDS, upstr
 
 A_YEAR = 31_536_000
 CAP = 1.5  # max_retry_after_seconds in these tests: small, so a year's pause would show at once
-# What a test may add to the cap: the budget's slot margin and scheduling noise, not another pause.
-SLACK = 1.0
+# What a test may add to the cap: the budget's slot margin and a loaded machine's scheduling. A year's
+# pause is what these tests rule out; the pause key's own TTL, which no load stretches, is checked exactly.
+SLACK = 5.0
 
 
 def new_process_budgets(key_prefix: str) -> RedisBudgets:

@@ -178,6 +178,11 @@ def _fail(source_run_id: int, error: str, stage: str, stats: RequestStats | None
     db.session.commit()
     if failed is not None:
         logger.error("source %s of run %s failed: %s", failed.source, failed.run_id, failed.error)
+    elif source_run is not None:
+        # A sibling task (the overlapping load) closed the source run first: its status stands, but say
+        # what failed here rather than the closed run's own error, which is None when it succeeded.
+        logger.error("%s of source %s of run %s failed after the source run had finished (%s): %s", stage,
+                     source_run.source, source_run.run_id, source_run.status, redact_text(error)[:4000])
 
 
 def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:

@@ -111,7 +111,8 @@ def wait_blocked_or_done(engine: Engine, second: Second, timeout: float = 30) ->
     raise AssertionError("the second transaction neither finished nor blocked")
 
 
-def interleave(engine: Engine, first: Callable[[Session], Any], second_work: Callable[[Session], Any]) -> Any:
+def interleave(engine: Engine, first: Callable[[Session], Any],
+               second_work: Callable[[Session], Any]) -> tuple[Any, Any]:
     """Do `first` and hold it open until `second_work` (on another connection) is blocked or done; return first's."""
     with Session(engine) as session:
         first_result = first(session)
@@ -125,9 +126,11 @@ def interleave(engine: Engine, first: Callable[[Session], Any], second_work: Cal
     return first_result, second.result
 
 
-def test_two_concurrent_relinks_link_every_stale_item_exactly_once(stale: Engine) -> None:
-    relink = lambda session: news.relink_stale(session, "coindesk")  # noqa: E731
+def relink(session: Session) -> int:
+    return news.relink_stale(session, "coindesk")
 
+
+def test_two_concurrent_relinks_link_every_stale_item_exactly_once(stale: Engine) -> None:
     first, second = interleave(stale, relink, relink)
 
     assert first + second == ITEMS  # each stale item relinked by one of the two, none by both
@@ -148,8 +151,7 @@ def test_a_relink_beside_a_load_writing_the_same_item_leaves_the_loads_links(
         stages.transform(batch)
         batch_id = batch.id
 
-    loaded, relinked = interleave(stale, lambda session: news.load(session, batch_id),
-                                  lambda session: news.relink_stale(session, "coindesk"))
+    loaded, relinked = interleave(stale, lambda session: news.load(session, batch_id), relink)
 
     assert loaded[:2] == (0, 1)  # the edit updated its item
     assert relinked == ITEMS - 1  # every stale item but the one the load was writing

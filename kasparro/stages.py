@@ -19,6 +19,7 @@ from kasparro.config import PROJECT_ROOT
 from kasparro.db import db
 from kasparro.errors import SourceConfigError, SourceRunClosed
 from kasparro.models import RawBatch, SourceRun
+from kasparro.redact import redact_text
 from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending, lost_stage
@@ -118,6 +119,11 @@ def fail(source_run_id: int, error: str, stage: str, stats: RequestStats | None 
     db.session.commit()
     if failed is not None:
         logger.error("source %s of run %s failed: %s", failed.source, failed.run_id, failed.error)
+    elif source_run is not None:
+        # A sibling task (the overlapping load) closed the source run first: its status stands, but say
+        # what failed here rather than the closed run's own error, which is None when it succeeded.
+        logger.error("%s of source %s of run %s failed after the source run had finished (%s): %s", stage,
+                     source_run.source, source_run.run_id, source_run.status, redact_text(error)[:4000])
 
 
 def _under_lease(source_run: SourceRun, stage: str | None, work: Callable[[leases.Terms], None]) -> None:

@@ -175,10 +175,14 @@ def discard(session: Session, run_id: int) -> None:
 
 
 def fail_source(session: Session, source_run_id: int, error: str, stage: str | None = None) -> SourceRun | None:
-    """Record a source's failure, free its lease and drop what it staged but never loaded (the caller commits)."""
+    """Record a source's failure, free its lease and drop what it staged but never loaded (the caller commits).
+
+    Return the source run failed now; None if it is gone or had already finished (another task closed it),
+    whose status and error then stand.
+    """
     source_run = session.get(SourceRun, source_run_id, populate_existing=True, with_for_update=True)
     if source_run is None or source_run.status in TERMINAL:
-        return source_run
+        return None
     session.execute(
         text("DELETE FROM quote_stage WHERE batch_id IN (SELECT id FROM raw_batches"
              " WHERE run_source_id = :rs AND state <> 'loaded')"), {"rs": source_run_id})

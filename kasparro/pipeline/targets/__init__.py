@@ -32,6 +32,7 @@ class Target:
     # Load a staged batch: returns (inserted, updated, staged).
     load: Callable[[Session, int], tuple[int, int, int]]
     # After a load task's batches: bring the source's loaded rows up to date with the world (the caller commits).
+    # A source's load tasks run at once, so it must be safe beside another refresh and another load.
     refresh: Callable[[Session, str], int] | None = None
 
 

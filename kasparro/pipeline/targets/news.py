@@ -101,11 +101,15 @@ _RELINK = text(
 )
 
 
-# Items linked when fewer assets existed than now, oldest first.
+# Items linked when fewer assets existed than now, oldest first. A source's load tasks run at once, each
+# relinking at its end: SKIP LOCKED so two relinks take disjoint items, and pass over an item a load is
+# writing (its upsert holds the row until its own relink commits). The lock is held until commit, so no
+# other transaction replaces these items' links between our DELETE and INSERT: each is linked exactly once.
 _STALE = text(
     """
     SELECT id, title, summary FROM news_items
     WHERE source = :source AND assets_known < :known ORDER BY id LIMIT :limit
+    FOR UPDATE SKIP LOCKED
     """
 )
 _LINK = text("INSERT INTO news_asset_links (news_item_id, asset_id, matched_by, matched_text)"

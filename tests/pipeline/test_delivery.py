@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -114,13 +113,14 @@ def test_a_source_leased_to_another_run_waits_until_the_lease_ends(app: Flask, d
     assert first_loaded >= lease_ends
 
 
-def _worker_holds(app: Flask) -> list[dict[str, Any]]:
-    """Return what the test worker is running or holds to run later (started, reserved or scheduled)."""
+def _worker_holds(app: Flask) -> list[str]:
+    """Return the names of the tasks the test worker is running or holds to run later (started, reserved, due)."""
     name = f"test-{SESSION_TAG}@{os.uname().nodename}"
     inspect = app.extensions["celery"].control.inspect(destination=[name], timeout=1)
     replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
     assert all(reply and name in reply for reply in replies), replies
-    return [task for reply in replies for task in reply[name]]
+    # A task due later (a retry's countdown) is told inside its "request".
+    return [task.get("request", task)["name"] for reply in replies for task in reply[name]]
 
 
 def _broker_holds() -> list[str]:
@@ -135,7 +135,7 @@ def _broker_holds() -> list[str]:
 def _wait_idle(app: Flask, timeout: float = 60) -> None:
     """Wait until no task of this session is queued, unacknowledged, running or held by the worker."""
     deadline = time.monotonic() + timeout
-    while (left := _broker_holds() + [task["name"] for task in _worker_holds(app)]):
+    while (left := _broker_holds() + _worker_holds(app)):
         assert time.monotonic() < deadline, f"tasks still left: {left}"
         time.sleep(0.2)
 

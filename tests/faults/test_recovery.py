@@ -116,8 +116,10 @@ def start_mid_run(stack: Stack, **env: str) -> tuple[Worker, int]:
 class AtDeath:
     """What the tables and the dead worker's log showed when the worker died."""
 
-    fired_in: str      # the step whose fault fired, from the worker's last words
-    fired_after: int   # how many records that step had written in its task when it fired
+    # The fault rule that fired, from the worker's last words: the step it names and how many records had
+    # been written when it fired. The rule names where it should fire; the tables show where it did.
+    fired_in: str
+    fired_after: int
     status: str
     stage: str | None
     extract_done: bool
@@ -217,9 +219,9 @@ def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack:
     # The worker was at work when the database went: it meets the outage (a retry or a failure that
     # cannot be recorded), rather than having finished already.
     while not re.search(r"retrying in|could not be recorded", worker.log()[offset:]):
-        assert time.monotonic() - stopped_at < 30, worker.log()[-3000:]
+        assert time.monotonic() - stopped_at < 30, f"the worker never met the outage:\n{worker.log()[-3000:]}"
         time.sleep(0.1)
-    time.sleep(max(0.0, 3 - (time.monotonic() - stopped_at)))
+    time.sleep(max(0.0, 3 - (time.monotonic() - stopped_at)))  # the outage lasts 3 s at least
     stack.postgres.start()
     after = in_flight(stack)
     status, _ = resume_until_done(stack, run_id)

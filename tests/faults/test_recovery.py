@@ -117,9 +117,11 @@ class AtDeath:
     """What the tables and the dead worker's log showed when the worker died."""
 
     # The fault rule that fired, from the worker's last words: the step it names and how many records had
-    # been written when it fired. The rule names where it should fire; the tables show where it did.
+    # been written when it fired; and the task it fired in (the line's `stage=`, bound by every stage task).
+    # The rule names where it should fire; the task and the tables show where it did.
     fired_in: str
     fired_after: int
+    task: str
     status: str
     stage: str | None
     extract_done: bool
@@ -130,13 +132,14 @@ class AtDeath:
     @classmethod
     def read(cls, stack: Stack, worker: Worker) -> AtDeath:
         """Read the dead worker's fault line and the tables it left."""
-        fired = re.search(r"injected fault: (\w+) of history after (\d+) records \(exit\)", worker.log())
+        fired = re.search(r"injected fault: (\w+) of history after (\d+) records \(exit\).*\bstage=(\w+)",
+                          worker.log())
         assert fired, f"the worker died of something else:\n{worker.log()[-3000:]}"
         part = stack.sql("SELECT status, stage, extract_done FROM run_sources")[0]
         raw = stack.sql("SELECT (SELECT coalesce(sum(records), 0) FROM raw_chunks)"
                         " + (SELECT count(*) FROM raw_records) AS n")[0].n
         states = {row.state: row.n for row in stack.sql("SELECT state, count(*) AS n FROM raw_batches GROUP BY 1")}
-        return cls(fired.group(1), int(fired.group(2)), part.status, part.stage, part.extract_done, int(raw),
+        return cls(fired.group(1), int(fired.group(2)), fired.group(3), part.status, part.stage, part.extract_done, int(raw),
                    stack.sql("SELECT count(*) AS n FROM market_quotes")[0].n, states)
 
 
@@ -144,28 +147,31 @@ ROWS = 3000  # write_quotes: 10 coins x 300 days
 
 
 def died_mid_extract(death: AtDeath) -> None:
-    # Extracting, with part of the file read and none of it past the end.
-    assert (death.fired_in, death.stage, death.extract_done) == ("extract", "extract", False), death
+    # In the extract task, with part of the file read and none of it past the end.
+    assert (death.fired_in, death.task, death.stage, death.extract_done) == ("extract", "extract", "extract", False), \
+        death
     assert 0 < death.raw_lines < ROWS, death
 
 
 def died_between_transform_and_load(death: AtDeath) -> None:
-    # The whole file read and transformed, and not one row loaded.
-    assert (death.fired_in, death.fired_after, death.extract_done) == ("load", 0, True), death
+    # In a load task, with the whole file read and transformed, and not one row loaded.
+    assert (death.fired_in, death.fired_after, death.task, death.extract_done) == ("load", 0, "load", True), death
     assert death.raw_lines == ROWS and death.loaded == 0, death
     assert death.batches == {"transformed": 1}, death
 
 
-def died_mid_load(death: AtDeath) -> None:
-    # Loading, with some rows of the file in market_quotes and some not.
-    assert death.fired_in == "load" and death.fired_after >= 1000, death
+def died_mid_load(death: AtDeath, task: str) -> None:
+    # Loading, in `task`, with some rows of the file in market_quotes and some not.
+    assert (death.fired_in, death.task) == ("load", task) and death.fired_after >= 1000, death
     assert 0 < death.loaded < ROWS, death
 
 
+def died_mid_load_in_transform(death: AtDeath) -> None:
+    died_mid_load(death, "transform")  # a raw chunk loads within its transform (LOAD_IN_TRANSFORM)
+
+
 def died_mid_load_from_staging(death: AtDeath) -> None:
-    died_mid_load(death)
-    # The load task (not a transform) loading staged batches, with some staged batches left unloaded.
-    assert death.stage == "load" and death.batches.get("transformed", 0) > 0, death
+    died_mid_load(death, "load")  # every batch is staged and a load task loads it
 
 
 @pytest.mark.parametrize(("batch_size", "fault", "load_in_transform", "died_where_named"), [
@@ -174,7 +180,7 @@ def died_mid_load_from_staging(death: AtDeath) -> None:
     pytest.param("5000", "history:load:0:exit", "false", died_between_transform_and_load,
                  id="between transform and load"),
     # Raw chunks next in order load within their transform: the worker dies after 1,000 rows of that.
-    pytest.param("250", "history:load:1000:exit", "true", died_mid_load, id="mid-load"),
+    pytest.param("250", "history:load:1000:exit", "true", died_mid_load_in_transform, id="mid-load"),
     pytest.param("250", "history:load:1000:exit", "false", died_mid_load_from_staging, id="mid-load from staging"),
 ])
 def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(

@@ -32,18 +32,20 @@ run: venv env ## everything, on local PostgreSQL/Redis under var/ unless DATABAS
 serve: init-db ## migrate, then API, worker, beat, Flower and the fake upstream against the configured servers
 	@mkdir -p var
 	@# Every server of `make run` listens on 127.0.0.1 only; GUNICORN_BIND=0.0.0.0:8000 widens the API's.
-	@echo "Status page http://127.0.0.1:8000/  API http://127.0.0.1:8000  docs http://127.0.0.1:8000/docs  Flower http://127.0.0.1:5555"
-	@# -e /dev/null: honcho would lay .env over the shell; kasparro.withenv puts it under instead.
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/honcho start -e /dev/null -f Procfile
+	@# The URLs as configured (GUNICORN_BIND, FLOWER_PORT), and where the API key comes from (never the key).
+	@$(BIN)/python -m kasparro.banner
+	@# kasparro.procfile runs the Procfile as honcho does (JSON lines only with LOG_FORMAT=json) and reads no .env:
+	@# kasparro.withenv lays .env under the shell's variables, where honcho would have laid it over them.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m kasparro.withenv $(BIN)/python -m kasparro.procfile -f Procfile
 
 test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABASE_SERVER/TEST_BROKER_URL are set
 	$(BIN)/python -m kasparro.embedded test -- $(BIN)/python -m pytest
 
-bench: venv ## measure load speed against a plain COPY of the same file (BENCH_ARGS="--rows ... --workers ...")
-	$(BIN)/python -m bench $(BENCH_ARGS)
+bench: venv ## load speed against a plain COPY of the same file; own servers under var/ unless BENCH_DATABASE_SERVER/BENCH_BROKER_URL are set (BENCH_ARGS="--rows ... --workers ...")
+	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-full: venv ## the issue's matrix: 1M and 5M rows x 1 and 2 worker processes, median of 3 (hours)
-	$(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging
+	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging
 
 etl-run: venv ## queue a run of every enabled source and follow it (reaches a running `make run`'s servers)
 	$(BIN)/python -m kasparro.embedded use -- $(BIN)/flask --app wsgi etl run --wait
@@ -51,8 +53,8 @@ etl-run: venv ## queue a run of every enabled source and follow it (reaches a ru
 status: venv ## one screen: last run per source, freshness, schedule, health (reaches a running `make run`'s servers)
 	$(BIN)/python -m kasparro.embedded use -- $(BIN)/flask --app wsgi etl status
 
-demo-recovery: venv ## with `make run` up: inject a failed load and a killed worker, show the resumed totals
-	$(BIN)/python -m scripts.demo_recovery
+demo-recovery: venv ## with `make run` up: inject a failed load and a killed worker, show the resumed totals (reaches its servers)
+	$(BIN)/python -m kasparro.embedded use -- $(BIN)/python -m scripts.demo_recovery
 
 fake-upstream: venv ## serve recorded CoinPaprika/CoinGecko payloads on :8900
 	$(BIN)/python -m kasparro.fake_upstream --port 8900

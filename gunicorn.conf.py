@@ -3,6 +3,9 @@ import os
 import shutil
 import tempfile
 
+from kasparro.config import read_environment
+from kasparro.logformat import gunicorn_logconfig
+
 # Loopback unless told otherwise: `make run` serves this machine only. Containers set 0.0.0.0:8000 (Dockerfile,
 # docker-compose.yml), where the port mapping decides; Render passes --bind itself.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -12,6 +15,8 @@ timeout = 30
 graceful_timeout = 20
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# Error and access lines go through the app's handler, so with LOG_FORMAT=json they are JSON like the app's.
+logconfig_dict = gunicorn_logconfig(read_environment())
 
 # Request metrics are kept per worker process and merged at scrape time, so
 # /metrics is right whichever worker answers. The directory must start empty.

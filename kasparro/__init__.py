@@ -10,7 +10,7 @@ from flask import Flask
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: settings, database, logging, Celery, API, status page and CLI."""
-    from kasparro import api, celery_app, cli, logs, metrics, redis_store, ui
+    from kasparro import api, catalog, celery_app, cli, logs, metrics, redis_store, ui
     from kasparro.config import describe_connections, load_config, normalise_database_url, read_environment
     from kasparro.db import db
     from kasparro.migrate import migrate
@@ -22,6 +22,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # Overrides (tests, the bench) may name the database as a platform does, too.
     app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(str(app.config["SQLALCHEMY_DATABASE_URI"]))
     logs.init_app(app)
+    # A setting naming a source that is not there is malformed like any other: refuse it at start-up, in one
+    # line (kasparro.boot), not as a 500 on /sources or a failed run later.
+    catalog.check_enabled(app.config)
     # Every process that builds the app (API, worker, beat, CLI) says where it connects, passwords masked.
     logging.getLogger(__name__).info("connecting to %s", describe_connections(app.config))
     db.init_app(app)

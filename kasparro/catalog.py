@@ -33,11 +33,25 @@ def _offline_url(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) 
 
 
 def _enabled(specs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> list[str]:
-    wanted = config.get("ENABLED_SOURCES") or [n for n, s in specs.items() if s.get("enabled", True)]
+    wanted = config.get("ENABLED_SOURCES")
+    if not wanted:
+        return [n for n, s in specs.items() if s.get("enabled", True)]
     unknown = sorted(set(wanted) - set(specs))
     if unknown:
         raise SourceConfigError(f"ENABLED_SOURCES names unknown sources: {', '.join(unknown)}")
+    # ENABLED_SOURCES narrows; it never overrides the file's `enabled = false`, a decision about that source
+    # (a provider that is paid for, broken or retired). Ignoring the name quietly would hide the conflict.
+    disabled = [n for n in wanted if not specs[n].get("enabled", True)]
+    if disabled:
+        raise SourceConfigError(f"ENABLED_SOURCES names sources disabled in SOURCES_FILE (enabled = false): "
+                                f"{', '.join(disabled)}; set enabled = true there, or leave them out")
     return list(wanted)
+
+
+def check_enabled(config: Mapping[str, Any]) -> None:
+    """Raise SourceConfigError when ENABLED_SOURCES names a source SOURCES_FILE lacks or declares disabled."""
+    if config.get("ENABLED_SOURCES"):
+        _enabled(load_specs(config["SOURCES_FILE"]), config)
 
 
 def _resolved(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import Celery, Task
 from flask import Flask
 
+from kasparro import celery_logs
 from kasparro.beat import REDIS_URL_SETTING
 from kasparro.config import ETL_SCHEDULE_ENTRY, HARD_LIMIT_MARGIN_SECONDS, check_timing
 
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> Celery:
     # configuration (Flower, `inspect conf`), as it masks broker_url and result_backend.
     celery.conf[REDIS_URL_SETTING] = app.config["REDIS_URL"]
     celery.conf.update(app.config.get("CELERY", {}))
+    celery_logs.init_app(celery, app.config["LOG_FORMAT"])
     celery.set_default()
     app.extensions["celery"] = celery
     import kasparro.tasks  # noqa: F401  register the tasks with this app

@@ -75,6 +75,19 @@ def normalise_database_url(url: str) -> str:
     return f"postgresql+{driver}://{rest}"
 
 
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def parse_redis_url(name: str, url: str) -> str:
+    """Check that a Redis setting is a redis:// or rediss:// URL, so a wrong one stops start-up in one line."""
+    scheme, separator, _ = url.strip().partition("://")
+    if not separator or scheme.lower() not in REDIS_SCHEMES:
+        # Name the scheme only: the rest may hold a password.
+        shown = f"{scheme}://..." if separator else "no scheme"
+        raise ConfigError(f"{name} must be redis://... or rediss://..., got {shown}")
+    return url
+
+
 def describe_connections(config: Mapping[str, Any]) -> str:
     """Say which database, broker and Redis the settings point at, with passwords masked."""
     return (f"database {redact_url(str(config['SQLALCHEMY_DATABASE_URI']))}, "
@@ -138,15 +151,15 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         return env.get(name) or default
 
     database_url = normalise_database_url(get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/kasparro"))
-    broker_url = get("BROKER_URL", "redis://127.0.0.1:6379/0")
+    broker_url = parse_redis_url("BROKER_URL", get("BROKER_URL", "redis://127.0.0.1:6379/0"))
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
         # A database that does not answer fails a connection in seconds, so a task retries instead of hanging.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
         "BROKER_URL": broker_url,
-        "RESULT_BACKEND": get("RESULT_BACKEND", broker_url),
+        "RESULT_BACKEND": parse_redis_url("RESULT_BACKEND", get("RESULT_BACKEND", broker_url)),
         # Rate-limit budgets and locks live here; the broker's Redis by default.
-        "REDIS_URL": get("REDIS_URL", broker_url),
+        "REDIS_URL": parse_redis_url("REDIS_URL", get("REDIS_URL", broker_url)),
         "TASK_QUEUE": get("TASK_QUEUE", "kasparro"),
         # Prefix of the Redis keys holding per-source request budgets.
         "RATE_LIMIT_PREFIX": get("RATE_LIMIT_PREFIX", "kasparro:ratelimit"),

@@ -1,4 +1,4 @@
-"""Celery tasks of the pipeline: each loads ids, calls one pipeline function, and owns retries.
+"""Celery tasks of the pipeline: each calls one function of `kasparro.stages` on an id, and owns retries.
 
 A run is one chain per source: extract | transform | load. Messages carry only
 the source-run id; every task first checks the world (a finished source or
@@ -34,20 +34,15 @@ from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from kasparro import catalog, liveness, logs, redis_store
-from kasparro.config import PROJECT_ROOT
+from kasparro import catalog, liveness, redis_store, stages
 from kasparro.db import db
-from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy, SourceConfigError, SourceRunClosed
+from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy
 from kasparro.models import RawBatch, Run, SourceRun
-from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, reprocess, runs
+from kasparro.pipeline import backfill, recovery, reprocess, runs
 from kasparro.pipeline import extract as extract_stage
-from kasparro.pipeline.load import load_pending, lost_stage
 from kasparro.pipeline.runs import RunStart
-from kasparro.pipeline.transform import transform_pending
 from kasparro.redact import redact_text
-from kasparro.sources import SourceContext, build_source
-from kasparro.sources.base import DEFAULT_BATCH_SIZE, RequestStats, Source
-from kasparro.sources.ratelimit import RedisBudgets
+from kasparro.sources.base import DEFAULT_BATCH_SIZE, RequestStats
 from kasparro.sources.window import Window, as_utc
 
 logger = get_task_logger(__name__)
@@ -76,30 +71,19 @@ def _abandoned_key(source_run_id: int) -> str:
     return f"kasparro:{current_app.config['TASK_QUEUE']}:abandoned:{source_run_id}"
 
 
-def _guard(task: Task, source_run_id: int, stage: str, work: Callable[[SourceRun, RequestStats], None],
-           retry: dict[str, Any]) -> None:
+def _guard(task: Task, source_run_id: int, stage: str, work: stages.Work, retry: dict[str, Any]) -> None:
     """Run a stage; retry transient failures with backoff; fail the source on anything else."""
-    stats = RequestStats()
-    try:
-        source_run = db.session.get(SourceRun, source_run_id)
-        if source_run is None or source_run.status in runs.TERMINAL:
-            logger.info("skipping %s: source run %s is finished or gone", stage, source_run_id)
-            return
-        logs.bind(run_id=source_run.run_id, source=source_run.source, source_run_id=source_run_id, stage=stage)
-        if retry.get("after"):
-            events.record(db.session, source_run, retry.get("kind", "retry"), retry["after"], stage)
-            db.session.commit()
-        work(source_run, stats)
-    except SourceRunClosed as exc:
-        _best_effort(db.session.rollback)
-        logger.info("%s of source run %s stands down: %s", stage, source_run_id, exc)
-    except Exception as exc:
+
+    def failed(exc: Exception, stats: RequestStats) -> None:
         _on_failure(task, source_run_id, stage, exc, stats, retry)
         # Celery logs what a task raises, and Flower shows it: raise the error told as `said` tells it,
         # and log where it came from (the frames, not the text) for whoever debugs it.
         logger.error("%s of source run %s failed: %s\n%s", stage, source_run_id, said(exc),
                      "".join(traceback.format_tb(exc.__traceback__)))
         raise StageFailed(said(exc)) from None
+
+    note = (retry.get("kind", "retry"), retry["after"]) if retry.get("after") else None
+    stages.guarded(source_run_id, stage, work, failed, note)
 
 
 def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stats: RequestStats,
@@ -120,7 +104,7 @@ def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stat
         _best_effort(lambda: _note_stats(source_run_id, stats))
         delay = backoff(task.request.retries, config["TASK_BACKOFF_BASE_SECONDS"], config["TASK_BACKOFF_CAP_SECONDS"])
         _retry(task, stage, source_run_id, exc, delay, {})
-    if not _best_effort(lambda: _fail(source_run_id, f"{stage}: {exc}", stage, stats)):
+    if not _best_effort(lambda: stages.fail(source_run_id, f"{stage}: {exc}", stage, stats)):
         # The failure cannot even be written down; tell the reaper to take it from here.
         _best_effort(lambda: redis_store.client().set(_abandoned_key(source_run_id), stage, ex=7 * 86400))
         logger.error("%s of source run %s failed and could not be recorded; the reaper will resume it: %s",
@@ -170,88 +154,12 @@ def _note_stats(source_run_id: int, stats: RequestStats) -> None:
     db.session.commit()
 
 
-def _fail(source_run_id: int, error: str, stage: str, stats: RequestStats | None = None) -> None:
-    source_run = db.session.get(SourceRun, source_run_id)
-    if stats is not None and source_run is not None:
-        extract_stage.record_requests(db.session, source_run, stats)
-    failed = runs.fail_source(db.session, source_run_id, error, stage)
-    db.session.commit()
-    if failed is not None:
-        logger.error("source %s of run %s failed: %s", failed.source, failed.run_id, failed.error)
-
-
-def _source(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
-    spec, config = source_run.run.config[source_run.source], current_app.config
-    budgets = RedisBudgets(redis_store.client(), key_prefix=config["RATE_LIMIT_PREFIX"],
-                           window_seconds=config["RATE_LIMIT_WINDOW_SECONDS"])
-    context = SourceContext(secrets=config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats, budget=budgets)
-    # `ids` names the kind whose coin ids a source uses (a file drop in CoinPaprika's layout carries
-    # CoinPaprika ids), so identity applies that kind's slug rule and overrides; it defaults to the kind.
-    return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
-
-
-def _batch_size(source_run: SourceRun, source: Source) -> int:
-    # A source may set its own batch size (`batch_size`): a batch is a page, a raw chunk or a transaction.
-    # Else BATCH_SIZE, if set; else the kind's own default.
-    size = source_run.run.config[source_run.source].get("batch_size", current_app.config["BATCH_SIZE"]
-                                                        or getattr(source, "default_batch_size", DEFAULT_BATCH_SIZE))
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise SourceConfigError(f"batch_size must be a positive whole number, not {size!r}", source=source_run.source)
-    return size
-
-
-def _batch_bytes(source_run: SourceRun) -> int:
-    # Beside the count, a batch is bounded in bytes: the source's own `max_batch_bytes`, else BATCH_MAX_BYTES.
-    size = source_run.run.config[source_run.source].get("max_batch_bytes", current_app.config["BATCH_MAX_BYTES"])
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise SourceConfigError(f"max_batch_bytes must be a positive whole number of bytes, not {size!r}",
-                                source=source_run.source)
-    return size
-
-
-def _lease() -> leases.Terms:
-    return leases.Terms(current_app.config["LEASE_SECONDS"], liveness.identity())
-
-
-def _faults() -> tuple[faults.Fault, ...]:
-    return faults.parse(current_app.config["FAULT_INJECTION"] or "")
-
-
-def _stage(source_run: SourceRun, stage: str | None, work: Callable[[leases.Terms], None]) -> None:
-    """Take the source's lease, mark the stage, and do the work while a thread keeps the lease alive."""
-    lease = _lease()
-    previous = leases.held_by(db.session, source_run.source, source_run.run_id)
-    lease.take(db.session, source_run.source, source_run.run_id)
-    if recovery.note_takeover(db.session, source_run, previous, lease.holder,
-                              lambda ids: liveness.alive(redis_store.client(), ids)):
-        db.session.commit()
-    if stage is not None:
-        runs.set_stage(db.session, source_run, stage)
-        db.session.commit()
-    with leases.hold(db.engine, source_run.source, source_run.run_id, lease):
-        work(lease)
-
-
 @shared_task(**STAGE_TASK)
 def extract(self: Task, source_run_id: int, retry: dict[str, Any] | None = None) -> None:
     """Read what is new in a source into raw batches."""
-
-    def work(source_run: SourceRun, stats: RequestStats) -> None:
-        if source_run.extract_done:
-            return
-        source, _ = _source(source_run, stats)
-
-        def read(lease: leases.Terms) -> None:
-            runs.start_source(db.session, source_run)  # only once the lease is ours
-            db.session.commit()
-            extract_stage.extract(db.session, source_run, source, stats, _batch_size(source_run, source), lease,
-                                  _faults(), on_batch=lambda batch: _overlap(source_run_id),
-                                  window=backfill.window_of(source_run.run.config[source_run.source]),
-                                  batch_bytes=_batch_bytes(source_run))
-
-        _stage(source_run, "extract", read)
-
-    _guard(self, source_run_id, "extract", work, retry or {})
+    _guard(self, source_run_id, "extract",
+           lambda source_run, stats: stages.extract(source_run, stats, on_batch=lambda _: _overlap(source_run_id)),
+           retry or {})
 
 
 def _overlap_key(source_run_id: int) -> str:
@@ -291,16 +199,10 @@ def _overlap_load_staged(source_run_id: int, batch: RawBatch) -> None:
 @shared_task(**STAGE_TASK)
 def transform(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str, Any] | None = None) -> None:
     """Validate and resolve every extracted batch of a source run (`overlap`: while extraction goes on)."""
-
-    def work(source_run: SourceRun, stats: RequestStats) -> None:
-        source, kind = _source(source_run, stats)
-        overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
-        _stage(source_run, None if overlap else "transform",
-               lambda lease: transform_pending(db.session, source_run, source, kind, overrides, lease, _faults(),
-                                               on_batch=lambda batch: _overlap_load_staged(source_run_id, batch),
-                                               skip_busy=overlap, stage_all=_stage_all))
-
-    _guard(self, source_run_id, "transform", work, retry or {})
+    _guard(self, source_run_id, "transform",
+           lambda source_run, stats: stages.transform(
+               source_run, stats, overlap, on_batch=lambda batch: _overlap_load_staged(source_run_id, batch)),
+           retry or {})
 
 
 @shared_task(**STAGE_TASK)
@@ -308,30 +210,12 @@ def load(self: Task, source_run_id: int, overlap: bool = False, retry: dict[str,
     """Load every transformed batch in order, then close the source's part of the run if it is all loaded."""
 
     def work(source_run: SourceRun, stats: RequestStats) -> None:
-        _stage(source_run, None if overlap else "load", lambda lease: _load(source_run, stats, lease, overlap))
-        if runs.close_if_loaded(db.session, source_run):
-            quality.check_source_run(db.session, source_run, quality.Thresholds.from_config(current_app.config))
-        db.session.commit()
+        stages.load(source_run, stats, overlap)
         if overlap:
             redis_store.client().delete(_overlap_key(source_run_id), _overlap_key(source_run_id) + ":load")
         logger.info("source %s of run %s: %s", source_run.source, source_run.run_id, source_run.status)
 
     _guard(self, source_run_id, "load", work, retry or {})
-
-
-def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overlap: bool) -> None:
-    load_pending(db.session, source_run, lease, _faults())
-    if not overlap and lost_stage(db.session, source_run):
-        # A PostgreSQL crash emptied quote_stage (UNLOGGED) under transformed batches: stage them again, then load.
-        source, kind = _source(source_run, stats)
-        overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
-        transform_pending(db.session, source_run, source, kind, overrides, lease, _faults())
-        load_pending(db.session, source_run, lease, _faults())
-
-
-def _stage_all() -> bool:
-    """Say whether transform should stage every batch for the load task (LOAD_IN_TRANSFORM off)."""
-    return not current_app.config["LOAD_IN_TRANSFORM"]
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -425,4 +309,4 @@ def _dispatch(run: Run) -> None:
                 runs.discard(db.session, run.id)
                 db.session.commit()
                 raise BrokerUnavailable(f"broker unreachable: {exc}") from exc
-            _fail(source_run.id, f"could not enqueue: {exc}", "dispatch")
+            stages.fail(source_run.id, f"could not enqueue: {exc}", "dispatch")

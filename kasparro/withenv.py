@@ -1,7 +1,7 @@
 """`python -m kasparro.withenv COMMAND [ARG...]`: run COMMAND with `.env` merged under the environment.
 
-`make run` starts honcho through this, and honcho with `-e /dev/null`: honcho would otherwise lay
-`.env` over the environment, so a key exported in the shell would lose to the one in the file.
+`make run` starts its Procfile (kasparro.procfile, which reads no `.env` itself) through this; `honcho start`
+would lay `.env` over the environment, so a key exported in the shell would lose to the one in the file.
 Processes that read settings outside `kasparro.config` (gunicorn.conf.py, Flower's FLOWER_*) get
 `.env` from here.
 """

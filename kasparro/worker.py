@@ -5,10 +5,12 @@ from typing import Any
 
 from celery.signals import beat_init, celeryd_after_setup, worker_process_init, worker_shutdown
 
-from kasparro import create_app, liveness, redis_store
+from kasparro import liveness, redis_store
+from kasparro.boot import create_app_or_exit
 from kasparro.db import db
 
-flask_app = create_app()
+# A malformed setting stops the worker, beat and Flower with one line, as it stops every other command.
+flask_app = create_app_or_exit()
 celery_app = flask_app.extensions["celery"]
 app = celery_app
 

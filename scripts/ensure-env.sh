@@ -61,6 +61,15 @@ set_if_empty APP_DB_PASSWORD "$(random_hex 16)"
 set_if_empty GRAFANA_ADMIN_PASSWORD "$(random_hex 16)"
 set_if_empty FAKE_UPSTREAM_ADMIN_TOKEN "$(random_hex 16)"
 
+# Not a secret, so not generated: the compose project's name, which compose reads from .env. A .env made
+# before .env.example named it gets it here, so a hand-typed `docker compose down -v` finds `make up`'s volumes.
+if ! grep -Eq '^COMPOSE_PROJECT_NAME=' "$env_file"; then
+    if [ -s "$env_file" ] && [ "$(tail -c1 "$env_file" | od -An -c | tr -d ' ')" != '\n' ]; then
+        echo >> "$env_file"
+    fi
+    echo "COMPOSE_PROJECT_NAME=kasparro" >> "$env_file"
+fi
+
 if [ -n "$generated" ]; then
     echo "generated${generated} in $env_file (readable by you only; not shown here)"
     case "$generated" in

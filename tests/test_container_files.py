@@ -81,7 +81,8 @@ CONTAINER_SPECIFIC = {"BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREA
 # Read by compose, or by one service: passwords go into URLs, each secret to the services that use it.
 NOT_FOR_EVERY_SERVICE = {"FAKE_UPSTREAM_ADMIN_TOKEN", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD",
                          "GRAFANA_ADMIN_USER", "GRAFANA_PORT", "PROMETHEUS_PORT", "PUBLISH_ADDRESS", "API_KEY",
-                         "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY", "DATABASE_URL", "GUNICORN_BIND"}
+                         "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY", "DATABASE_URL", "GUNICORN_BIND",
+                         "COMPOSE_PROJECT_NAME"}
 # The services that read kasparro.config's settings: every app service but the fake upstream.
 SETTINGS_READERS = APP_SERVICES - {"upstream"}
 # The secrets (by the .env variable they come from) each service may hold; any other is a leak.
@@ -720,6 +721,74 @@ def test_compose_config_validates_with_the_compose_cli(tmp_path, profile):
     hosts = [port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
              for service in rendered.values() for port in service.get("ports", [])]
     assert hosts and set(hosts) == {"127.0.0.1"}, f"published beyond loopback without PUBLISH_ADDRESS: {hosts}"
+
+
+class FakeEngine(ThreadingHTTPServer):
+    """A Docker engine API that owns nothing: it answers what compose asks and records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        super().__init__(("127.0.0.1", 0), FakeEngineHandler)
+
+
+class FakeEngineHandler(SimpleHTTPRequestHandler):
+    server: FakeEngine
+
+    def _answer(self) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")
+        path = self.path.split("?")[0]
+        if path.endswith("/version"):
+            status, body = 200, {"ApiVersion": "1.41", "MinAPIVersion": "1.12", "Version": "20.10.0", "Os": "linux",
+                                 "Arch": "amd64"}
+        elif path.endswith("/_ping"):
+            status, body = 200, "OK"
+        elif self.command == "GET" and path.endswith("/volumes"):
+            status, body = 200, {"Volumes": [], "Warnings": []}
+        elif self.command == "GET" and path.endswith("/info"):
+            status, body = 200, {"ID": "fake", "OSType": "linux", "ServerVersion": "20.10.0"}
+        elif self.command == "GET" and path.endswith("/json"):
+            status, body = 200, []
+        else:
+            # Nothing exists here: compose says "not found" and goes on to the next thing to remove.
+            status, body = 404, {"message": "not found"}
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Api-Version", "1.41")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_HEAD = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_compose_down_v_typed_by_hand_removes_make_ups_volumes_whatever_the_folder_is_called(tmp_path):
+    command = compose_cli()
+    if command is None:
+        skip_unless_required("REQUIRE_COMPOSE", "neither `docker compose` nor `docker-compose` is installed (Debian: "
+                             "apt-get install docker-compose; .ci/run does this)")
+    # A checkout in a folder not called kasparro, with the .env `make up` / `make run` would write.
+    folder = tmp_path / "my-etl-checkout"
+    folder.mkdir()
+    (folder / "docker-compose.yml").write_text(compose_text(), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in example_variables() and not k.startswith("COMPOSE_")
+           and not k.startswith("DOCKER_")}
+    subprocess.run(["sh", str(ROOT / "scripts" / "ensure-env.sh"), str(folder / ".env")], env=env, check=True,
+                   capture_output=True)
+    engine = FakeEngine()
+    threading.Thread(target=engine.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run([*command, "down", "-v"], cwd=folder, capture_output=True, text=True, timeout=120,
+                                env={**env, "DOCKER_HOST": f"tcp://127.0.0.1:{engine.server_address[1]}"})
+    finally:
+        engine.shutdown()
+        engine.server_close()
+    removed = {line.split("/volumes/")[1] for line in engine.requests if line.startswith("DELETE") and "/volumes/" in line}
+    assert "kasparro_postgres-data" in removed, f"{removed}\n{result.stdout}{result.stderr}"
 
 
 # --------------------------------------------------------------------------

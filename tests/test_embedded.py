@@ -332,4 +332,6 @@ def test_a_trust_cluster_from_before_passwords_is_secured_on_its_next_start_and_
 def test_the_launcher_names_app_env_and_leaves_a_set_one_alone() -> None:
     assert local.app_env("run", {}) == {"APP_ENV": "development"}
     assert local.app_env("test", {}) == {"APP_ENV": "test"}
+    # The bench's workers keep taking APP_ENV from the shell, as before it started servers of its own.
+    assert local.app_env("bench", {}) == {}
     assert local.app_env("run", {"APP_ENV": "production"}) == {"APP_ENV": "production"}

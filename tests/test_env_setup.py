@@ -127,10 +127,10 @@ def _copy_of_the_checkout(tmp_path: Path) -> Path:
 
 
 def _honcho_command_of_make_run(tree: Path) -> str:
-    """Return the line `make run` starts honcho with (its `serve` step, prerequisites taken as done)."""
+    """Return the line `make run` starts the Procfile with (its `serve` step, prerequisites taken as done)."""
     dry = subprocess.run(["make", "-n", "serve", "-o", "init-db"], cwd=tree, capture_output=True, text=True,
                          check=True)
-    (line,) = [line for line in dry.stdout.splitlines() if "honcho start" in line and not line.startswith("#")]
+    (line,) = [line for line in dry.stdout.splitlines() if "kasparro.procfile" in line and not line.startswith("#")]
     return line
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def root_logger() -> Iterator[logging.Logger]:
     """The root logger, restored after the test re-configures it."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    # An app built by an earlier test left warnings captured, through a hook pytest has since replaced.
+    logging.captureWarnings(False)
     yield root
+    logging.captureWarnings(False)
     root.handlers, root.level = saved
 
 
@@ -52,6 +56,19 @@ def test_json_lines_carry_the_bound_context(capsys: pytest.CaptureFixture[str]) 
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-2])
     assert {k: line[k] for k in ("run_id", "source_run_id", "task_id", "source")} == {
         "run_id": 7, "source_run_id": 12, "task_id": "t-1", "source": "coingecko"}
+
+
+@pytest.mark.usefixtures("root_logger")
+def test_a_python_warning_is_a_json_line_like_any_other(capsys: pytest.CaptureFixture[str]) -> None:
+    app = Flask(__name__)
+    app.config.update(LOG_FORMAT="json", LOG_LEVEL="INFO")
+    logs.init_app(app)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("running as root", UserWarning, stacklevel=1)
+
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (line["level"], line["name"]) == ("WARNING", "py.warnings") and "running as root" in line["message"]
 
 
 @pytest.mark.usefixtures("worker")

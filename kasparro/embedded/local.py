@@ -2,6 +2,7 @@
 
     python -m kasparro.embedded run -- honcho start      # DATABASE_URL / BROKER_URL unset: start both
     python -m kasparro.embedded test -- pytest          # TEST_DATABASE_SERVER / TEST_BROKER_URL unset: same
+    python -m kasparro.embedded bench -- python -m bench # BENCH_DATABASE_SERVER / BENCH_BROKER_URL unset: same
     python -m kasparro.embedded use -- flask etl status  # reach the servers a running `make run` started
 
 A configured URL is used as it is and nothing is started for it. Started servers live under `var/` in the
@@ -30,8 +31,13 @@ from kasparro.embedded.postgres import PostgresServer
 from kasparro.embedded.redis import RedisServer
 
 # purpose -> (database setting, broker setting) that, when set, mean "use that server".
-SETTINGS = {"run": ("DATABASE_URL", "BROKER_URL"), "test": ("TEST_DATABASE_SERVER", "TEST_BROKER_URL")}
-# purpose -> the APP_ENV its command runs under when neither the shell nor .env names one.
+SETTINGS = {"run": ("DATABASE_URL", "BROKER_URL"), "test": ("TEST_DATABASE_SERVER", "TEST_BROKER_URL"),
+            "bench": ("BENCH_DATABASE_SERVER", "BENCH_BROKER_URL")}
+# purpose -> the folder under var/ its servers keep their data in; each purpose has its own, so a bench or the
+# suite never touches `make run`'s data, and all three may run at once.
+FOLDERS = {"run": "local", "test": "test", "bench": "bench-servers"}
+# purpose -> the APP_ENV its command runs under when neither the shell nor .env names one (the bench's
+# workers take theirs from the shell, as they always have).
 APP_ENV = {"run": "development", "test": "test"}
 DATABASE = "kasparro"
 # Where `run` leaves the settings of the servers it started, for `use` in other terminals.
@@ -72,13 +78,15 @@ class LocalServices:
 
     def _start_postgres(self) -> str:
         bin_dir = find_pg_bin_dir()
-        # Tests trade durability against a machine crash for speed; `make run` keeps fsync on.
+        # Tests trade durability against a machine crash for speed; `make run` and the bench (which measures
+        # what a deployment gets) keep fsync on.
         self.postgres = PostgresServer(self.root / f"pg{pg_major(bin_dir)}", fast=self.purpose == "test")
         self.postgres.start()
         if self.purpose == "run":
             self.exports["DATABASE_URL"] = self.postgres.database_url(DATABASE)
         else:
-            self.exports["TEST_DATABASE_SERVER"] = self.postgres.database_url("")[:-1]
+            # The suite and the bench make throwaway databases: they take the server's URL, without one.
+            self.exports[SETTINGS[self.purpose][0]] = self.postgres.database_url("")[:-1]
         return (f"PostgreSQL: started a local server on 127.0.0.1:{self.postgres.port} ({bin_dir}), "
                 f"data in {self.postgres.data_dir}")
 
@@ -89,7 +97,7 @@ class LocalServices:
             self.exports.update(BROKER_URL=self.redis.database_url(0), RESULT_BACKEND=self.redis.database_url(1),
                                 REDIS_URL=self.redis.database_url(0))
         else:
-            self.exports["TEST_BROKER_URL"] = self.redis.database_url(0)
+            self.exports[SETTINGS[self.purpose][1]] = self.redis.database_url(0)
         return f"Redis: started a local server on 127.0.0.1:{self.redis.port} ({self.redis.binary}), data in " \
                f"{self.redis.data_dir}"
 
@@ -119,8 +127,9 @@ def attached(root: Path, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def app_env(purpose: str, env: Mapping[str, str]) -> dict[str, str]:
-    """Return APP_ENV for the command: the one set (shell or .env), else the purpose's own."""
-    return {"APP_ENV": env.get("APP_ENV") or APP_ENV[purpose]}
+    """Return APP_ENV for the command: the one set (shell or .env), else the purpose's own, if it has one."""
+    named = env.get("APP_ENV") or APP_ENV.get(purpose)
+    return {"APP_ENV": named} if named else {}
 
 
 def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
@@ -136,12 +145,12 @@ def run_with(command: Sequence[str], exports: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Start what is missing for `argv[0]` (run or test), run the command after `--`, then stop it all.
+    """Start what is missing for `argv[0]` (run, test or bench), run the command after `--`, then stop it all.
 
     `use` starts nothing: it runs the command with the settings a running `run` left, if any.
     """
     if len(argv) < 3 or argv[0] not in (*SETTINGS, "use") or argv[1] != "--":
-        print("usage: python -m kasparro.embedded run|test|use -- COMMAND...", file=sys.stderr)
+        print("usage: python -m kasparro.embedded run|test|bench|use -- COMMAND...", file=sys.stderr)
         return 2
     from kasparro.config import PROJECT_ROOT, read_environment
 
@@ -149,7 +158,7 @@ def main(argv: Sequence[str]) -> int:
     local = PROJECT_ROOT / "var" / "local"
     if purpose == "use":
         return run_with(command, attached(local, read_environment()))
-    services = LocalServices(purpose, local if purpose == "run" else PROJECT_ROOT / "var" / "test")
+    services = LocalServices(purpose, PROJECT_ROOT / "var" / FOLDERS[purpose])
     env = read_environment()
     try:
         for line in services.start(env):

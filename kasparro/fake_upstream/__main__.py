@@ -8,6 +8,9 @@ import signal
 import threading
 from types import FrameType
 
+from kasparro.config import read_environment
+from kasparro.logformat import configure, wants_json
+
 from .admin import ADMIN_TOKEN_ENV
 from .server import FakeUpstream
 
@@ -35,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until Ctrl-C or SIGTERM."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # LOG_FORMAT as every other process of `make run` reads it (.env under the environment).
+    configure("json" if wants_json(read_environment()) else "console", logging.INFO)
     upstream = FakeUpstream(args.data_dir, coinpaprika_key=args.coinpaprika_key,
                             coingecko_key=args.coingecko_key, coingecko_plan=args.coingecko_plan,
                             advance_every=args.advance_every,

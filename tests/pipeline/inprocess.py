@@ -1,7 +1,15 @@
-"""Run a source through extract, transform and load in this process, as the tasks do, without a worker."""
+"""Run a source through extract, transform and load in this process, with the tasks' own stage functions.
+
+Each whole stage here is `kasparro.stages.<stage>` under `kasparro.stages.guarded`, exactly what the
+Celery task of that stage calls; only Celery's part is left out (retries, and the follow-up messages
+that overlap the chain), and a failure fails the source at once, as a task does once out of retries.
+`Stages.transform(batch)` / `Stages.load(batch)` do one batch's step, with the functions the stages
+call per batch, so a test can force an order no worker would choose.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,18 +17,22 @@ from flask import Flask, current_app
 from sqlalchemy import select, text
 
 from kasparro import catalog
-from kasparro.config import PROJECT_ROOT
+from kasparro import stages as task_stages
 from kasparro.db import db
 from kasparro.models import RawBatch, SourceRun
-from kasparro.pipeline import extract as extract_stage
-from kasparro.pipeline import identity, leases, runs
+from kasparro.pipeline import leases, runs
 from kasparro.pipeline.load import load_batch
 from kasparro.pipeline.transform import transform_batch
-from kasparro.sources import SourceContext, build_source
-from kasparro.sources.base import DEFAULT_BATCH_BYTES, RequestStats, Source
+from kasparro.sources.base import RequestStats, Source
 
 BATCH_SIZE = 4
-LEASE = leases.Terms(60, "in-process/1")
+WHOLE_STAGES: dict[str, Callable[[SourceRun, RequestStats], None]] = {
+    "extract": task_stages.extract, "transform": task_stages.transform, "load": task_stages.load}
+
+
+def lease() -> leases.Terms:
+    """The lease the stages take in this process (inside an app context), for tests that call a step directly."""
+    return task_stages.lease_terms()
 
 
 @dataclass
@@ -41,67 +53,74 @@ class Stages:
         return list(db.session.execute(select(RawBatch).where(RawBatch.run_source_id == self.source_run_id)
                                        .order_by(RawBatch.seq)).scalars())
 
+    def deliver(self, stage: str) -> None:
+        """Run one whole stage as its task does, with its guard: skipped once the source run is finished."""
+        task_stages.guarded(self.source_run_id, stage, WHOLE_STAGES[stage],
+                       lambda exc, stats: self.give_up(stage, exc, stats))
+
+    def give_up(self, stage: str, exc: BaseException, stats: RequestStats | None = None) -> None:
+        """Fail the source run as a task out of retries does."""
+        db.session.rollback()
+        task_stages.fail(self.source_run_id, f"{stage}: {exc}", stage, stats)
+
     def extract(self, batch_size: int = BATCH_SIZE) -> None:
-        """Extract as the extract task does (it is skipped once extraction is done)."""
-        source_run = self.source_run()
-        if source_run.extract_done:
-            return
-        LEASE.take(db.session, source_run.source, source_run.run_id)
-        runs.start_source(db.session, source_run)
-        # The source's own byte budget, as the task resolves it (BATCH_MAX_BYTES is not set in tests).
-        budget = source_run.run.config[source_run.source].get("max_batch_bytes", DEFAULT_BATCH_BYTES)
-        extract_stage.extract(db.session, source_run, self.source, RequestStats(), batch_size, LEASE,
-                              batch_bytes=budget)
+        """Deliver the extract task's work, in batches of `batch_size` records (as BATCH_SIZE sets them)."""
+        with batch_size_set(batch_size):
+            self.deliver("extract")
 
     def transform(self, batch: RawBatch) -> None:
-        """Transform one batch and commit, as the transform task does per batch."""
-        transform_batch(db.session, batch, self.source_run(), self.source, self.kind, self.overrides)
+        """Transform one batch and commit, as the transform stage does per batch."""
+        transform_batch(db.session, batch, self.source_run(), self.source, self.kind, self.overrides,
+                        load_now=not task_stages.stage_all())
         db.session.commit()
 
     def load(self, batch: RawBatch) -> None:
-        """Load one batch and commit, as the load task does per batch."""
+        """Load one batch and commit, as the load stage does per batch."""
         load_batch(db.session, batch, self.source_run())
         db.session.commit()
 
-    def finish(self) -> SourceRun:
-        """Close the source run once every batch is loaded, as the last load does; return it."""
-        runs.close_if_loaded(db.session, self.source_run())
-        db.session.commit()
-        return self.source_run()
+
+@contextmanager
+def batch_size_set(size: int) -> Iterator[None]:
+    """Set BATCH_SIZE on the (session-wide) app for the block, then put the old value back."""
+    config = current_app.config
+    before, config["BATCH_SIZE"] = config["BATCH_SIZE"], size
+    try:
+        yield
+    finally:
+        config["BATCH_SIZE"] = before
 
 
 def start(name: str) -> Stages:
-    """Create a run of the declared source `name` (inside an app context) and build its source."""
+    """Create a run of the declared source `name` (inside an app context) and build its source as the tasks do."""
     specs = catalog.select_sources(current_app.config, [name])
     started = runs.create_run(db.session, "cli", specs)
     run = started.run
     assert started.created, f"run {run.id} was already active"
     db.session.commit()
-    spec = run.config[name]
-    source = build_source(name, spec, SourceContext(base_dir=PROJECT_ROOT))
-    overrides = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
-    return Stages(run.source_runs[0].id, source, spec.get("ids", spec["kind"]), overrides)
+    source_run = run.source_runs[0]
+    source, kind = task_stages.build(source_run, RequestStats())
+    return Stages(source_run.id, source, kind, task_stages.overrides())
 
 
 def run_in_process(app: Flask, name: str, batch_size: int = BATCH_SIZE,
                    between: Callable[[Stages], None] | None = None) -> SourceRun:
-    """Run source `name` through every stage in order; `between` may meddle after extract. Return its source run."""
+    """Run source `name` through the chain's three stages in order; `between` may meddle after extract.
+
+    Return its source run. An error in `between` fails the source, as a worker lost mid-chain would.
+    """
     with app.app_context():
         stages = start(name)
-        try:
-            stages.extract(batch_size)
-            if between is not None:
+        stages.extract(batch_size)
+        if between is not None:
+            try:
                 between(stages)
-            for batch in stages.batches():
-                stages.transform(batch)
-            for batch in stages.batches():
-                stages.load(batch)
-            source_run = stages.finish()
-        except Exception as exc:  # noqa: BLE001 - a failing stage fails the source, as in the tasks
-            db.session.rollback()
-            runs.fail_source(db.session, stages.source_run_id, f"{type(exc).__name__}: {exc}")
-            db.session.commit()
-            source_run = stages.source_run()
+            except Exception as exc:  # noqa: BLE001 - the meddler's crash is the chain's failure
+                stages.give_up("between", exc)
+        with batch_size_set(batch_size):
+            stages.deliver("transform")
+            stages.deliver("load")
+        source_run = stages.source_run()
         db.session.expunge(source_run)
         return source_run
 

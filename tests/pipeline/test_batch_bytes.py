@@ -28,7 +28,7 @@ from kasparro.sources.csv_file import CsvSource
 from kasparro.sources.json_file import JsonSource
 from tests.bounded import MIB, run_bounded
 from tests.pipeline.helpers import csv_spec, declare
-from tests.pipeline.inprocess import LEASE, clean_tables, law_holds, run_in_process, start
+from tests.pipeline.inprocess import clean_tables, law_holds, lease, run_in_process, start
 
 HEADER = b"currency,date,close,volume,market_cap,note\n"
 LIMITS = {"max_field_bytes": 600, "max_row_bytes": 1200}
@@ -66,10 +66,10 @@ def _fail_midway(app: Flask, name: str, batch_size: int, budget: int, after: int
     with app.app_context():
         stages = start(name)
         source_run = stages.source_run()
-        LEASE.take(db.session, source_run.source, source_run.run_id)
+        lease().take(db.session, source_run.source, source_run.run_id)
         runs.start_source(db.session, source_run)
         try:
-            extract_stage.extract(db.session, source_run, stages.source, RequestStats(), batch_size, LEASE,
+            extract_stage.extract(db.session, source_run, stages.source, RequestStats(), batch_size, lease(),
                                   faults=(Fault(name, "extract", after),), batch_bytes=budget)
         except InjectedFault:
             db.session.rollback()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from kasparro import tasks
+from kasparro import stages as task_stages
 from kasparro.config import ConfigError, load_config
 from kasparro.errors import SourceConfigError
 from kasparro.sources.base import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
@@ -30,9 +30,9 @@ def test_a_csv_files_chunks_take_the_sources_size_else_batch_size_else_the_kinds
     with app.app_context():
         stages = start("daily")
 
-        assert tasks._batch_size(stages.source_run(), stages.source) == expected
+        assert task_stages.batch_size(stages.source_run(), stages.source) == expected
         # A kind without a default of its own (pages of an API, records of a JSON file) takes 5,000.
-        assert tasks._batch_size(stages.source_run(), object()) == (own or configured or DEFAULT_BATCH_SIZE)
+        assert task_stages.batch_size(stages.source_run(), object()) == (own or configured or DEFAULT_BATCH_SIZE)
 
 
 @pytest.mark.parametrize(("own", "configured", "expected"), [
@@ -50,7 +50,7 @@ def test_a_batchs_byte_budget_is_the_sources_own_else_batch_max_bytes(
     with app.app_context():
         stages = start("daily")
 
-        assert tasks._batch_bytes(stages.source_run()) == expected
+        assert task_stages.batch_bytes(stages.source_run()) == expected
 
 
 @pytest.mark.parametrize("wrong", [0, -1, "64MiB", True])
@@ -63,7 +63,7 @@ def test_a_byte_budget_that_is_not_a_positive_number_fails_the_source_naming_the
         stages = start("daily")
 
         with pytest.raises(SourceConfigError, match="max_batch_bytes must be a positive whole number"):
-            tasks._batch_bytes(stages.source_run())
+            task_stages.batch_bytes(stages.source_run())
 
 
 def test_batch_max_bytes_is_64_mib_unless_set_and_refused_below_a_kib() -> None:

@@ -5,6 +5,7 @@ through a second connection, as another worker would.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask, current_app
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from kasparro import catalog
+from kasparro import catalog, liveness
 from kasparro.db import db
 from kasparro.errors import SourceBusy, SourceRunClosed
 from kasparro.models import MarketQuote, RawBatch, RawRecord, RunEvent, SourceRun
@@ -27,6 +29,8 @@ from kasparro.pipeline.load import load_batch, load_pending
 from kasparro.pipeline.transform import transform_pending
 from kasparro.sources import SourceContext, build_source
 from kasparro.sources.base import Page, RequestStats
+from kasparro.tasks import reap_stalled
+from tests.conftest import SESSION_TAG, wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare
 
 ROWS = "".join(f"bitcoin,2019-04-{day:02d},{5000 + day}.5,1000,2000\n" for day in range(1, 29))
@@ -133,31 +137,71 @@ def test_an_already_loaded_batch_is_skipped_by_a_late_load(started) -> None:
     assert db.session.get(SourceRun, source_run.id).inserted == 28
 
 
-def test_the_reaper_resumes_a_silent_run_even_under_a_live_worker_once_stalled_after_passes(started) -> None:
+def test_the_reaper_resends_a_silent_run_under_a_live_worker_once_stalled_after_passes_and_a_worker_finishes_it(
+        app: Flask, started, worker, monkeypatch: pytest.MonkeyPatch) -> None:
     source_run, _ = started
+    run_id, source_run_id = source_run.run_id, source_run.id
+    # The lease's holder still beats (its liveness key is there), but nothing renewed its lease for ten minutes:
+    # the chain's messages were lost. Only STALLED_AFTER_SECONDS tells the reaper to step in.
+    peer = leases.Terms(60, f"live-peer-{SESSION_TAG}/1")  # tagged: no key shared with a developer's workers
+    peer.take(db.session, "daily", run_id)
+    live_key = liveness.KEY_PREFIX + str(peer.holder)
+    redis.Redis.from_url(app.config["REDIS_URL"]).set(live_key, 1, ex=300)
     other_worker("UPDATE source_leases SET expires_at = now() - interval '10 minutes'")
+    db.session.commit()
+    try:
+        monkeypatch.setitem(app.config, "STALLED_AFTER_SECONDS", 3600)
+        assert reap_stalled.run() == [], "resent before STALLED_AFTER_SECONDS passed"
+        monkeypatch.setitem(app.config, "STALLED_AFTER_SECONDS", 300)
+        assert reap_stalled.run() == [source_run_id]
+    finally:
+        redis.Redis.from_url(app.config["REDIS_URL"]).delete(live_key)
 
-    found = recovery.find_stalled(db.session, alive=lambda ids: set(ids), stalled_after=300)
-    fresh = recovery.find_stalled(db.session, alive=lambda ids: set(ids), stalled_after=3600)
+    finished = wait_for_run(app, run_id)  # the resent chain, through the broker, on the real worker
 
-    assert [(s.source_run_id, s.interrupted) for s in found] == [(source_run.id, True)]
-    assert "no progress" in found[0].reason
-    assert fresh == []
+    assert finished.status == "success"
+    assert count(MarketQuote) == 28
+    marks = [(e.kind, e.detail) for e in db.session.execute(
+        select(RunEvent).where(RunEvent.run_source_id == source_run_id, RunEvent.kind.in_(("interrupted", "resumed")))
+        .order_by(RunEvent.id)).scalars()]
+    assert [kind for kind, _ in marks] == ["interrupted", "resumed"]
+    assert "no progress" in marks[0][1] and "resent by the reaper" in marks[1][1]
 
 
 def test_a_held_lease_is_renewed_in_the_background_while_a_long_step_runs(started) -> None:
     source_run, _ = started
     short = leases.Terms(1.5, "this-worker/1")
     short.take(db.session, "daily", source_run.run_id)
+    as_taken = lease_expiry()
 
     with leases.hold(db.engine, "daily", source_run.run_id, short):
-        time.sleep(3)  # twice the lease: without renewals it would have lapsed
+        wait_until_past(as_taken)  # without a renewal the lease would have lapsed by now
         live_holder = leases.holder(db.session, "daily")
         db.session.commit()
-    time.sleep(2)
+    last_renewed = lease_expiry()
+    wait_until_past(last_renewed)
 
     assert live_holder == source_run.run_id
-    assert leases.holder(db.session, "daily") is None, "renewals went on after the step ended"
+    assert lease_expiry() == last_renewed, "renewals went on after the step ended"
+    assert leases.holder(db.session, "daily") is None
+
+
+def lease_expiry() -> Any:
+    expiry = db.session.execute(text("SELECT expires_at FROM source_leases WHERE source = 'daily'")).scalar_one()
+    db.session.commit()
+    return expiry
+
+
+def wait_until_past(moment: Any, timeout: float = 30) -> None:
+    """Return once the database's clock has passed `moment` (the clock the leases are judged by)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        passed = db.session.execute(text("SELECT clock_timestamp() > :moment"), {"moment": moment}).scalar_one()
+        db.session.commit()
+        if passed:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the database clock did not pass {moment} in {timeout}s")
 
 
 def test_a_stage_still_working_after_its_source_run_failed_cannot_take_the_lease_back(started) -> None:
@@ -176,13 +220,16 @@ def test_a_lease_renewal_racing_the_close_of_its_source_run_does_not_write_the_l
     source_run, _ = started
     db.session.commit()
     closing = db.engine.connect()  # another process closing the source run: not committed yet
+    closer = closing.execute(text("SELECT pg_backend_pid()")).scalar_one()
     closing.execute(text("UPDATE run_sources SET status = 'success' WHERE id = :id"), {"id": source_run.id})
     closing.execute(text("DELETE FROM source_leases WHERE source = 'daily'"))
+    renewer: queue.Queue[int] = queue.Queue()
     renewed: list[bool] = []
     engine, run_id = db.engine, source_run.run_id
-    renewal = threading.Thread(target=lambda: renewed.append(_acquire_on_own_session(engine, run_id)))
+    renewal = threading.Thread(target=lambda: renewed.append(_acquire_on_own_session(engine, run_id, renewer)))
     renewal.start()
-    time.sleep(0.5)  # the renewal's statement starts while the run is still open and waits on the lease row
+    # The renewal's statement started while the run was still open, and now waits on the closer's row lock.
+    wait_until_waiting_on(renewer.get(timeout=10), closer)
 
     closing.commit()
     renewal.join(timeout=10)
@@ -192,9 +239,24 @@ def test_a_lease_renewal_racing_the_close_of_its_source_run_does_not_write_the_l
     assert leases.holder(db.session, "daily") is None, "the lease was written back for a closed run"
 
 
-def _acquire_on_own_session(engine: Engine, run_id: int) -> bool:
+def _acquire_on_own_session(engine: Engine, run_id: int, backend: queue.Queue[int]) -> bool:
     with Session(engine) as session, session.begin():
+        backend.put(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
         return leases.acquire(session, "daily", run_id, 60, "renewer/1")
+
+
+def wait_until_waiting_on(waiter: int, holder: int, timeout: float = 10) -> None:
+    """Return once backend `waiter` waits on a lock that backend `holder` holds (pg_stat_activity, pg_locks)."""
+    deadline = time.monotonic() + timeout
+    # Autocommit: pg_stat_activity is read once per transaction, so each look needs a fresh one.
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+        while time.monotonic() < deadline:
+            if watcher.execute(text("SELECT wait_event_type = 'Lock' AND :holder = ANY(pg_blocking_pids(pid))"
+                                    " FROM pg_stat_activity WHERE pid = :waiter"),
+                               {"waiter": waiter, "holder": holder}).scalar():
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {waiter} never waited on a lock of backend {holder}")
 
 
 def test_a_worker_taking_over_from_a_dead_one_records_the_interruption(started) -> None:

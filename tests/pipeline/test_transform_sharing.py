@@ -16,7 +16,7 @@ from kasparro.models import Checkpoint, MarketQuote
 from kasparro.pipeline.load import load_pending
 from kasparro.pipeline.transform import transform_pending
 from tests.pipeline.helpers import HEADER, csv_spec, declare
-from tests.pipeline.inprocess import LEASE, Stages, clean_tables, start
+from tests.pipeline.inprocess import Stages, clean_tables, lease, start
 
 LINES = [f"coin{n},2019-04-2{n % 3},{n + 1}.5,1000,2000" for n in range(6)]
 
@@ -31,7 +31,7 @@ def _extracted(sources_file: Path, tmp_path: Path, lines: list[str] = LINES, bat
 
 
 def _transform(stages: Stages, **options: object) -> int:
-    return transform_pending(db.session, stages.source_run(), stages.source, stages.kind, stages.overrides, LEASE,
+    return transform_pending(db.session, stages.source_run(), stages.source, stages.kind, stages.overrides, lease(),
                              **options)
 
 
@@ -73,7 +73,7 @@ def test_with_load_in_transform_off_every_chunk_is_staged_for_the_load_task(app:
         _transform(stages, stage_all=lambda: True)
 
         assert [(b.state, b.staged) for b in stages.batches()] == [("transformed", 2)] * 3
-        load_pending(db.session, stages.source_run(), LEASE)
+        load_pending(db.session, stages.source_run(), lease())
         assert {b.state for b in stages.batches()} == {"loaded"}
         assert db.session.execute(select(func.count()).select_from(MarketQuote)).scalar_one() == 6
         assert _checkpoint_batch() == stages.batches()[-1].id
@@ -93,7 +93,7 @@ def _load_in(order: list[int] | None, sources_file: Path, tmp_path: Path, lines:
     batches = stages.batches()
     for index in order if order is not None else range(len(batches)):
         stages.transform(batches[index])
-    load_pending(db.session, stages.source_run(), LEASE)  # a chunk received twice is only marked loaded here
+    load_pending(db.session, stages.source_run(), lease())  # a chunk received twice is only marked loaded here
     assert [b.state for b in stages.batches()] == ["loaded"] * len(batches)
     assert _checkpoint_batch() == batches[-1].id
     prices = {(slug, day): price for slug, day, price in db.session.execute(text(

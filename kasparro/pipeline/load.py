@@ -107,8 +107,11 @@ def load_pending(session: Session, source_run: SourceRun, lease: leases.Terms,
                  faults: tuple[Fault, ...] = ()) -> int:
     """Load every transformed batch of a source run in order, one transaction each; return records loaded."""
     records = 0
-    check_fault(faults, source_run.source, "load", 0)
     for batch in runs.pending_batches(session, source_run, "transformed"):
+        if records == 0:
+            # A rule at 0 fires before the first batch loads, once there is a transformed one to load (not
+            # in a load that finds none, which would fire it while the batch is still being transformed).
+            check_fault(faults, source_run.source, "load", 0)
         lease.take(session, source_run.source, source_run.run_id)
         result = load_batch(session, batch, source_run)
         session.commit()

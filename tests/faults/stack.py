@@ -213,18 +213,48 @@ class Stack:
 
     def ping(self, worker: Worker, timeout: float = 0.5) -> bool:
         """Say whether `worker` answers a control ping through the private broker."""
-        if self._control is None:
-            # Our own app, never set as current, so the main session's default Celery app is untouched.
-            self._control = Celery("kasparro-faults", broker=self.redis.url, set_as_current=False)
+        control = self._control_app()
         # A fresh connection each time: a pooled one would be stale after a Redis restart.
-        with self._control.connection_for_write() as connection:
+        with control.connection_for_write() as connection:
             try:
-                replies = self._control.control.ping(destination=[worker.name], timeout=timeout,
+                replies = control.control.ping(destination=[worker.name], timeout=timeout,
                                                      connection=connection)
             except (OSError, OperationalError, RedisError):
                 time.sleep(timeout)
                 return False
         return any(worker.name in reply for reply in replies)
+
+    def consume(self, worker: Worker, on: bool, timeout: float = 60) -> None:
+        """Make `worker` take messages from the queue again, or stop taking them (what it holds still runs)."""
+        control = self._control_app()
+        change = control.control.add_consumer if on else control.control.cancel_consumer
+        deadline = time.monotonic() + timeout
+        # Asked again until it answers: after a Redis restart the worker takes a moment to reconnect.
+        while True:
+            with control.connection_for_write() as connection:
+                try:
+                    replies = change(QUEUE, destination=[worker.name], reply=True, timeout=1, connection=connection)
+                except (OSError, OperationalError, RedisError):
+                    replies = []
+            if any(worker.name in reply for reply in replies):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {worker.name} did not answer:\n{worker.log()[-3000:]}")
+
+    def holds(self, worker: Worker) -> list[dict[str, Any]]:
+        """Return the tasks `worker` is running or holds to run later (started, reserved or scheduled)."""
+        control = self._control_app()
+        with control.connection_for_write() as connection:
+            inspect = control.control.inspect(destination=[worker.name], timeout=1, connection=connection)
+            replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+        assert all(reply and worker.name in reply for reply in replies), replies
+        return [task for reply in replies for task in reply[worker.name]]
+
+    def _control_app(self) -> Celery:
+        if self._control is None:
+            # Our own app, never set as current, so the main session's default Celery app is untouched.
+            self._control = Celery("kasparro-faults", broker=self.redis.url, set_as_current=False)
+        return self._control
 
     def close(self) -> list[str]:
         """Kill workers, stop servers, remove the directory; return what was still running afterwards."""

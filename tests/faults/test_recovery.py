@@ -7,9 +7,13 @@ the end of the file. Nothing lost, nothing doubled.
 """
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.faults.stack import ROOT, Stack, Worker
+from tests.faults.stack import QUEUE, ROOT, Stack, Worker
 from tests.faults.test_stack import write_quotes
 from tests.pipeline.helpers import csv_spec
 
@@ -70,14 +74,18 @@ def assert_equals_a_clean_load(stack: Stack, path: Path) -> None:
     assert (counted.inserted, counted.rejected) == (len(stored), 0)
 
 
-def resume_until_done(stack: Stack, run_id: int, timeout: float = 120) -> str:
-    """Run the reaper as beat would (every 2 s here) until the run is final; return its status."""
+def resume_until_done(stack: Stack, run_id: int, timeout: float = 120) -> tuple[str, set[int]]:
+    """Run the reaper as beat would (every 2 s here) until the run is final; return its status and what it resent."""
     deadline = time.monotonic() + timeout
+    resent: set[int] = set()
     while time.monotonic() < deadline:
         status = stack.sql("SELECT status FROM runs WHERE id = :r", r=run_id)[0].status
         if status in ("success", "partial", "failed"):
-            return status
-        stack.etl("reap", **FAST)
+            return status, resent
+        reaped = stack.etl("reap", **FAST)
+        # `etl reap` names the source runs whose chains it sent again: "resumed 1 source run(s): 1".
+        found = re.search(r"^resumed \d+ source run\(s\): ([\d, ]+)$", reaped.stdout, re.M)
+        resent |= {int(part) for part in found.group(1).split(",")} if found else set()
         time.sleep(2)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s")
 
@@ -104,32 +112,94 @@ def start_mid_run(stack: Stack, **env: str) -> tuple[Worker, int]:
     return worker, run_id
 
 
-@pytest.mark.parametrize(("point", "batch_size", "fault", "load_in_transform"), [
-    ("mid-extract", "250", "history:extract:1000:exit", "true"),
+@dataclass(frozen=True)
+class AtDeath:
+    """What the tables and the dead worker's log showed when the worker died."""
+
+    # The fault rule that fired, from the worker's last words: the step it names and how many records had
+    # been written when it fired; and the task it fired in (the line's `stage=`, bound by every stage task).
+    # The rule names where it should fire; the task and the tables show where it did.
+    fired_in: str
+    fired_after: int
+    task: str
+    status: str
+    stage: str | None
+    extract_done: bool
+    raw_lines: int     # lines of the file in the raw layer
+    loaded: int        # quotes in market_quotes
+    batches: dict[str, int]  # raw batches by state
+
+    @classmethod
+    def read(cls, stack: Stack, worker: Worker) -> AtDeath:
+        """Read the dead worker's fault line and the tables it left."""
+        fired = re.search(r"injected fault: (\w+) of history after (\d+) records \(exit\).*\bstage=(\w+)",
+                          worker.log())
+        assert fired, f"the worker died of something else:\n{worker.log()[-3000:]}"
+        part = stack.sql("SELECT status, stage, extract_done FROM run_sources")[0]
+        raw = stack.sql("SELECT (SELECT coalesce(sum(records), 0) FROM raw_chunks)"
+                        " + (SELECT count(*) FROM raw_records) AS n")[0].n
+        states = {row.state: row.n for row in stack.sql("SELECT state, count(*) AS n FROM raw_batches GROUP BY 1")}
+        return cls(fired.group(1), int(fired.group(2)), fired.group(3), part.status, part.stage, part.extract_done, int(raw),
+                   stack.sql("SELECT count(*) AS n FROM market_quotes")[0].n, states)
+
+
+ROWS = 3000  # write_quotes: 10 coins x 300 days
+
+
+def died_mid_extract(death: AtDeath) -> None:
+    # In the extract task, with part of the file read and none of it past the end.
+    assert (death.fired_in, death.task, death.stage, death.extract_done) == ("extract", "extract", "extract", False), \
+        death
+    assert 0 < death.raw_lines < ROWS, death
+
+
+def died_between_transform_and_load(death: AtDeath) -> None:
+    # In a load task, with the whole file read and transformed, and not one row loaded.
+    assert (death.fired_in, death.fired_after, death.task, death.extract_done) == ("load", 0, "load", True), death
+    assert death.raw_lines == ROWS and death.loaded == 0, death
+    assert death.batches == {"transformed": 1}, death
+
+
+def died_mid_load(death: AtDeath, task: str) -> None:
+    # Loading, in `task`, with some rows of the file in market_quotes and some not.
+    assert (death.fired_in, death.task) == ("load", task) and death.fired_after >= 1000, death
+    assert 0 < death.loaded < ROWS, death
+
+
+def died_mid_load_in_transform(death: AtDeath) -> None:
+    died_mid_load(death, "transform")  # a raw chunk loads within its transform (LOAD_IN_TRANSFORM)
+
+
+def died_mid_load_from_staging(death: AtDeath) -> None:
+    died_mid_load(death, "load")  # every batch is staged and a load task loads it
+
+
+@pytest.mark.parametrize(("batch_size", "fault", "load_in_transform", "died_where_named"), [
+    pytest.param("250", "history:extract:1000:exit", "true", died_mid_extract, id="mid-extract"),
     # One batch, always staged: the worker dies once it is transformed, before any of it loads.
-    ("between transform and load", "5000", "history:load:0:exit", "false"),
+    pytest.param("5000", "history:load:0:exit", "false", died_between_transform_and_load,
+                 id="between transform and load"),
     # Raw chunks next in order load within their transform: the worker dies after 1,000 rows of that.
-    ("mid-load", "250", "history:load:1000:exit", "true"),
-    ("mid-load from staging", "250", "history:load:1000:exit", "false"),
+    pytest.param("250", "history:load:1000:exit", "true", died_mid_load_in_transform, id="mid-load"),
+    pytest.param("250", "history:load:1000:exit", "false", died_mid_load_from_staging, id="mid-load from staging"),
 ])
 def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(
-        stack: Stack, quotes: Path, point: str, batch_size: str, fault: str, load_in_transform: str) -> None:
+        stack: Stack, quotes: Path, batch_size: str, fault: str, load_in_transform: str,
+        died_where_named: Callable[[AtDeath], None]) -> None:
     doomed = stack.start_worker(BATCH_SIZE=batch_size, FAULT_INJECTION=fault, LOAD_IN_TRANSFORM=load_in_transform,
                                 **FAST)
     run_id = stack.queue_run()
     wait_dead(doomed)
-    interrupted = stack.sql("SELECT status, stage FROM run_sources")[0]
-    loaded_before = stack.sql("SELECT count(*) AS n FROM market_quotes")[0].n
+    death = AtDeath.read(stack, doomed)
     # The replacement comes once the dead worker is known dead (its liveness key expired): a takeover
     # sooner than that cannot tell a dead holder from a live peer, so it records no interruption.
     time.sleep(float(FAST["WORKER_LIVENESS_TTL_SECONDS"]) + 0.5)
 
     stack.start_worker(BATCH_SIZE=batch_size, LOAD_IN_TRANSFORM=load_in_transform, **FAST)
-    status = resume_until_done(stack, run_id)
+    status, _ = resume_until_done(stack, run_id)
 
-    assert "injected fault" in doomed.log()
-    assert interrupted.status == "running", doomed.log()[-6000:]
-    assert (point != "between transform and load") or (loaded_before == 0 and interrupted.stage != "extract")
+    assert death.status == "running", doomed.log()[-6000:]
+    died_where_named(death)
     assert status == "success", stack.sql("SELECT error FROM run_sources")
     # Resumed by the reaper, or taken over by the fresh worker from a message still queued: either way
     # the history shows the interruption and the recovery.
@@ -137,29 +207,72 @@ def test_a_whole_worker_killed_is_resumed_by_a_fresh_one_with_exact_tables(
     assert_equals_a_clean_load(stack, quotes)
 
 
+def in_flight(stack: Stack) -> dict[str, int]:
+    """Return what the run has in the database now: its part's status and stage, batches written, rows loaded."""
+    part = stack.sql("SELECT status, stage, extract_done FROM run_sources")[0]
+    return {"status": part.status, "stage": part.stage, "extract_done": part.extract_done,
+            "batches": stack.sql("SELECT count(*) AS n FROM raw_batches")[0].n,
+            "loaded": stack.sql("SELECT count(*) AS n FROM market_quotes")[0].n}
+
+
 def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack: Stack, quotes: Path) -> None:
     worker, run_id = start_mid_run(stack)
+    offset = len(worker.log())
 
+    before = in_flight(stack)
     stack.postgres.stop("immediate")
-    time.sleep(3)
+    stopped_at = time.monotonic()
+    # The worker was at work when the database went: it meets the outage (a retry or a failure that
+    # cannot be recorded), rather than having finished already.
+    while not re.search(r"retrying in|could not be recorded", worker.log()[offset:]):
+        assert time.monotonic() - stopped_at < 30, f"the worker never met the outage:\n{worker.log()[-3000:]}"
+        time.sleep(0.1)
+    time.sleep(max(0.0, 3 - (time.monotonic() - stopped_at)))  # the outage lasts 3 s at least
     stack.postgres.start()
-    status = resume_until_done(stack, run_id)
-    if status != "success":  # failed cleanly: the next trigger resumes from the checkpoint
-        status = stack.wait_for_run(stack.queue_run(), timeout=120)
+    after = in_flight(stack)
+    status, _ = resume_until_done(stack, run_id)
 
-    assert status == "success", worker.log()[-3000:]
+    assert before["status"] == "running" and not before["extract_done"], before
+    assert before["batches"] >= 5 and before["loaded"] < ROWS, before
+    assert after["status"] == "running", after  # still unfinished once PostgreSQL was back
+    # The run that was interrupted is the one that finishes: no other run was started to make up for it.
+    assert status == "success", (stack.sql("SELECT error FROM run_sources"), worker.log()[-3000:])
+    assert [row.id for row in stack.sql("SELECT id FROM runs")] == [run_id]
     assert_equals_a_clean_load(stack, quotes)
+
+
+def broker_messages(stack: Stack) -> dict[str, str]:
+    """Return the task messages the broker holds, queued or delivered and unacknowledged: id -> task name."""
+    client = redis.Redis.from_url(stack.redis.url)
+    queued = [json.loads(body) for body in client.lrange(QUEUE, 0, -1)]
+    unacked = [json.loads(entry)[0] for entry in client.hvals("unacked")]
+    return {message["headers"]["id"]: message["headers"]["task"] for message in queued + unacked}
 
 
 def test_redis_restarting_mid_run_loses_queued_messages_and_the_reaper_resends_them(
         stack: Stack, quotes: Path) -> None:
     worker, run_id = start_mid_run(stack)
+    source_run_id = stack.sql("SELECT id FROM run_sources")[0].id
+    # Every worker busy elsewhere, as far as this queue goes: the worker finishes what it holds, and
+    # the rest of the run (the chain's next stage) waits in the broker, where a restart loses it.
+    stack.consume(worker, on=False)
+    deadline = time.monotonic() + 60
+    while stack.holds(worker) or not in_flight(stack)["extract_done"]:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.2)
 
+    waiting = broker_messages(stack)
     stack.redis.stop("immediate")  # it keeps nothing on disk: queued and unacknowledged messages are gone
     time.sleep(2)
     stack.redis.start()
-    status = resume_until_done(stack, run_id, timeout=180)
+    left = broker_messages(stack)
+    stack.consume(worker, on=True)
+    status, resent = resume_until_done(stack, run_id, timeout=180)
 
+    assert "kasparro.tasks.transform" in waiting.values(), waiting  # the run's next stage was in the broker
+    assert not waiting.keys() & left.keys(), left                    # and none of it came back
+    assert in_flight(stack)["status"] == "success" and source_run_id in resent, resent  # the reaper resent it
+    assert events(stack, run_id)[:2] == ["interrupted", "resumed"]
     assert status == "success", worker.log()[-3000:]
     assert_equals_a_clean_load(stack, quotes)
 
@@ -173,7 +286,7 @@ def test_a_database_outage_longer_than_the_retries_is_recorded_and_resumed(stack
         assert time.monotonic() < deadline, worker.log()[-3000:]
         time.sleep(0.2)
     stack.postgres.start()
-    status = resume_until_done(stack, run_id)
+    status, _ = resume_until_done(stack, run_id)
 
     assert status == "success", worker.log()[-3000:]
     details = [row.detail for row in stack.sql("SELECT detail FROM run_events WHERE kind = 'interrupted'")]

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from kasparro import tasks
 from kasparro.db import db
 from tests.pipeline.helpers import HEADER, csv_spec, declare
 from tests.pipeline.inprocess import Stages, clean_tables, law_holds, run_in_process
@@ -98,7 +99,9 @@ redeliveries = st.lists(st.tuples(st.sampled_from(("transform", "load")), st.int
 
 def _replay(schedule: list[tuple[str, int]]) -> Any:
     def meddle(stages: Stages) -> None:
-        stages.extract()  # a second delivery of the extract finds it done
+        # A second delivery of the extract, through the extract task's own body (in this process, no
+        # broker): it must find the extraction done by the check in kasparro/tasks.py, not by a helper's.
+        tasks.extract(stages.source_run_id)
         for _ in range(2):
             for step, index in schedule:
                 batches = stages.batches()
@@ -108,11 +111,19 @@ def _replay(schedule: list[tuple[str, int]]) -> Any:
 
 
 def snapshot() -> dict[str, list[Any]]:
-    """The tables that must not depend on delivery order, with asset ids (order-dependent) left out."""
+    """The tables that must not depend on delivery order, with ids (order-dependent) left out.
+
+    Quotes are compared by their natural key (the source's coin id, the time) and their lineage, whichever
+    way they loaded: a quote loaded from a raw chunk has no raw record, only the chunk's line.
+    """
     queries = {
-        "market_quotes": "SELECT r.position, q.source, q.observed_at, q.price_usd, q.market_cap_usd,"
-                         " q.volume_24h_usd, q.percent_change_24h FROM market_quotes q"
-                         " JOIN raw_records r ON r.id = q.raw_record_id ORDER BY 1, 3",
+        "market_quotes": "SELECT q.source, al.source_asset_id, q.observed_at, c.first_line, q.raw_line, r.position,"
+                         " q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h FROM market_quotes q"
+                         " LEFT JOIN LATERAL (SELECT min(source_asset_id) AS source_asset_id FROM asset_aliases"
+                         "  WHERE asset_id = q.asset_id AND source = q.source) al ON true"
+                         " LEFT JOIN raw_chunks c ON c.id = q.raw_chunk_id"
+                         " LEFT JOIN raw_records r ON r.id = q.raw_record_id ORDER BY 1, 2, 3",
+        "raw_chunks": "SELECT first_line, records, byte_start, byte_end, sha256, repeats FROM raw_chunks ORDER BY 1",
         "raw_records": "SELECT r.id, r.position, r.payload::text, r.content_hash, b.seq FROM raw_records r"
                        " JOIN raw_batches b ON b.id = r.batch_id ORDER BY r.id",
         "rejected_records": "SELECT r.position, j.reason::text FROM rejected_records j"
@@ -146,5 +157,5 @@ def test_messy_files_load_by_the_counting_law_whatever_the_delivery_order(
     (once, tables_once), (redelivered, tables_redelivered) = outcomes
     assert once.status in ("success", "partial"), once.error                     # (a)
     assert once.extracted == written and law_holds(once), _counts(once)          # (b)
-    assert _counts(redelivered) == _counts(once)                                 # (c)
+    assert (redelivered.status, _counts(redelivered)) == (once.status, _counts(once))  # (c)
     assert tables_redelivered == tables_once

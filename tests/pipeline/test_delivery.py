@@ -1,13 +1,20 @@
 """Delivery guarantees: one run per source at a time, and messages that are safe to deliver twice."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from celery import chain
+import redis
+from celery import Task, chain
+from celery.result import AsyncResult
 from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +26,7 @@ from kasparro.models import MarketQuote, Run, SourceRun
 from kasparro.pipeline import events, leases, runs
 from kasparro.tasks import enqueue_run, extract, load, reap_stalled, scheduled_run, transform
 from tests.api.conftest import AUTH
-from tests.conftest import wait_for_run
+from tests.conftest import BROKER_URL, QUEUE, SESSION_TAG, wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 ROWS = "".join(f"bitcoin,2019-04-{day:02d},{5000 + day}.5,1000,2000\n" for day in range(1, 29))
@@ -106,24 +113,115 @@ def test_a_source_leased_to_another_run_waits_until_the_lease_ends(app: Flask, d
     assert first_loaded >= lease_ends
 
 
-@pytest.mark.usefixtures("worker")
-def test_every_stage_delivered_twice_loads_each_row_once(app: Flask, daily: Path) -> None:
+def _worker_holds(app: Flask) -> list[str]:
+    """Return the names of the tasks the test worker is running or holds to run later (started, reserved, due)."""
+    name = f"test-{SESSION_TAG}@{os.uname().nodename}"
+    inspect = app.extensions["celery"].control.inspect(destination=[name], timeout=1)
+    replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+    assert all(reply and name in reply for reply in replies), replies
+    # A task due later (a retry's countdown) is told inside its "request".
+    return [task.get("request", task)["name"] for reply in replies for task in reply[name]]
+
+
+def _broker_holds() -> list[str]:
+    """Return the names of this session's task messages the broker holds, queued or unacknowledged."""
+    client = redis.Redis.from_url(BROKER_URL)
+    queued = [json.loads(body) for body in client.lrange(QUEUE, 0, -1)]
+    # Other sessions share the unacknowledged hash: only this session's queue counts.
+    unacked = [json.loads(entry)[0] for entry in client.hvals("unacked") if json.loads(entry)[2] == QUEUE]
+    return [message["headers"]["task"] for message in queued + unacked]
+
+
+def _wait_idle(app: Flask, timeout: float = 60) -> None:
+    """Wait until no task of this session is queued, unacknowledged, running or held by the worker."""
+    deadline = time.monotonic() + timeout
+    while (left := _broker_holds() + _worker_holds(app)):
+        assert time.monotonic() < deadline, f"tasks still left: {left}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def settled(app: Flask, worker: subprocess.Popen) -> Iterator[None]:
+    """After the test, wait until no task of it is left to run, so none reaches the next test's rows.
+
+    The next test empties the tables and restarts their ids: a leftover load of source run 1 would
+    work on that test's source run 1.
+    """
+    yield
+    _wait_idle(app)
+
+
+def _lock_waiters(app: Flask) -> int:
+    with app.app_context():
+        return db.session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                       " AND wait_event_type = 'Lock'")).scalar_one()
+
+
+def _deliver_twice_at_once(app: Flask, task: Task, source_run_id: int, source: str) -> list[AsyncResult]:
+    """Deliver a stage twice and let both deliveries start together; return their results once both ended.
+
+    The test holds the source's lease row, so each delivery stops at its first step (taking the lease)
+    until both are seen waiting there (pg_stat_activity); then both go on at once.
+    """
+    _wait_idle(app)  # nothing else (an overlapping transform) is running or waiting
+    with app.app_context(), db.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM source_leases WHERE source = :s FOR UPDATE"), {"s": source})
+        # Results kept (tasks ignore them by default), so the test sees each delivery end.
+        deliveries = [task.si(source_run_id).set(ignore_result=False).apply_async() for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while _lock_waiters(app) < 2:
+            assert time.monotonic() < deadline, "the two deliveries never both waited on the lease"
+            time.sleep(0.05)
+        holder.rollback()
+    for delivery in deliveries:
+        delivery.get(timeout=60)
+    return deliveries
+
+
+@pytest.fixture
+def no_overlap() -> Iterator[Callable[[int], None]]:
+    """Mark a source run's overlapping transform and load as already sent, so only the test's deliveries run.
+
+    Otherwise extraction's first batch sends them, and they finish the run before the test's own
+    deliveries of transform and load meet on anything.
+    """
+    client, keys = redis.Redis.from_url(BROKER_URL), []
+
+    def mark(source_run_id: int) -> None:
+        keys.extend(f"kasparro:{QUEUE}:overlap:{source_run_id}{end}" for end in ("", ":load"))
+        for key in keys:
+            client.set(key, 1, ex=600)
+
+    yield mark
+    for key in keys:  # the next test's source run 1 must overlap as usual
+        client.delete(key)
+
+
+@pytest.mark.usefixtures("settled")
+def test_every_stage_delivered_twice_loads_each_row_once(app: Flask, daily: Path,
+                                                        no_overlap: Callable[[int], None]) -> None:
     with app.app_context():
         run = runs.create_run(db.session, "cli", catalog.select_sources(app.config, None)).run
         db.session.commit()
         run_id, source_run_id = run.id, run.source_runs[0].id
-    # Two full chains for one source run, racing: what a redelivery after a
+        leases.acquire(db.session, "daily", run_id, 600)  # the row the deliveries meet on
+        db.session.commit()
+    no_overlap(source_run_id)
+    # Each stage delivered twice, both deliveries at work at once: what a redelivery after a
     # visibility timeout, or a duplicated publish, looks like to the workers.
-    for _ in range(2):
-        chain(extract.si(source_run_id), transform.si(source_run_id), load.si(source_run_id)).apply_async()
-
+    deliveries = [delivery for stage in (extract, transform, load)
+                  for delivery in _deliver_twice_at_once(app, stage, source_run_id, "daily")]
     finished = wait_for_run(app, run_id)
 
+    assert [d.state for d in deliveries] == ["SUCCESS"] * 6
     assert finished.status == "success"
     assert quote_count(app) == 28
     with app.app_context():
         source_run = db.session.get(SourceRun, source_run_id)
         assert (source_run.extracted, source_run.inserted, source_run.loaded) == (28, 28, 28)
+        raw = db.session.execute(text("SELECT (SELECT coalesce(sum(records), 0) FROM raw_chunks)"
+                                      " + (SELECT count(*) FROM raw_records)")).scalar_one()
+        assert raw == 28  # the file read once into the raw layer, not once per delivery
 
 
 @pytest.mark.usefixtures("worker")

@@ -21,7 +21,8 @@ import pytest
 
 from kasparro.embedded import free_port
 from kasparro.logformat import JSON_FIELDS
-from tests.test_make_run import checkout, ctrl_c, get, newcomer_env, start  # noqa: F401 - checkout is a fixture
+from tests.newcomer import ctrl_c, get, newcomer_env, start
+from tests.test_make_run import checkout  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("api.1", "worker.1", "beat.1", "flower.1", "upstream.1")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from kasparro.models import IdempotencyKey, RawBatch, Run, SourceRun
-from kasparro.pipeline import drift_log, events, leases
+from kasparro.pipeline import drift_log, events, leases, targets
 from kasparro.redact import redact_text
 from kasparro.sources.base import Progress
 
@@ -183,8 +183,9 @@ def fail_source(session: Session, source_run_id: int, error: str, stage: str | N
     source_run = session.get(SourceRun, source_run_id, populate_existing=True, with_for_update=True)
     if source_run is None or source_run.status in TERMINAL:
         return None
+    # The staging table of the source's own target: a news source's items wait in news_stage, not quote_stage.
     session.execute(
-        text("DELETE FROM quote_stage WHERE batch_id IN (SELECT id FROM raw_batches"
+        text(f"DELETE FROM {targets.of_run(source_run).stage_table} WHERE batch_id IN (SELECT id FROM raw_batches"
              " WHERE run_source_id = :rs AND state <> 'loaded')"), {"rs": source_run_id})
     finish_source(session, source_run, error=error)
     events.record(session, source_run, "failed", error, stage)

@@ -11,22 +11,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from hypothesis import event, given, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 
-from kasparro.db import db
-from kasparro.pipeline import chunk_sql, chunks
-from kasparro.pipeline.transform import validate_batch
-from kasparro.sources import SourceContext
-from kasparro.sources.base import Chunk, RequestStats
-from kasparro.sources.csv_file import CsvSource
-
-COLUMNS = {"source_asset_id": "coin", "symbol": "ticker", "observed_at": "day", "price_usd": "close",
-           "market_cap_usd": "cap", "volume_24h_usd": "volume", "percent_change_24h": "change"}
-HEADER = ["coin", "ticker", "day", "close", "cap", "volume", "change", "note"]
-TYPED = ("sid", "symbol", "name", "observed_at", "price_usd", "market_cap_usd", "volume_24h_usd",
-         "percent_change_24h")
+from tests.pipeline.chunk_paths import body, careful, csv_source, fast, first_chunk
 
 ids = st.one_of(st.sampled_from(["bitcoin", " eth ", "\tsol", "", "x" * 201, "a b", "TON", "c;d", "-1"]),
                 st.text(alphabet="abcxyz-_. 0123456789\t", max_size=8))
@@ -59,6 +47,17 @@ plain_rows = st.tuples(st.sampled_from(["bitcoin", " eth ", "sol", "TON"]), st.s
                        good_numbers, good_numbers, good_numbers).map(lambda cells: [*cells, "n"])
 
 
+# A plain day with one or two characters changed to a digit or a dash: PostgreSQL's date input reads stray
+# dashes that strptime refuses ("2019--1-05" is 5 January 2019 to it), so half the changes are to a dash.
+near_days = st.builds(lambda day, edits: "".join(edits.get(i, c) for i, c in enumerate(day)),
+                      st.sampled_from(["2019-01-05", "2020-02-29", "2021-12-31"]),
+                      st.dictionaries(st.integers(0, 9), st.one_of(st.just("-"), st.sampled_from("0123456789")),
+                                      min_size=1, max_size=2))
+# Plain rows, the last with a near-miss day: if the fast path reads that day, it decides the chunk.
+near_chunks = st.tuples(st.lists(plain_rows, min_size=1, max_size=6), plain_rows, near_days).map(
+    lambda drawn: [*drawn[0], [*drawn[1][:2], drawn[2], *drawn[1][3:]]])
+
+
 @st.composite
 def rows(draw: Any) -> list[str]:
     if draw(st.integers(0, 9)) < 7:
@@ -69,63 +68,29 @@ def rows(draw: Any) -> list[str]:
     return cells
 
 
-def _source(tmp_path: Path, date_format: str | None = "%Y-%m-%d") -> CsvSource:
-    spec = {"kind": "csv", "path": str(tmp_path / "q.csv"), "columns": COLUMNS, "settle_seconds": 0}
-    if date_format:
-        spec["date_format"] = date_format
-    return CsvSource("q", spec, SourceContext(secrets={}, base_dir=tmp_path, stats=RequestStats()))
-
-
-def _first_chunk(source: CsvSource, lines: list[list[str]]) -> Chunk | None:
-    body = "".join(",".join(cells) + "\n" for cells in lines)
-    source.path.write_text(",".join(HEADER) + "\n" + body)
-    first = next(iter(source.chunks(None, 1000)), None)
-    return first if isinstance(first, Chunk) else None
-
-
-def _fast(source: CsvSource, chunk: Chunk) -> dict[int, tuple[Any, ...]] | None:
-    """Run the fast path on the chunk; return its typed rows by line, or None if it declined."""
-    plan = chunk_sql.plan(source.header_names(chunk.header), source.columns, source.date_format, source.delimiter)
-    assert plan is not None
-    try:
-        if chunks._parse_and_type(db.session, chunk, plan) is None:
-            return None
-        found = db.session.execute(text(f"SELECT line, {', '.join(TYPED)} FROM chunk_typed")).all()
-        return {row[0]: tuple(row[1:]) for row in found}
-    finally:
-        db.session.rollback()
-
-
-def _careful(source: CsvSource, chunk: Chunk) -> tuple[dict[int, tuple[Any, ...]], set[int]]:
-    """Read the chunk the careful way: the CSV source's parser and validation in Python."""
-    items = source.chunk_items(chunk.header, chunk.data, chunk.first_line, chunk.byte_start)
-    # A line repeating an earlier one byte for byte is loaded once (the first).
-    outcome = validate_batch(source, [(line, item.payload) for line, item in items if line not in chunk.repeats])
-    quotes = {line: (q["source_asset_id"], q.get("symbol"), q.get("name"), q["observed_at"], q["price_usd"],
-                     q["market_cap_usd"], q["volume_24h_usd"], q["percent_change_24h"]) for line, q in outcome.quotes}
-    return quotes, {line for line, _ in outcome.rejects}
-
-
 @pytest.mark.usefixtures("app_ctx")
 def test_whenever_postgresql_decides_a_chunk_it_keeps_what_python_keeps(app: Flask, tmp_path: Path) -> None:
     decided: list[int] = []  # lines of each example PostgreSQL decided, so declining them all cannot pass
 
     @settings(max_examples=150, deadline=None, database=None)
-    @given(lines=st.one_of(st.lists(rows(), min_size=1, max_size=12), st.lists(plain_rows, min_size=2, max_size=12)))
+    @given(lines=st.one_of(st.lists(rows(), min_size=1, max_size=12), st.lists(plain_rows, min_size=2, max_size=12),
+                           near_chunks))
     def agree(lines: list[list[str]]) -> None:
-        source = _source(tmp_path)
-        chunk = _first_chunk(source, lines)
+        source = csv_source(tmp_path)
+        chunk = first_chunk(source, lines)
         if chunk is None:
             return  # not a plain stretch (a blank line): read record by record, never by PostgreSQL
+        # The chunk as written, so a failure shows the lines it is about (line 2 is the first after the header).
+        note(f"chunk:\n{body(lines)}")
 
-        fast = _fast(source, chunk)
+        typed = fast(source, chunk)
 
-        event("decided by PostgreSQL" if fast is not None else "declined")
-        if fast is not None:
-            quotes, rejects = _careful(source, chunk)
-            assert rejects == set()
-            assert fast == quotes
-            decided.append(len(fast))
+        event("decided by PostgreSQL" if typed is not None else "declined")
+        if typed is not None:
+            quotes, rejects = careful(source, chunk)
+            assert rejects == {}, f"PostgreSQL kept lines Python rejects: {rejects}\nchunk:\n{body(lines)}"
+            assert typed == quotes, f"chunk:\n{body(lines)}"
+            decided.append(len(typed))
 
     agree()
     # Half the examples are plain rows the fast path takes, so dozens of chunks of several lines are decided
@@ -142,16 +107,16 @@ def test_a_clean_chunk_is_decided_by_postgresql_with_the_values_python_gives(app
     lines = [["bitcoin", "btc", day, "3800.5", "1e5", "", "-1.25", "n"],
              [" eth ", "", day, " 130 ", "", "7", "", "n"],
              ["sol", "SOL", day, ".5", "0", "5.", "+3", "n"]]
-    source = _source(tmp_path, date_format)
-    chunk = _first_chunk(source, lines)
+    source = csv_source(tmp_path, date_format)
+    chunk = first_chunk(source, lines)
     assert chunk is not None and chunk.records == 3
 
-    fast = _fast(source, chunk)
+    typed = fast(source, chunk)
 
-    quotes, rejects = _careful(source, chunk)
-    assert rejects == set() and fast is not None
-    assert fast == quotes
-    assert fast[2][0:2] == ("bitcoin", "BTC") and fast[3][0:2] == ("eth", None)
+    quotes, rejects = careful(source, chunk)
+    assert rejects == {} and typed is not None
+    assert typed == quotes
+    assert typed[2][0:2] == ("bitcoin", "BTC") and typed[3][0:2] == ("eth", None)
 
 
 @pytest.mark.usefixtures("app_ctx")
@@ -160,8 +125,8 @@ def test_a_doubtful_cell_makes_postgresql_decline_the_chunk(app: Flask, tmp_path
     row = ["bitcoin", "btc", "2019-01-05", "3800.5", "1", "1", "1", "n"]
     at = {"2019-02-30": 2, "Jan 5 2019": 2, "x" * 201: 0, "-0.5": 4}.get(cell, 3)
     row[at] = cell
-    source = _source(tmp_path)
-    chunk = _first_chunk(source, [["eth", "eth", "2019-01-05", "1", "1", "1", "1", "n"], row])
+    source = csv_source(tmp_path)
+    chunk = first_chunk(source, [["eth", "eth", "2019-01-05", "1", "1", "1", "1", "n"], row])
     assert chunk is not None
 
-    assert _fast(source, chunk) is None
+    assert fast(source, chunk) is None

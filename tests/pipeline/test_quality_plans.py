@@ -78,9 +78,17 @@ def heaviest_step(plan: dict[str, Any]) -> tuple[float, str]:
     return max([here, *(heaviest_step(child) for child in plan.get("Plans", []))])
 
 
+# Each price rule's statement, and what it finds in the bulk load: b's price of 200 every 20th day.
+RULES = [
+    pytest.param("source_disagreement", "percentile_cont", (200, 150), id="source_disagreement"),  # vs median 150
+    pytest.param("price_jump", "lag(", (200, 100), id="price_jump"),  # +100% on the day before; back down is -50%
+]
+
+
 @pytest.mark.parametrize("statistics", [no_statistics, analyzed], ids=["never analyzed", "analyzed"])
-def test_source_disagreement_reads_each_quote_a_bounded_number_of_times_after_a_bulk_load(
-        session: Session, statistics: Any) -> None:
+@pytest.mark.parametrize(("rule", "marker", "finding"), RULES)
+def test_the_price_rules_read_each_quote_a_bounded_number_of_times_after_a_bulk_load(
+        session: Session, statistics: Any, rule: str, marker: str, finding: tuple[int, int]) -> None:
     for n in range(ASSETS):
         f.asset(f"coin-{n}")
     run = f.run(sources=("a", "b"))
@@ -90,13 +98,13 @@ def test_source_disagreement_reads_each_quote_a_bounded_number_of_times_after_a_
     statistics(session)
 
     found: list[quality.Finding] = []
-    statement, parameters = statement_of(session, "percentile_cont",
+    statement, parameters = statement_of(session, marker,
                                          lambda: found.extend(quality.evaluate(session, part, quality.Thresholds())))
     plan = session.connection().exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement,
                                                 parameters).scalar_one()[0]["Plan"]
 
-    # The rule still compares: every 20th day b stands at 200 against a median of 150.
-    assert sorted({x.expected for x in found if x.rule == "source_disagreement"}) == [150]
-    assert len([x for x in found if x.rule == "source_disagreement"]) == ASSETS * (DAYS // EVERY)
     rows, step = heaviest_step(plan)
     assert rows <= 2 * QUOTES, f"{step} handled {rows:.0f} rows for {QUOTES} quotes"
+    # And the rule still compares what it should: that plan did the whole work.
+    assert {(x.observed, x.expected) for x in found if x.rule == rule} == {finding}
+    assert len([x for x in found if x.rule == rule]) == ASSETS * (DAYS // EVERY)

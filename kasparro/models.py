@@ -37,7 +37,7 @@ TRIGGERS = ("schedule", "api", "cli", *REPAIR_TRIGGERS)
 REPLAY_OUTCOMES = ("loaded", "rejected")
 BATCH_STATES = ("extracted", "transformed", "loaded")
 # What can happen to a source's part of a run besides its counters moving (see RunEvent).
-EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault")
+EVENT_KINDS = ("retry", "busy", "interrupted", "resumed", "failed", "fault", "quality")
 # The data-quality rules a finding can come from (see kasparro.pipeline.quality), and how bad a finding is.
 QUALITY_RULES = ("volume", "slow_run", "price_jump", "source_disagreement", "asset_disappeared", "asset_reappeared")
 SEVERITIES = ("info", "warning", "critical")

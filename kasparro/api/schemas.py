@@ -199,7 +199,8 @@ class SourceRunSchema(CountsSchema):
 class RunEventSchema(Schema):
     source = fields.String(allow_none=True)
     kind = fields.String(required=True, metadata={"description": "retry, busy (waited for another run's lease), "
-                                                  "interrupted (its worker was lost), resumed, failed or fault."})
+                                                  "interrupted (its worker was lost), resumed, failed, fault or quality "
+                                                  "(a data-quality rule failed and checked nothing)."})
     stage = fields.String(allow_none=True)
     detail = fields.String(required=True)
     at = fields.DateTime(required=True)

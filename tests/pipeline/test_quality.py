@@ -1,6 +1,7 @@
 """Each data-quality rule on real tables: rows inserted into the migrated schema, the rule run, findings read back."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from kasparro.db import db
-from kasparro.models import Anomaly, AssetAlias, SourceRun
+from kasparro.models import Anomaly, AssetAlias, RunEvent, SourceRun
 from kasparro.pipeline import quality
 from kasparro.pipeline.quality import history
 from tests.api import factories as f
@@ -175,6 +176,36 @@ def test_a_failing_rule_records_nothing_and_the_others_still_run(session: Sessio
 
     assert [x.rule for x in found] == ["volume"]
     assert [a.rule for a in stored(session)] == ["volume"]
+
+
+def test_a_rule_cut_off_by_the_statement_timeout_is_a_warning_and_a_run_event_and_the_run_stands(
+        session: Session, caplog: pytest.LogCaptureFixture) -> None:
+    coin = f.asset("bitcoin")
+    last = history_of(session, [100, 100, 100, 1], [1, 1, 1, 1])
+    f.quote(coin, f.batch(last), f.T0, 100)
+    last.inserted = 1
+    session.commit()
+    # Should the timeout not apply, the wait ends here instead, with another message than the one asserted.
+    session.execute(text("SET LOCAL lock_timeout = '20s'"))
+
+    with db.engine.connect() as other, other.begin():
+        # Another session holds market_quotes: the price rules wait to read it until the timeout cancels them.
+        other.execute(text("LOCK TABLE market_quotes IN ACCESS EXCLUSIVE MODE"))
+        with caplog.at_level(logging.WARNING, logger="kasparro.pipeline.quality"):
+            found = quality.check_source_run(session, last, quality.Thresholds(timeout_seconds=0.5))
+        session.commit()
+
+    details = list(session.execute(select(RunEvent.detail).where(RunEvent.run_source_id == last.id,
+                                                                 RunEvent.kind == "quality").order_by(RunEvent.id))
+                   .scalars())
+    assert [x.rule for x in found] == ["volume"]  # the other rules still ran, and their findings were stored
+    assert [a.rule for a in stored(session)] == ["volume"]
+    assert [d.split(" failed")[0] for d in details] == ["quality rule price_jump", "quality rule source_disagreement"]
+    assert all(d.endswith("checked nothing: canceling statement due to statement timeout") for d in details)
+    warned = [r.getMessage().split(" failed")[0] for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m for m in warned if m.startswith("quality rule")] == ["quality rule price_jump",
+                                                                   "quality rule source_disagreement"]
+    assert session.get(SourceRun, last.id).status == "success"
 
 
 def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before_its_rules(session: Session) -> None:

@@ -8,18 +8,22 @@
 | source_disagreement | quotes this run wrote vs other sources in the same day (or hour) | > 10% from the cross-source median |
 | asset_disappeared / asset_reappeared | a full listing (CoinPaprika, CoinGecko) vs the source's aliases | an asset left / came back |
 
-A rule that fails (a bug, a timeout) is logged and records nothing; it never fails the load, and the
-other rules still run: each works inside its own savepoint, under a statement timeout.
+A rule that fails (a bug, a timeout) records no finding; it never fails the load, and the other rules
+still run: each works inside its own savepoint, under a statement timeout. The failure is a warning in the
+log and a `quality` event in the run's events (`/runs/<id>`), so a check that did not happen is seen.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from kasparro.models import REPAIR_TRIGGERS, SUCCEEDED, Anomaly, SourceRun
+from kasparro.pipeline import events
 from kasparro.pipeline.quality import history, listing, prices
 from kasparro.pipeline.quality.base import Finding, Thresholds
 
@@ -77,17 +81,32 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
         _summarize_new_ranges(session)  # after a large run the plans read its quotes by id instead
     found: list[Finding] = []
     for rule in RULES:
+        started = time.monotonic()
         try:
             with session.begin_nested():
                 findings = rule(session, source_run, limits)
                 _store(session, source_run, findings)
             found += findings
-        except Exception:  # noqa: BLE001 - a quality rule must never fail the load
-            logger.warning("quality rule %s failed on source run %s", getattr(rule, "__name__", rule),
-                           source_run.id, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - a quality rule must never fail the load
+            name = getattr(rule, "__name__", str(rule)).lstrip("_")  # _history_rules: volume and slow_run
+            _rule_failed(session, source_run, name, exc, time.monotonic() - started)
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', :jit, true)"),
                     {"v": previous[0], "jit": previous[1]})
     return found
+
+
+def _rule_failed(session: Session, source_run: SourceRun, name: str, exc: Exception, seconds: float) -> None:
+    """Log a rule that failed and add a `quality` run event: the load stands, but the check did not happen."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    logger.warning("quality rule %s failed on source run %s after %.1fs, no finding recorded: %s", name,
+                   source_run.id, seconds, reason, exc_info=True)
+    try:
+        with session.begin_nested():  # flushed here: an event that cannot be written must not fail the commit
+            events.record(session, source_run, "quality", f"quality rule {name} failed after {seconds:.1f}s "
+                          f"and checked nothing: {reason}")
+    except Exception:  # noqa: BLE001 - the warning above already says it
+        logger.warning("could not record the failure of quality rule %s", name, exc_info=True)
 
 
 def _summarize_new_ranges(session: Session) -> None:

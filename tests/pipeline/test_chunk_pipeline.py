@@ -143,6 +143,9 @@ def test_reprocess_clears_a_reject_the_fix_makes_valid(app: Flask, sources_file:
         assert db.session.execute(select(func.count()).select_from(RejectedRecord)).scalar_one() == 0
 
 
+ATTEMPTS = 3
+
+
 def test_chunks_sharing_keys_loaded_by_both_worker_processes_at_once_leave_each_keys_last_line(
         app: Flask, worker: subprocess.Popen, sources_file: Path, tmp_path: Path) -> None:
     # 3,000 lines over 100 keys in a shuffled order, in chunks of 50 that both worker processes transform
@@ -155,20 +158,32 @@ def test_chunks_sharing_keys_loaded_by_both_worker_processes_at_once_leave_each_
     lines = [f"{coin},2019-04-{day:02d},{shuffle.randint(1, 10**6) / 100},{n},{n}" for n, (coin, day) in
              enumerate(picks)]
     last_line_wins = {(coin, day): Decimal(line.split(",")[2]) for (coin, day), line in zip(picks, lines)}
-    declare(sources_file, {"daily": csv_spec(_file(tmp_path, lines), batch_size=50)})
 
-    with busy_pool_processes(worker.pid) as samples:
-        run = run_now(app, timeout=120)
+    # Whether both processes overlap is up to the scheduler: on a loaded machine one may finish every chunk
+    # before the other starts. So the same file is loaded as a new source until an attempt shows both at
+    # once; every attempt must still end in the law, and one that never overlaps fails the test.
+    most_at_once = []
+    for attempt in range(ATTEMPTS):
+        name = f"daily{attempt}"
+        folder = tmp_path / name
+        folder.mkdir()
+        declare(sources_file, {name: csv_spec(_file(folder, lines), batch_size=50)})
 
-    (source_run,) = run.source_runs
-    assert run.status == "success"
-    # Both pool processes were inside a transaction of this run at one instant, more than once.
-    assert sum(len(busy) == 2 for busy in samples) >= 2, f"{len(samples)} samples, at most " \
-        f"{max(map(len, samples), default=0)} process(es) busy at once"
-    assert (source_run.extracted, source_run.inserted) == (3000, len(last_line_wins))  # each key inserted once
-    with app.app_context():
-        loaded = {(slug, observed.day): price for slug, observed, price in db.session.execute(
-            select(Asset.slug, MarketQuote.observed_at, MarketQuote.price_usd).join(Asset,
-                                                                                    Asset.id == MarketQuote.asset_id))}
-        assert loaded == last_line_wins
-        assert db.session.execute(select(Checkpoint.cursor)).scalar_one()["line"] == 3001
+        with busy_pool_processes(worker.pid) as samples:
+            run = run_now(app, timeout=120)
+
+        (source_run,) = run.source_runs
+        assert run.status == "success"
+        assert (source_run.extracted, source_run.inserted) == (3000, len(last_line_wins))  # each key inserted once
+        with app.app_context():
+            loaded = {(slug, observed.day): price for slug, observed, price in db.session.execute(
+                select(Asset.slug, MarketQuote.observed_at, MarketQuote.price_usd)
+                .join(Asset, Asset.id == MarketQuote.asset_id).where(MarketQuote.source == name))}
+            assert loaded == last_line_wins
+            assert db.session.execute(select(Checkpoint.cursor).where(Checkpoint.source == name)
+                                      ).scalar_one()["line"] == 3001
+        # Both pool processes were inside a transaction of this run at one instant, more than once.
+        most_at_once.append(max(map(len, samples), default=0))
+        if sum(len(busy) == 2 for busy in samples) >= 2:
+            return
+    pytest.fail(f"in {ATTEMPTS} runs the pool processes were never both busy at once (at most {most_at_once})")

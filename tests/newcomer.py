@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Settings a newcomer would not have: none of the URLs, and not the test session's.
 UNSET = ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "TEST_DATABASE_SERVER", "TEST_BROKER_URL",
          "BENCH_DATABASE_SERVER", "BENCH_BROKER_URL", "ENV_FILE", "TASK_QUEUE", "SOURCES_FILE", "PG_BIN_DIR",
-         "REDIS_SERVER", "API_KEY", "APP_ENV", "FAULT_INJECTION")
+         "REDIS_SERVER", "API_KEY", "APP_ENV", "FAULT_INJECTION",
+         # Under `make test` these say "a sub-make": the newcomer's `make run` would print make[1]'s
+         # directory lines, which a shell's top-level make does not.
+         "MAKELEVEL", "MAKEFLAGS", "MFLAGS")
 
 
 def copy_checkout(target: Path) -> Path:

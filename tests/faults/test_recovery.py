@@ -232,8 +232,9 @@ def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack:
     after = in_flight(stack)
     status, _ = resume_until_done(stack, run_id)
 
-    assert before["status"] == "running" and not before["extract_done"], before
-    assert before["batches"] >= 5 and before["loaded"] < ROWS, before
+    # Mid-run: batches read and the run not finished (on a loaded machine it may be past its extract, or
+    # loading its last batches, by then); the worker's log above shows it was at work when the database went.
+    assert before["status"] == "running" and before["batches"] >= 5, before
     assert after["status"] == "running", after  # still unfinished once PostgreSQL was back
     # The run that was interrupted is the one that finishes: no other run was started to make up for it.
     assert status == "success", (stack.sql("SELECT error FROM run_sources"), worker.log()[-3000:])
@@ -269,7 +270,9 @@ def test_redis_restarting_mid_run_loses_queued_messages_and_the_reaper_resends_t
     stack.consume(worker, on=True)
     status, resent = resume_until_done(stack, run_id, timeout=180)
 
-    assert "kasparro.tasks.transform" in waiting.values(), waiting  # the run's next stage was in the broker
+    # The run's next stage was in the broker: the chain's transform, or the loads of batches transformed
+    # meanwhile (which it is depends on how far the run got before the worker stopped taking messages).
+    assert {"kasparro.tasks.transform", "kasparro.tasks.load"} & set(waiting.values()), waiting
     assert not waiting.keys() & left.keys(), left                    # and none of it came back
     assert in_flight(stack)["status"] == "success" and source_run_id in resent, resent  # the reaper resent it
     assert events(stack, run_id)[:2] == ["interrupted", "resumed"]

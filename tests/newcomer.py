@@ -52,8 +52,14 @@ def newcomer_env(ports: dict[str, int], **settings: str) -> dict[str, str]:
 def start(checkout: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start `make run` in `checkout` as its own process group, its output appended to `log`."""
     with log.open("ab") as out:
+        # SIGINT at its default, as in a terminal: a suite started in the background by a non-interactive
+        # shell (CI) inherits it ignored, and make would then outlive the Ctrl-C it is sent.
         return subprocess.Popen(["make", "run"], cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def get(url: str) -> dict:

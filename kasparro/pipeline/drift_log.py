@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from kasparro.errors import SchemaDriftFrozen
@@ -92,8 +92,18 @@ def check_snapshot(session: Session, batch: RawBatch, source_run: SourceRun, sou
     return Check(policy, kept, snapshot, uniform=records, dropped=dropped)
 
 
+# Advisory lock class for a source run's drift cap (see added_so_far); runs.py's enqueue lock is 7_311_001.
+DRIFT_CAP_LOCK = 7_311_002
+
+
 def added_so_far(session: Session, source_run_id: int) -> int:
-    """Count the `added` events a source run recorded in its earlier batches (against drift_max_findings)."""
+    """Count the `added` events a source run recorded in its earlier batches (against drift_max_findings).
+
+    Worker processes transform one run's batches at once, so the count and the events written against it are
+    serialized per source run until the transaction ends: two batches counting 0 at once kept twice the cap.
+    """
+    session.execute(text("SELECT pg_advisory_xact_lock(:k, :id)"),
+                    {"k": DRIFT_CAP_LOCK, "id": source_run_id % 2_147_483_647})
     return session.execute(select(func.count()).select_from(DriftEvent).where(
         DriftEvent.run_source_id == source_run_id, DriftEvent.kind == "added")).scalar_one()
 

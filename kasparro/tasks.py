@@ -13,9 +13,10 @@ What a failure does (see `_on_failure`):
   exponential backoff and full jitter, up to TASK_MAX_RETRIES;
 - SourceBusy (another run's lease): waits for the lease, with backoff, up to
   SOURCE_BUSY_MAX_WAIT_SECONDS, without spending the retry budget;
-- anything else, or out of retries: the source run fails, its lease is freed.
-If even the failure cannot be recorded (the database is down), the task marks
-the source run abandoned in Redis and the reaper resumes it once it can.
+- anything else, or out of retries: the source run fails, its lease is freed;
+- except a database outage out of retries, or a failure that cannot be
+  recorded: the task marks the source run abandoned in Redis and the reaper
+  resumes it once it can (within RESUME_LIMIT).
 """
 from __future__ import annotations
 
@@ -104,11 +105,26 @@ def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stat
         _best_effort(lambda: _note_stats(source_run_id, stats))
         delay = backoff(task.request.retries, config["TASK_BACKOFF_BASE_SECONDS"], config["TASK_BACKOFF_CAP_SECONDS"])
         _retry(task, stage, source_run_id, exc, delay, {})
-    if not _best_effort(lambda: stages.fail(source_run_id, f"{stage}: {exc}", stage, stats)):
-        # The failure cannot even be written down; tell the reaper to take it from here.
+    # A database outage says nothing of the source: past the retries the run waits for the reaper, whether or
+    # not the database is back by now (which one it is is a race with its restart, not a property of the run).
+    outage = _database_unreachable(exc)
+    if outage or not _best_effort(lambda: stages.fail(source_run_id, f"{stage}: {exc}", stage, stats)):
+        # The reaper resumes it (within RESUME_LIMIT); if Redis is gone too, the stalled-run scan finds it.
         _best_effort(lambda: redis_store.client().set(_abandoned_key(source_run_id), stage, ex=7 * 86400))
-        logger.error("%s of source run %s failed and could not be recorded; the reaper will resume it: %s",
-                     stage, source_run_id, said(exc))
+        logger.error("%s of source run %s %s; the reaper will resume it: %s", stage, source_run_id,
+                     "gave up while the database was unreachable" if outage else "failed and could not be recorded",
+                     said(exc))
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """Whether the error is the database going away or refusing connections, not an error of a statement."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    # libpq's connection failures carry no SQLSTATE; class 08 is a lost connection, 57P an operator's
+    # shutdown or a server starting up or crashed (a statement timeout, 57014, is the statement's own error).
+    code = getattr(exc.orig, "pgcode", None)
+    return exc.connection_invalidated or (isinstance(exc, OperationalError) and code is None) \
+        or (code or "").startswith(("08", "57P"))
 
 
 class RetriedError(Exception):

@@ -224,7 +224,7 @@ def test_postgres_restarting_mid_run_ends_with_the_tables_of_a_clean_load(stack:
     stopped_at = time.monotonic()
     # The worker was at work when the database went: it meets the outage (a retry or a failure that
     # cannot be recorded), rather than having finished already.
-    while not re.search(r"retrying in|could not be recorded", worker.log()[offset:]):
+    while not re.search(r"retrying in|the reaper will resume it", worker.log()[offset:]):
         assert time.monotonic() - stopped_at < 30, f"the worker never met the outage:\n{worker.log()[-3000:]}"
         time.sleep(0.1)
     time.sleep(max(0.0, 3 - (time.monotonic() - stopped_at)))  # the outage lasts 3 s at least
@@ -285,7 +285,7 @@ def test_a_database_outage_longer_than_the_retries_is_recorded_and_resumed(stack
 
     stack.postgres.stop("immediate")
     deadline = time.monotonic() + 30
-    while "could not be recorded" not in worker.log():
+    while "the reaper will resume it" not in worker.log():
         assert time.monotonic() < deadline, worker.log()[-3000:]
         time.sleep(0.2)
     stack.postgres.start()
@@ -294,6 +294,27 @@ def test_a_database_outage_longer_than_the_retries_is_recorded_and_resumed(stack
     assert status == "success", worker.log()[-3000:]
     details = [row.detail for row in stack.sql("SELECT detail FROM run_events WHERE kind = 'interrupted'")]
     assert any("database was unreachable" in detail for detail in details), details
+    assert_equals_a_clean_load(stack, quotes)
+
+
+def test_connections_lost_past_the_retries_are_resumed_even_when_the_database_is_back_at_once(
+        stack: Stack, quotes: Path) -> None:
+    # The outage above ends while a task gives up or after: which one was a race, and when the database
+    # was back first the run used to be failed. Here it is back at once: the server cuts the worker's
+    # connections mid-statement (as a failover or an operator's restart does) and keeps accepting new ones.
+    worker, run_id = start_mid_run(stack, TASK_MAX_RETRIES="0")
+    deadline = time.monotonic() + 60
+    while "the reaper will resume it" not in worker.log():
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        stack.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid() AND state = 'active'")
+        time.sleep(0.05)
+    status, resent = resume_until_done(stack, run_id)
+
+    assert "gave up while the database was unreachable" in worker.log(), worker.log()[-3000:]
+    assert status == "success" and resent, (stack.sql("SELECT error FROM run_sources"), worker.log()[-3000:])
+    assert [row.id for row in stack.sql("SELECT id FROM runs")] == [run_id]  # the same run, resumed
+    assert "interrupted" in events(stack, run_id)
     assert_equals_a_clean_load(stack, quotes)
 
 

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from kasparro import catalog, liveness
 from kasparro.db import db
 from kasparro.errors import SourceBusy, SourceRunClosed
-from kasparro.models import MarketQuote, RawBatch, RawRecord, RunEvent, SourceRun
-from kasparro.pipeline import leases, recovery, runs
+from kasparro.models import DriftEvent, MarketQuote, RawBatch, RawRecord, RunEvent, SourceRun
+from kasparro.pipeline import drift_log, leases, recovery, runs
 from kasparro.pipeline.extract import extract
 from kasparro.pipeline.load import load_batch, load_pending
 from kasparro.pipeline.transform import transform_pending
@@ -271,3 +271,34 @@ def test_a_worker_taking_over_from_a_dead_one_records_the_interruption(started) 
     assert (took_over, alive_peer) == (True, False)
     assert [e.kind for e in db.session.execute(select(RunEvent).order_by(RunEvent.id)).scalars()] == [
         "interrupted", "resumed"]
+
+
+def test_two_batches_counting_drift_at_once_take_turns_so_the_cap_holds(started) -> None:
+    # Worker processes transform one run's batches at once. Each counts the `added` events written so
+    # far against drift_max_findings, then writes its own: the second count must see the first's events.
+    source_run, _ = started
+    db.session.commit()
+    engine = db.engine  # the thread below has no app context
+    first = Session(engine)
+    holder = first.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert drift_log.added_so_far(first, source_run.id) == 0
+    first.add_all(DriftEvent(source="daily", run_id=source_run.run_id, run_source_id=source_run.id, field=f"k{n}",
+                             kind="added", action="noted") for n in range(3))
+    first.flush()
+
+    counted: list[int] = []
+    backend: queue.Queue[int] = queue.Queue()
+
+    def second_batch() -> None:
+        with Session(engine) as session, session.begin():
+            backend.put(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            counted.append(drift_log.added_so_far(session, source_run.id))
+
+    other = threading.Thread(target=second_batch)
+    other.start()
+    wait_until_waiting_on(backend.get(timeout=10), holder)  # it waits for the first batch's transaction
+    first.commit()
+    other.join(timeout=10)
+    first.close()
+
+    assert counted == [3]

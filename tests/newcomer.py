@@ -15,8 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 # Settings a newcomer would not have: none of the URLs, and not the test session's.
 UNSET = ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "TEST_DATABASE_SERVER", "TEST_BROKER_URL",
@@ -67,34 +70,63 @@ def get(url: str) -> dict:
         return json.load(response)
 
 
-def wait_for_quotes(api: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> list[dict]:
-    """Wait until the API serves quotes, failing early if `make run` exits."""
-    deadline = time.monotonic() + timeout
+# A first run on a loaded 2-core machine (CI beside a benchmark) has taken over 4 minutes; unloaded, under one.
+FIRST_RUN_SECONDS = 480
+
+
+def wait_until(process: subprocess.Popen[bytes], log: Path, look: Callable[[], T | None],
+               what: str | Callable[[], str], timeout: float = FIRST_RUN_SECONDS) -> T:
+    """Call `look` every second until it returns something; fail early if `make run` exits, or at `timeout`.
+
+    `look` may raise OSError (nothing listens yet, a 5xx): that counts as not yet. `what` says what went
+    wrong, or is called at the timeout to say it (what the system shows then).
+    """
+    deadline, last = time.monotonic() + timeout, "nothing"
     while time.monotonic() < deadline:
         assert process.poll() is None, f"make run exited:\n{log.read_text()[-4000:]}"
         try:
-            rows = get(f"{api}/data?limit=5")["data"]
-            if rows:
-                return rows
-        except OSError:
-            pass
+            found = look()
+            if found is not None:
+                return found
+        except OSError as exc:
+            last = repr(exc)
         time.sleep(1)
-    raise AssertionError(f"/data stayed empty:\n{log.read_text()[-4000:]}")
+    told = what() if callable(what) else what
+    raise AssertionError(f"{told} in {timeout:.0f}s (last error: {last}):\n{log.read_text()[-4000:]}")
 
 
-def wait_for_api(api: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> None:
-    """Wait until the API answers /health at all (200 or 503), failing early if `make run` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"make run exited:\n{log.read_text()[-4000:]}"
+def wait_for_quotes(api: str, process: subprocess.Popen[bytes], log: Path) -> list[dict]:
+    """Wait until the API serves quotes."""
+    return wait_until(process, log, lambda: get(f"{api}/data?limit=5")["data"] or None, "/data stayed empty")
+
+
+def wait_for_api(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the API answers /health at all (200 or 503)."""
+    wait_until(process, log, lambda: _health_answers(api), "the API never answered")
+
+
+def _health_answers(api: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api}/health", timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 503: it answers, and says what is not ready yet
+
+
+def wait_for_first_run(api: str, process: subprocess.Popen[bytes], log: Path) -> dict:
+    """Wait until the first run has finished (polling GET /runs also puts access lines in the log)."""
+
+    def finished() -> dict | None:
+        runs = get(f"{api}/runs?limit=1")["data"]
+        return runs[0] if runs and runs[0]["status"] in ("success", "partial", "failed") else None
+
+    def state() -> str:
         try:
-            with urllib.request.urlopen(f"{api}/health", timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"the API never answered:\n{log.read_text()[-4000:]}")
+            return f"no run finished; GET /runs?limit=1 says {get(f'{api}/runs?limit=1')['data']}"
+        except OSError as exc:
+            return f"no run finished; GET /runs failed: {exc!r}"
+
+    return wait_until(process, log, finished, state)
 
 
 def ctrl_c(process: subprocess.Popen[bytes], log: Path) -> None:

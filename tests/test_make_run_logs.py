@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,26 +20,11 @@ import pytest
 
 from kasparro.embedded import free_port
 from kasparro.logformat import JSON_FIELDS
-from tests.newcomer import ctrl_c, get, newcomer_env, start
+from tests.newcomer import ctrl_c, newcomer_env, start, wait_for_first_run
 from tests.test_make_run import checkout  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("api.1", "worker.1", "beat.1", "flower.1", "upstream.1")
-
-
-def wait_for_first_run(api: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> dict:
-    """Poll GET /runs (which also puts access lines in the log) until the first run has finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"make run exited:\n{log.read_text()[-4000:]}"
-        try:
-            runs = get(f"{api}/runs?limit=1")["data"]
-        except OSError:
-            runs = []
-        if runs and runs[0]["status"] in ("success", "partial", "failed"):
-            return runs[0]
-        time.sleep(1)
-    raise AssertionError(f"no run finished:\n{log.read_text()[-4000:]}")
 
 
 def parse(line: str) -> dict[str, Any] | None:

@@ -6,32 +6,20 @@ time a request reaches a server lags its grant by however loaded the machine is.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+
+from tests.sampling import sampling
 
 
 @contextmanager
 def granted_slots(client: redis.Redis, key: str, every: float = 0.05) -> Iterator[dict[bytes, float]]:
     """Collect, by member, every slot (ms, Redis time) the sorted set `key` holds while the block runs."""
     seen: dict[bytes, float] = {}
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(client.zrange(key, 0, -1, withscores=True))
-            stop.wait(every)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
+    with sampling(lambda: seen.update(client.zrange(key, 0, -1, withscores=True)), every, join_timeout=10):
         yield seen
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        seen.update(client.zrange(key, 0, -1, withscores=True))
 
 
 def most_in_a_window(slots: dict[bytes, float], window_ms: float) -> int:

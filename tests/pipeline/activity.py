@@ -7,7 +7,6 @@ uses it to show, not assume, that two worker processes did their part of a run a
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from tests.conftest import DATABASE_URL
+from tests.sampling import sampling
 
 _BUSY = text("SELECT client_port FROM pg_stat_activity WHERE datname = current_database()"
              " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction') AND client_port > 0")
@@ -57,23 +57,16 @@ def local_ports(pid: int) -> set[int]:
 def busy_pool_processes(worker_pid: int) -> Iterator[list[set[int]]]:
     """Sample, until the block ends, the set of pool processes of `worker_pid` inside a transaction."""
     samples: list[set[int]] = []
-    stop = threading.Event()
     engine = create_engine(DATABASE_URL)
 
-    def watch() -> None:
+    def sample() -> None:
         with engine.connect() as connection:
-            while not stop.is_set():
-                ports = set(connection.execute(_BUSY).scalars())
-                connection.rollback()  # the watcher's own snapshot must not stay open
-                if ports:
-                    samples.append({pid for pid in children(worker_pid) if local_ports(pid) & ports})
-                stop.wait(0.005)
+            ports = set(connection.execute(_BUSY).scalars())
+        if ports:
+            samples.append({pid for pid in children(worker_pid) if local_ports(pid) & ports})
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
     try:
-        yield samples
+        with sampling(sample, 0.005):
+            yield samples
     finally:
-        stop.set()
-        thread.join(timeout=30)
         engine.dispose()

@@ -29,15 +29,20 @@ FAST = {"LEASE_SECONDS": "3", "WORKER_LIVENESS_TTL_SECONDS": "2", "STALLED_AFTER
         "TASK_BACKOFF_BASE_SECONDS": "0.1", "TASK_BACKOFF_CAP_SECONDS": "2"}
 
 
-@pytest.fixture
-def quotes(stack: Stack, tmp_path: Path) -> Path:
-    """A 3,000-row CSV declared as the only source, on an empty database and an empty Redis, with no worker."""
+def empty(stack: Stack) -> None:
+    """Kill every worker and empty the database and Redis."""
     for worker in stack.workers:  # an earlier test's worker would take this test's tasks
         worker.kill()
     tables = [row.tablename for row in stack.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                                  "AND tablename <> 'alembic_version'")]
     stack.sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
     redis.Redis.from_url(stack.redis.url).flushall()
+
+
+@pytest.fixture
+def quotes(stack: Stack, tmp_path: Path) -> Path:
+    """A 3,000-row CSV declared as the only source, on an empty database and an empty Redis, with no worker."""
+    empty(stack)
     path = tmp_path / "quotes.csv"
     write_quotes(path)
     stack.write_sources({"history": csv_spec(path)})
@@ -250,19 +255,33 @@ def broker_messages(stack: Stack) -> dict[str, str]:
     return {message["headers"]["id"]: message["headers"]["task"] for message in queued + unacked}
 
 
+def stopped_with_a_stage_waiting(stack: Stack, attempts: int = 3) -> tuple[Worker, int, dict[str, str]]:
+    """Start a run, make its worker stop taking messages, and return once the run's next stage waits in Redis.
+
+    The worker finishes what it holds first; on a loaded machine that can be the whole run (the request to
+    stop taking messages is answered after it), which leaves nothing in the broker to lose: the run is then
+    made again from empty tables, up to `attempts` times.
+    """
+    for _ in range(attempts):
+        worker, run_id = start_mid_run(stack)
+        # Every worker busy elsewhere, as far as this queue goes: the worker finishes what it holds, and
+        # the rest of the run (the chain's next stage) waits in the broker, where a restart loses it.
+        stack.consume(worker, on=False)
+        deadline = time.monotonic() + 60
+        while stack.holds(worker) or not in_flight(stack)["extract_done"]:
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.2)
+        waiting = broker_messages(stack)
+        if in_flight(stack)["status"] == "running":
+            return worker, run_id, waiting
+        empty(stack)
+    raise AssertionError(f"the run finished before its worker stopped taking messages, {attempts} times")
+
+
 def test_redis_restarting_mid_run_loses_queued_messages_and_the_reaper_resends_them(
         stack: Stack, quotes: Path) -> None:
-    worker, run_id = start_mid_run(stack)
+    worker, run_id, waiting = stopped_with_a_stage_waiting(stack)
     source_run_id = stack.sql("SELECT id FROM run_sources")[0].id
-    # Every worker busy elsewhere, as far as this queue goes: the worker finishes what it holds, and
-    # the rest of the run (the chain's next stage) waits in the broker, where a restart loses it.
-    stack.consume(worker, on=False)
-    deadline = time.monotonic() + 60
-    while stack.holds(worker) or not in_flight(stack)["extract_done"]:
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.2)
-
-    waiting = broker_messages(stack)
     stack.redis.stop("immediate")  # it keeps nothing on disk: queued and unacknowledged messages are gone
     time.sleep(2)
     stack.redis.start()

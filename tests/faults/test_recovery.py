@@ -30,9 +30,12 @@ FAST = {"LEASE_SECONDS": "3", "WORKER_LIVENESS_TTL_SECONDS": "2", "STALLED_AFTER
 
 
 def empty(stack: Stack) -> None:
-    """Kill every worker and empty the database and Redis."""
+    """Kill every worker and empty the database and Redis (started again if an earlier test left one stopped)."""
     for worker in stack.workers:  # an earlier test's worker would take this test's tasks
         worker.kill()
+    for server in (stack.postgres, stack.redis):
+        if not server.running:  # a test that failed while its outage lasted: its failure is its own
+            server.start()
     tables = [row.tablename for row in stack.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                                  "AND tablename <> 'alembic_version'")]
     stack.sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
@@ -107,8 +110,12 @@ def wait_dead(worker: Worker, timeout: float = 60) -> None:
 
 
 def start_mid_run(stack: Stack, **env: str) -> tuple[Worker, int]:
-    """Start a worker and a run of small batches; return once five batches are written."""
-    worker = stack.start_worker(BATCH_SIZE="50", **{**FAST, **env})
+    """Start a worker and a run of small batches; return once five batches are written.
+
+    Batches of 5 lines make the run about 600 of them, so it lasts long enough for the test to act mid-run
+    on a loaded machine: with 60 batches a run finished within the moment the test took to look.
+    """
+    worker = stack.start_worker(BATCH_SIZE="5", **{**FAST, **env})
     run_id = stack.queue_run()
     deadline = time.monotonic() + 60
     while stack.sql("SELECT count(*) AS n FROM raw_batches")[0].n < 5:
@@ -267,7 +274,7 @@ def stopped_with_a_stage_waiting(stack: Stack, attempts: int = 3) -> tuple[Worke
         # Every worker busy elsewhere, as far as this queue goes: the worker finishes what it holds, and
         # the rest of the run (the chain's next stage) waits in the broker, where a restart loses it.
         stack.consume(worker, on=False)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while stack.holds(worker) or not in_flight(stack)["extract_done"]:
             assert time.monotonic() < deadline, worker.log()[-3000:]
             time.sleep(0.2)

@@ -94,6 +94,15 @@ def source_listing(config: Mapping[str, Any]) -> list[dict[str, Any]]:
              "settings": public_settings(_resolved(name, spec, config))} for name, spec in specs.items()]
 
 
+def declared_source(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Return one declared source's settings, enabled or not, with environment overrides applied."""
+    specs = load_specs(config["SOURCES_FILE"])
+    if name not in specs:
+        raise SourceConfigError(f"unknown source {name!r}; {config['SOURCES_FILE']} declares: "
+                                f"{', '.join(sorted(specs)) or 'none'}")
+    return _resolved(name, specs[name], config)
+
+
 def backfill_sources(config: Mapping[str, Any]) -> list[str]:
     """Return the enabled sources whose kind can read a past window, by name."""
     return sorted(name for name, spec in declared_sources(config).items() if can_backfill(spec["kind"]))

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from kasparro import catalog
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
+from kasparro.pipeline.preview import MAX_RECORDS
 from kasparro.pipeline.runs import RunStart
 from kasparro.redact import redact_url
 from kasparro.sources.window import as_utc
@@ -35,8 +36,22 @@ def init_db_command() -> None:
 
 
 @etl.command("sources")
-def sources_command() -> None:
+@click.option("--check", "name", metavar="NAME",
+              help="Read the first page of source NAME (enabled or not) and show it mapped, validated and "
+                   "resolved, writing nothing.")
+@click.option("--records", default=5, show_default=True, type=click.IntRange(1, MAX_RECORDS),
+              help="Records to show with --check.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the check as one JSON document.")
+def sources_command(name: str | None, records: int, as_json: bool) -> None:
     """Show the database in use (password masked), then list the enabled sources and their kinds."""
+    if name is not None:
+        from kasparro.source_check import show_check
+
+        try:
+            show_check(name, records, as_json)
+        except KasparroError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     click.echo(f"database: {redact_url(current_app.config['SQLALCHEMY_DATABASE_URI'])}")
     for name, spec in catalog.declared_sources(current_app.config).items():
         click.echo(f"{name:24} {spec['kind']:12} {spec.get('path') or spec.get('base_url', '')}")

@@ -24,7 +24,7 @@ from kasparro.pipeline import backfill, events, faults, identity, leases, qualit
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending, lost_stage
 from kasparro.pipeline.transform import transform_pending
-from kasparro.sources import SourceContext, build_source
+from kasparro.sources import SourceContext, build_source, ids_kind
 from kasparro.sources.base import DEFAULT_BATCH_SIZE, RequestStats, Source
 from kasparro.sources.ratelimit import RedisBudgets
 
@@ -147,9 +147,7 @@ def build(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     budgets = RedisBudgets(redis_store.client(), key_prefix=config["RATE_LIMIT_PREFIX"],
                            window_seconds=config["RATE_LIMIT_WINDOW_SECONDS"])
     context = SourceContext(secrets=config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats, budget=budgets)
-    # `ids` names the kind whose coin ids a source uses (a file drop in CoinPaprika's layout carries
-    # CoinPaprika ids), so identity applies that kind's slug rule and overrides; it defaults to the kind.
-    return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
+    return build_source(source_run.source, spec, context), ids_kind(spec)
 
 
 def overrides() -> dict[tuple[str, str], str]:

@@ -68,6 +68,13 @@ def target_of(spec: Mapping[str, Any]) -> str:
     return getattr(KINDS.get(spec.get("kind")), "target", "quotes")
 
 
+def ids_kind(spec: Mapping[str, Any]) -> str:
+    """Return the kind whose coin ids a source uses: its `ids` setting, else its own kind."""
+    # A file drop in CoinPaprika's layout carries CoinPaprika ids, so identity applies that kind's slug rule
+    # and overrides.
+    return str(spec.get("ids", spec["kind"]))
+
+
 def can_backfill(kind: str) -> bool:
     """Return whether sources of `kind` can read a past window (see `kasparro.sources.window`)."""
     _import_kinds()

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.engine import make_url
@@ -28,11 +29,16 @@ def init_db_command() -> None:
     try:
         created = init_db(current_app._get_current_object())  # type: ignore[attr-defined]
     except OperationalError as exc:
-        # The driver's first line names the cause (refused, unknown host, bad password); the rest is noise.
-        url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise click.ClickException(f"cannot reach the database {url}: {reason}") from None
+        raise _unreachable(exc) from None
     click.echo(("created database; " if created else "") + "schema is up to date")
+
+
+def _unreachable(exc: OperationalError) -> click.ClickException:
+    """Say in one line which database could not be reached, and why."""
+    # The driver's first line names the cause (refused, unknown host, bad password); the rest is noise.
+    url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    return click.ClickException(f"cannot reach the database {url}: {reason}")
 
 
 @etl.command("sources")
@@ -45,16 +51,25 @@ def init_db_command() -> None:
 def sources_command(name: str | None, records: int, as_json: bool) -> None:
     """Show the database in use (password masked), then list the enabled sources and their kinds."""
     if name is not None:
-        from kasparro.source_check import show_check
-
-        try:
-            show_check(name, records, as_json)
-        except KasparroError as exc:
-            raise click.ClickException(str(exc)) from None
+        _check(name, records, as_json)
         return
+    given = click.get_current_context().get_parameter_source
+    if as_json or given("records") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--records and --json go with --check NAME")
     click.echo(f"database: {redact_url(current_app.config['SQLALCHEMY_DATABASE_URI'])}")
     for name, spec in catalog.declared_sources(current_app.config).items():
         click.echo(f"{name:24} {spec['kind']:12} {spec.get('path') or spec.get('base_url', '')}")
+
+
+def _check(name: str, records: int, as_json: bool) -> None:
+    from kasparro.source_check import show_check
+
+    try:
+        show_check(name, records, as_json)
+    except KasparroError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise _unreachable(exc) from None
 
 
 @etl.command("run")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -67,15 +69,18 @@ def as_document(check: preview.Check) -> dict[str, Any]:
     """Return the check as one JSON-ready document."""
     return {"source": check.source, "kind": check.kind, "target": check.target, "requests": check.requests,
             "written": False, "records": [{
-                "position": r.position, "unified": r.unified, "missing": r.missing,
+                "position": r.position, "received": r.received, "unified": r.unified, "missing": r.missing,
                 "identity": None if r.identity is None else {"slug": r.identity.slug, "method": r.identity.method,
                                                              "asset_exists": r.identity.exists},
-                "valid": r.reasons is None, "reasons": r.reasons} for r in check.records]}
+                "valid": r.reasons is None, "reasons": r.reasons} for r in check.records],
+            "drift": {"policy": check.drift_policy, "findings": [
+                {"kind": d.kind, "field": d.field, "old": d.old, "new": d.new, "confidence": d.confidence}
+                for d in check.drifts]}}
 
 
 def render(check: preview.Check, spec: Mapping[str, Any], secrets: Mapping[str, str]) -> str:
     """Return the check as a heading, a table of unified fields, a table of findings, and a summary."""
-    console = Console(file=io.StringIO(), width=WIDTH)
+    console = Console(file=io.StringIO(), width=shutil.get_terminal_size().columns if sys.stdout.isatty() else WIDTH)
     where = spec.get("path") or spec.get("url") or spec.get("base_url") or ""
     console.print(f"{check.source} ({check.kind}) {where}: {check.requests} request(s), "
                   f"first {len(check.records)} record(s) of its first page", markup=False, highlight=False)
@@ -84,15 +89,23 @@ def render(check: preview.Check, spec: Mapping[str, Any], secrets: Mapping[str, 
         console.print(f"key: {key} {'is set' if secrets.get(key) else 'is not set: called without a key'}",
                       markup=False, highlight=False)
     if check.records:
-        console.print(_fields_table(check))
+        if all(r.unified is None for r in check.records):
+            console.print(f"unified fields: no record could be mapped; the first one holds: "
+                          f"{', '.join(check.records[0].received) or 'nothing'}", markup=False, highlight=False)
+        else:
+            console.print("unified fields", markup=False, highlight=False)
+            console.print(_fields_table(check))
+        console.print("findings", markup=False, highlight=False)
         console.print(_findings_table(check))
+    for line in _drift_lines(check):
+        console.print(line, markup=False, highlight=False)
     console.print(_summary(check), markup=False, highlight=False)
     return console.file.getvalue().rstrip()  # type: ignore[attr-defined]
 
 
 def _fields_table(check: preview.Check) -> Table:
     names = list(dict.fromkeys(name for r in check.records for name in (r.unified or {})))
-    table = Table("#", *names, title="unified fields", title_justify="left")
+    table = Table("#", *names)
     for number, r in enumerate(check.records, 1):
         cells = [_cell(r.unified[n]) if n in r.unified else "" for n in names] if r.unified is not None \
             else ["(not mapped)"] + [""] * (len(names) - 1)
@@ -101,8 +114,7 @@ def _fields_table(check: preview.Check) -> Table:
 
 
 def _findings_table(check: preview.Check) -> Table:
-    table = Table("#", "position", "identity", "missing fields", "validation", title="findings",
-                  title_justify="left")
+    table = Table("#", "position", "identity", "missing fields", "validation")
     for number, r in enumerate(check.records, 1):
         cells = (r.position, _identity(r.identity, check.target), ", ".join(r.missing) or "-",
                  "ok" if r.reasons is None else "rejected: " + _reasons(r.reasons))
@@ -118,6 +130,22 @@ def _identity(decision: identity.Decision | None, target: str) -> str:
     if decision.method == "new" and not decision.exists:
         return f"{decision.slug} (new asset)"
     return f"{decision.slug} ({HOW[decision.method]}, {'existing' if decision.exists else 'new'} asset)"
+
+
+# What a run does about the drift it finds, by drift_policy (see kasparro.pipeline.drift).
+POLICY_EFFECT = {"warn": "a run records it and goes on", "evolve": "a run maps renamed fields back, as above",
+                 "freeze": "a run of this source would fail on it"}
+
+
+def _drift_lines(check: preview.Check) -> list[str]:
+    if not check.drifts:
+        return []
+    lines = [f"schema drift (drift_policy {check.drift_policy}: {POLICY_EFFECT[check.drift_policy]}):"]
+    for d in check.drifts:
+        sure = f" (confidence {d.confidence:.2f})" if d.confidence is not None else ""
+        change = {"renamed": f"{d.old} -> {d.new}", "type_changed": f"{d.field} ({d.old} -> {d.new})"}
+        lines.append(f"  {d.kind}: {change.get(d.kind, d.field)}{sure}")
+    return lines
 
 
 def _reasons(reasons: Mapping[str, Any]) -> str:

@@ -119,6 +119,21 @@ def test_a_field_the_upstream_renamed_is_listed_as_missing_and_the_record_reject
     for row in rows.values():
         assert "current_price" in row.split("│")[4]
         assert "rejected: _schema: missing field: current_price" in row
+    assert "schema drift (drift_policy warn: a run records it and goes on):\n  missing: current_price\n" \
+           "  added: price_now\n" in result.output
+
+
+def test_under_evolve_a_confident_rename_is_mapped_back_as_a_run_would(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"gecko": gecko(upstream, drift_policy="evolve")})
+    upstream.inject("coingecko", "rename_field", field="current_price", to="currentPrice")
+
+    document = json.loads(check(app, "gecko", "--records", "2", "--json").output)
+
+    assert [r["valid"] for r in document["records"]] == [True, True]
+    assert document["records"][0]["missing"] == ["current_price"]
+    (renamed,) = [f for f in document["drift"]["findings"] if f["kind"] == "renamed"]
+    assert (renamed["old"], renamed["new"], document["drift"]["policy"]) == ("current_price", "currentPrice", "evolve")
 
 
 def test_a_csv_check_lists_the_column_its_mapping_names_but_the_file_lacks(
@@ -133,7 +148,8 @@ def test_a_csv_check_lists_the_column_its_mapping_names_but_the_file_lacks(
     (row,) = findings(result.output).values()
     assert row.split("│")[4].strip() == "vol"
     assert "rejected: _schema: missing field: vol" in row
-    assert "(not mapped)" in result.output
+    assert "no record could be mapped; the first one holds: close, currency, date, market_cap, volume" \
+        in result.output
 
 
 def test_a_csv_check_resolves_a_known_coin_and_an_unknown_one_without_writing(
@@ -166,7 +182,8 @@ def test_a_coin_with_an_alias_shows_it_as_known(app: Flask, sources_file: Path, 
         asset = Asset(slug="bitcoin", symbol="BTC", name="Bitcoin")
         db.session.add(asset)
         db.session.flush()
-        db.session.add(AssetAlias(source="daily", source_asset_id="btc-daily", asset_id=asset.id, match_method="override"))
+        db.session.add(AssetAlias(source="daily", source_asset_id="btc-daily", asset_id=asset.id,
+                                  match_method="override"))
         db.session.commit()
 
     result = check(app, "daily")
@@ -188,6 +205,13 @@ def test_the_key_never_appears_in_the_output(app: Flask, sources_file: Path, ups
         assert GECKO_KEY not in output and "hunter2" not in output
 
 
+def test_records_and_json_go_with_check(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["etl", "sources", "--json"])
+
+    assert result.exit_code == 2
+    assert "--records and --json go with --check NAME" in result.output
+
+
 def test_an_unknown_source_fails_in_one_line_naming_the_declared_ones(
         app: Flask, sources_file: Path, tmp_path: Path) -> None:
     declare(sources_file, {"daily": csv_spec(tmp_path / "daily.csv"), "weekly": csv_spec(tmp_path / "w.csv")})
@@ -195,7 +219,8 @@ def test_an_unknown_source_fails_in_one_line_naming_the_declared_ones(
     result = check(app, "nope")
 
     assert result.exit_code != 0
-    assert result.output.strip().splitlines() == [f"Error: unknown source 'nope'; {sources_file} declares: daily, weekly"]
+    assert result.output.strip().splitlines() == [
+        f"Error: unknown source 'nope'; {sources_file} declares: daily, weekly"]
 
 
 @pytest.mark.parametrize(("spec", "line"), [

@@ -5,6 +5,8 @@ It is a dry run of extract and transform for a few records (`flask etl sources -
     read       the first page only, and never a second request: every HTTP kind's client draws on
                a budget that refuses one (`OneRequest`), and retries are off (`max_retries = 0`)
     map        `to_unified`, and the fields of `expected_schema` (or named by its KeyError) not there
+    drift      `drift.compare` against the source's last snapshot, as transform checks a batch (`evolve` renames
+               are mapped back before validation; nothing is recorded)
     validate   `records.validate_batch`, the transform's own code, on each payload as the raw layer keeps it
     resolve    `identity.preview`: the decisions `identity.resolve` makes, reading aliases and assets only
 
@@ -23,11 +25,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.errors import KasparroError
-from kasparro.pipeline import drift, identity, targets
+from kasparro.pipeline import drift, drift_log, identity, targets
 from kasparro.pipeline.extract import stored_json
 from kasparro.pipeline.records import validate_batch
 from kasparro.sources import SourceContext, build_source, ids_kind
-from kasparro.sources.base import UNREADABLE, RawItem, RequestStats, Source
+from kasparro.sources.base import UNREADABLE, Expected, RawItem, RequestStats, Source
 
 # The most records a check shows: enough to see a mapping work, few enough to read on one screen.
 MAX_RECORDS = 100
@@ -60,10 +62,12 @@ class OneRequest:
 
 @dataclass(frozen=True)
 class RecordCheck:
-    """What became of one record: its unified fields (None if unmappable), the fields missing, its
-    identity (valid quotes only, as in the pipeline), and the reasons it is rejected (None if valid)."""
+    """What became of one record: the fields it holds (dotted where the schema expects nesting), its unified
+    fields (None if unmappable), the fields missing, its identity (valid quotes only, as in the pipeline), and
+    the reasons it is rejected (None if valid)."""
 
     position: str
+    received: list[str]
     unified: dict[str, Any] | None
     missing: list[str]
     identity: identity.Decision | None
@@ -72,13 +76,15 @@ class RecordCheck:
 
 @dataclass(frozen=True)
 class Check:
-    """A source's check: what it is, how many requests it made, and its first records."""
+    """A source's check: what it is, how many requests it made, its first records, and how their shape drifted."""
 
     source: str
     kind: str
     target: str
     requests: int
     records: list[RecordCheck]
+    drifts: list[drift.Drift]
+    drift_policy: str
 
 
 @contextmanager
@@ -101,13 +107,30 @@ def check_source(session: Session, name: str, spec: Mapping[str, Any], secrets: 
     # The error of the one request is what the operator needs to see, not the retries' last one.
     source = build_source(name, {**spec, "max_retries": 0}, context)
     items = first_items(source, records)
+    # As the transform reads each record back from the raw layer: an unreadable row carries its reason.
+    payloads = [json.loads(stored_json(item)[1]) for item in items]
+    shape = _shape(session, name, spec, source, payloads)
+    checked = [_check_record(source, item.position, payload, shape.renames)
+               for item, payload in zip(items, payloads)]
     target = targets.of_source(source).name
-    checked = [_check_record(source, item) for item in items]
     if target == "quotes":
         decided = _identities(session, name, ids_kind(spec), overrides, [quote for _, quote in checked])
         checked = [(replace(r, identity=decided[quote["source_asset_id"]]) if quote else r, quote)
                    for r, quote in checked]
-    return Check(name, str(spec["kind"]), target, stats.requests, [r for r, _ in checked])
+    return Check(name, str(spec["kind"]), target, stats.requests, [r for r, _ in checked], shape.found,
+                 shape.policy.mode)
+
+
+def _shape(session: Session, name: str, spec: Mapping[str, Any], source: Source,
+           payloads: list[dict[str, Any]]) -> drift_log.Check:
+    """Compare the records' shape with the expected schema and the source's last snapshot, as transform does."""
+    policy = drift.policy_of(spec, name)
+    expected = source.expected_schema()
+    flat = [drift.flatten(payload, expected) for payload in payloads if UNREADABLE not in payload]
+    # No batch of the check's own: any snapshot the source has is the previous one.
+    previous = drift_log.previous_snapshot(session, name, batch_id=-1)
+    snapshot = drift.observe(flat)
+    return drift_log.Check(policy, drift.compare(expected, previous, snapshot, policy.threshold), snapshot)
 
 
 def first_items(source: Source, records: int) -> list[RawItem]:
@@ -118,23 +141,24 @@ def first_items(source: Source, records: int) -> list[RawItem]:
     except SecondRequest:
         # A source that holds a page back until it has fetched the next (CoinGecko when a request returns
         # no more than `records` coins) gives nothing within one request.
-        raise KasparroError(f"its first page needs a second request; check it with --records below the "
-                            f"records one request returns", source=source.name) from None
+        raise KasparroError("its first page needs a second request; check it with --records below the "
+                            "records one request returns", source=source.name) from None
     finally:
         pages.close()
     return [] if page is None else page.items[:records]
 
 
-def _check_record(source: Source, item: RawItem) -> tuple[RecordCheck, dict[str, Any] | None]:
+def _check_record(source: Source, position: str, payload: dict[str, Any],
+                  renames: Mapping[str, str]) -> tuple[RecordCheck, dict[str, Any] | None]:
     """Check one record; return it with its validated fields (None for a reject)."""
-    # As the transform reads it back from the raw layer: an unreadable row carries its reason.
-    payload = json.loads(stored_json(item)[1])
     unified, unmapped = _mapped(source, payload)
-    outcome = validate_batch(source, [(0, payload)])
-    missing = [] if UNREADABLE in payload else _missing(source, payload, unmapped)
+    outcome = validate_batch(source, [(0, payload)], renames)
+    expected = source.expected_schema()
+    received = list(drift.flatten(payload, expected))
+    missing = [] if UNREADABLE in payload else _missing(expected, received, unmapped)
     reasons = outcome.rejects[0][1] if outcome.rejects else None
     quote = outcome.quotes[0][1] if outcome.quotes else None
-    return RecordCheck(item.position, unified, missing, None, reasons), quote
+    return RecordCheck(position, received, unified, missing, None, reasons), quote
 
 
 def _mapped(source: Source, payload: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -147,11 +171,10 @@ def _mapped(source: Source, payload: Mapping[str, Any]) -> tuple[dict[str, Any] 
         return None, []
 
 
-def _missing(source: Source, payload: Mapping[str, Any], unmapped: list[str]) -> list[str]:
-    expected = source.expected_schema()
-    flat = drift.flatten(payload, expected)
+def _missing(expected: Mapping[str, Expected], received: list[str], unmapped: list[str]) -> list[str]:
+    """Name the expected fields a record lacks, then any other field its mapping asked for in vain."""
     absent = [field if spec.required else f"{field} (optional)" for field, spec in expected.items()
-              if field not in flat]
+              if field not in received]
     return absent + [field for field in unmapped if field not in expected]
 
 

@@ -78,8 +78,8 @@ def test_a_check_never_sends_a_second_request_even_when_its_first_page_needs_one
 
     result = check(app, "gecko", "--records", "5")
 
-    assert result.exit_code != 0
     assert markets_requests(upstream) == 1
+    assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
         "Error: gecko: its first page needs a second request; check it with --records below the records one "
         "request returns"]

@@ -62,12 +62,12 @@ def sources_command(name: str | None, records: int, as_json: bool) -> None:
 
 
 def _check(name: str, records: int, as_json: bool) -> None:
-    from kasparro.source_check import show_check
+    from kasparro.source_check import scrub, show_check
 
     try:
         show_check(name, records, as_json)
     except KasparroError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(scrub(str(exc), current_app.config["SECRETS"].values())) from None
     except OperationalError as exc:
         raise _unreachable(exc) from None
 

@@ -212,6 +212,19 @@ def test_records_and_json_go_with_check(app: Flask) -> None:
     assert "--records and --json go with --check NAME" in result.output
 
 
+def test_a_secret_quoted_by_the_data_itself_is_masked(app: Flask, sources_file: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # An upstream that echoes the key into a record, here a file that happens to hold it.
+    monkeypatch.setitem(app.config, "SECRETS", {"VENDOR_API_KEY": "sk-echoed-4711"})
+    path = tmp_path / "daily.csv"
+    path.write_text(HEADER + "sk-echoed-4711,2019-04-20,5296.23,1,2\n")
+    declare(sources_file, {"daily": csv_spec(path)})
+
+    outputs = [check(app, "daily").output, check(app, "daily", "--json").output]
+
+    assert all("sk-echoed-4711" not in output and "***" in output for output in outputs)
+
+
 def test_an_unknown_source_fails_in_one_line_naming_the_declared_ones(
         app: Flask, sources_file: Path, tmp_path: Path) -> None:
     declare(sources_file, {"daily": csv_spec(tmp_path / "daily.csv"), "weekly": csv_spec(tmp_path / "w.csv")})

@@ -70,8 +70,8 @@ def as_document(check: preview.Check) -> dict[str, Any]:
     return {"source": check.source, "kind": check.kind, "target": check.target, "requests": check.requests,
             "written": False, "records": [{
                 "position": r.position, "received": r.received, "unified": r.unified, "missing": r.missing,
-                "identity": None if r.identity is None else {"slug": r.identity.slug, "method": r.identity.method,
-                                                             "asset_exists": r.identity.exists},
+                "identity": None if r.asset is None else {"slug": r.asset.slug, "method": r.asset.method,
+                                                          "asset_exists": r.asset.exists},
                 "valid": r.reasons is None, "reasons": r.reasons} for r in check.records],
             "drift": {"policy": check.drift_policy, "findings": [
                 {"kind": d.kind, "field": d.field, "old": d.old, "new": d.new, "confidence": d.confidence}
@@ -116,7 +116,7 @@ def _fields_table(check: preview.Check) -> Table:
 def _findings_table(check: preview.Check) -> Table:
     table = Table("#", "position", "identity", "missing fields", "validation")
     for number, r in enumerate(check.records, 1):
-        cells = (r.position, _identity(r.identity, check.target), ", ".join(r.missing) or "-",
+        cells = (r.position, _identity(r.asset, check.target), ", ".join(r.missing) or "-",
                  "ok" if r.reasons is None else "rejected: " + _reasons(r.reasons))
         table.add_row(str(number), *map(Text, cells))
     return table
@@ -160,6 +160,6 @@ def _cell(value: Any) -> str:
 
 def _summary(check: preview.Check) -> str:
     rejected = sum(r.reasons is not None for r in check.records)
-    new = sum(r.identity is not None and not r.identity.exists for r in check.records)
+    new = sum(r.asset is not None and not r.asset.exists for r in check.records)
     return (f"{len(check.records)} record(s): {len(check.records) - rejected} valid, {rejected} rejected; "
             f"{new} would be new asset(s). Nothing was written (a read-only transaction, rolled back).")

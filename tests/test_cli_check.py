@@ -174,6 +174,22 @@ def test_a_csv_check_resolves_a_known_coin_and_an_unknown_one_without_writing(
     assert row_counts(app) == before
 
 
+def test_a_json_check_rejects_a_broken_line_with_its_reason_and_resolves_by_the_ids_it_carries(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "ticks.ndjson"
+    path.write_text('{"cg": "bitcoin", "ts": "2024-01-01T00:00:00Z", "px": 42409}\n{"cg": "ethereum", "ts": \n')
+    declare(sources_file, {"ticks": {"kind": "json", "path": str(path), "format": "ndjson", "ids": "coingecko",
+                                     "settle_seconds": 0,
+                                     "fields": {"source_asset_id": "cg", "observed_at": "ts", "price_usd": "px"}}})
+
+    result = check(app, "ticks")
+
+    assert result.exit_code == 0, result.output
+    rows = findings(result.output)
+    assert "bitcoin (slug rule, new asset)" in rows["ticks.ndjson:1"] and "ok" in rows["ticks.ndjson:1"]
+    assert "rejected: _schema: ticks.ndjson: line 2 at byte offset 61 is not JSON" in rows["ticks.ndjson:2"]
+
+
 def test_a_coin_with_an_alias_shows_it_as_known(app: Flask, sources_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "daily.csv"
     path.write_text(HEADER + "btc-daily,2019-04-20,5296.23,1,2\n")

@@ -63,14 +63,14 @@ class OneRequest:
 @dataclass(frozen=True)
 class RecordCheck:
     """What became of one record: the fields it holds (dotted where the schema expects nesting), its unified
-    fields (None if unmappable), the fields missing, its identity (valid quotes only, as in the pipeline), and
-    the reasons it is rejected (None if valid)."""
+    fields (None if unmappable), the fields missing, the asset it resolves to (valid quotes only, as in the
+    pipeline), and the reasons it is rejected (None if valid)."""
 
     position: str
     received: list[str]
     unified: dict[str, Any] | None
     missing: list[str]
-    identity: identity.Decision | None
+    asset: identity.Decision | None
     reasons: dict[str, Any] | None
 
 
@@ -115,7 +115,7 @@ def check_source(session: Session, name: str, spec: Mapping[str, Any], secrets: 
     target = targets.of_source(source).name
     if target == "quotes":
         decided = _identities(session, name, ids_kind(spec), overrides, [quote for _, quote in checked])
-        checked = [(replace(r, identity=decided[quote["source_asset_id"]]) if quote else r, quote)
+        checked = [(replace(r, asset=decided[quote["source_asset_id"]]) if quote else r, quote)
                    for r, quote in checked]
     return Check(name, str(spec["kind"]), target, stats.requests, [r for r, _ in checked], shape.found,
                  shape.policy.mode)

@@ -97,6 +97,7 @@ class HttpClient:
         self.session.headers.update(auth_headers or {})
         # `secrets`: values sent elsewhere than a header (a query parameter), masked wherever they appear too.
         self._secrets = [value for value in (*(auth_headers or {}).values(), *secrets) if value]
+        _TRANSPORT_LOG.hide(secrets)
         # The verb of the request under way, for messages; a client sends one request at a time.
         self._verb = "GET"
 
@@ -305,6 +306,34 @@ class HttpClient:
             text = text.replace(secret, REDACTED)
         # requests quotes the whole URL when it cannot parse it, user:password@ included.
         return redact_text(text)
+
+
+class _SecretFilter(logging.Filter):
+    """Mask secrets in the records of a logger we do not own (urllib3 logs each request line, query and all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def hide(self, secrets: Iterable[str]) -> None:
+        """Mask these values too from now on."""
+        self.secrets.update(secret for secret in secrets if secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a record holding a secret with the secret masked; keep every record."""
+        if self.secrets:
+            message = record.getMessage()
+            masked = message
+            for secret in self.secrets:
+                masked = masked.replace(secret, REDACTED)
+            if masked != message:
+                record.msg, record.args = masked, ()
+        return True
+
+
+# A query-parameter key is in the request line urllib3 logs at DEBUG; a header key never is.
+_TRANSPORT_LOG = _SecretFilter()
+logging.getLogger("urllib3.connectionpool").addFilter(_TRANSPORT_LOG)
 
 
 def _readable(body: bytes) -> str:

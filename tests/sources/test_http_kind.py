@@ -279,12 +279,13 @@ def test_paging_back_in_time_stops_at_max_pages_then_below_the_checkpoint(api: U
     newest = 1688601600
     cryptocompare(api, newest)
     source = http_source(make_context(), **cryptocompare_spec(api))
-    first = list(source.pages(None, 100))
+    first = list(source.pages(None, 3))
     # Three days a page (limit 2): the next page ends the day before this one's TimeFrom.
     assert [s.query.get("toTs") for s in api.seen] == [None, str(newest - 2 * 86400 - 1),
                                                        str(newest - 5 * 86400 - 1), str(newest - 8 * 86400 - 1)]
     assert len(payloads(first)) == 12
     # Pages come newest first, so the checkpoint (the newest day) is kept only once the series is read.
+    assert [p.cursor["items"] for p in first[:-1]] == [{}] * 3
     assert first[-1].cursor["items"] == {"fsym=BTC": {"checkpoint": "2023-07-06T00:00:00+00:00"}}
     cryptocompare(api, newest + 4 * 86400)
     api.seen.clear()

@@ -33,7 +33,8 @@ def get_path(payload: Mapping[str, Any], path: str) -> Any:
 
 
 def map_fields(payload: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
-    """Read each unified field at its path (blank text is None, a numeric id text); raise KeyError naming the missing."""
+    """Read each unified field at its path; raise KeyError naming what is missing."""
+    # Blank text is None, and a numeric id is text: an id is a name, not a quantity.
     missing = []
     found: dict[str, Any] = {}
     for unified, path in fields.items():

@@ -174,7 +174,8 @@ class HttpClient:
         named = f" ({limit_name})" if limit_name else ""
         # isascii: "²" is a digit to Python but no number to int(); http.client ignores such a length too.
         if limit_name is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-            raise PayloadError(f"{self._verb} {shown} announced {declared} bytes, over the {max_bytes} byte limit{named}",
+            raise PayloadError(f"{self._verb} {shown} announced {declared} bytes, over the {max_bytes} byte "
+                               f"limit{named}",
                                source=self.source)
         body = bytearray()
         try:
@@ -184,7 +185,8 @@ class HttpClient:
                 if len(body) > max_bytes:  # read no further than the limit, whatever the headers said
                     if limit_name is None:
                         break
-                    raise PayloadError(f"{self._verb} {shown} sent more than {max_bytes} bytes, over the byte limit{named}",
+                    raise PayloadError(f"{self._verb} {shown} sent more than {max_bytes} bytes, over the byte "
+                                       f"limit{named}",
                                        source=self.source)
         except requests.RequestException as exc:
             self._check_deadline(deadline, shown)
@@ -414,7 +416,8 @@ def secret_setting(source: str, spec: Mapping[str, Any], context: SourceContext)
 
 def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContext, *,
                      default_rpm: float, auth_headers: Mapping[str, str] | None = None,
-                     is_auth_error: Callable[[int, str], bool] | None = None, secrets: Iterable[str] = ()) -> HttpClient:
+                     is_auth_error: Callable[[int, str], bool] | None = None,
+                     secrets: Iterable[str] = ()) -> HttpClient:
     """Build the HTTP client a source's settings describe, on the context's shared budget.
 
     Sources naming the same `rate_limit_group` (say, two CoinGecko listings on one

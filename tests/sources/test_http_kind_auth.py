@@ -30,6 +30,10 @@ def keyed(api: Upstream, context: SourceContext, auth: dict[str, Any], **extra: 
     return build_source("venue", spec, context)
 
 
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 def quotes(seen: Seen) -> dict[str, Any]:
     return {"data": [{"id": "bitcoin", "at": "2023-07-06T00:00:00Z", "p": 1}]}
 
@@ -39,7 +43,7 @@ def quotes(seen: Seen) -> dict[str, Any]:
     ({"type": "bearer"}, lambda seen, key: seen.headers.get("Authorization") == f"Bearer {key}"),
     ({"type": "query", "name": "apikey"}, lambda seen, key: seen.query.get("apikey") == key),
     ({"type": "basic", "username": "reader"},
-     lambda seen, key: seen.headers.get("Authorization") == "Basic " + base64.b64encode(f"reader:{key}".encode()).decode()),
+     lambda seen, key: seen.headers.get("Authorization") == "Basic " + b64(f"reader:{key}")),
 ])
 def test_the_secret_is_sent_exactly_as_declared_and_logged_nowhere(api: Upstream, make_context: ContextFactory,
                                                                    api_key: str, caplog: pytest.LogCaptureFixture,
@@ -51,7 +55,7 @@ def test_the_secret_is_sent_exactly_as_declared_and_logged_nowhere(api: Upstream
     assert len(list(source.pages(None, 10))) == 1
     assert sent(api.seen[0], api_key)
     # Sent in that one place only.
-    basic = base64.b64encode(f"reader:{api_key}".encode()).decode()
+    basic = b64(f"reader:{api_key}")
     places = [k for k, v in {**api.seen[0].headers, **api.seen[0].query}.items() if api_key in v or basic in v]
     assert len(places) == 1
     assert caplog.records and api_key not in caplog.text

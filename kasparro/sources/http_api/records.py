@@ -94,7 +94,8 @@ class FieldMap:
             raise SourceConfigError(f"times must be a table, not {times!r}", source=source)
         self.times = {"observed_at": "iso", **times}
         for field, form in self.times.items():
-            if field not in self.fields or not isinstance(form, str) or not (form in ("iso", *TIME_UNITS) or "%" in form):
+            known = isinstance(form, str) and (form in ("iso", *TIME_UNITS) or "%" in form)
+            if field not in self.fields or not known:
                 raise SourceConfigError(f"times.{field} must name a mapped field and be iso, s, ms or a strptime "
                                         f"format, not {form!r}", source=source)
         self.body_paths = [p.removeprefix(f"{BODY}.") for p in self.fields.values() if p.startswith(f"{BODY}.")]

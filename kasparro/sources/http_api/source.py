@@ -149,7 +149,8 @@ class HttpApiSource:
             return spec.initial
         if spec.source_path is not None:
             return checkpoint - spec.overlap if _is_number(checkpoint) and spec.overlap else checkpoint
-        moment = datetime.fromisoformat(checkpoint) - timedelta(seconds=spec.overlap / (1000 if spec.unit == "ms" else 1))
+        overlap = timedelta(seconds=spec.overlap / (1000 if spec.unit == "ms" else 1))
+        moment = datetime.fromisoformat(checkpoint) - overlap
         if spec.unit == "iso":
             return moment.isoformat().replace("+00:00", "Z")
         return int(moment.timestamp() * (1000 if spec.unit == "ms" else 1))

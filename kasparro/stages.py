@@ -87,7 +87,7 @@ def transform(source_run: SourceRun, stats: RequestStats, overlap: bool = False,
               on_batch: OnBatch | None = None) -> None:
     """Validate and resolve every extracted batch (`overlap`: while extraction goes on, passing busy batches)."""
     source, kind = build(source_run, stats)
-    known = overrides()
+    known = overrides(source)
     _under_lease(source_run, None if overlap else "transform",
                  lambda lease: transform_pending(db.session, source_run, source, kind, known, lease, injected_faults(),
                                                  on_batch=on_batch, skip_busy=overlap, stage_all=stage_all))
@@ -106,7 +106,7 @@ def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overl
     if not overlap and lost_stage(db.session, source_run):
         # A PostgreSQL crash emptied quote_stage (UNLOGGED) under transformed batches: stage them again, then load.
         source, kind = build(source_run, stats)
-        transform_pending(db.session, source_run, source, kind, overrides(), lease, injected_faults())
+        transform_pending(db.session, source_run, source, kind, overrides(source), lease, injected_faults())
         load_pending(db.session, source_run, lease, injected_faults())
 
 
@@ -150,9 +150,11 @@ def build(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     return build_source(source_run.source, spec, context), ids_kind(spec)
 
 
-def overrides() -> dict[tuple[str, str], str]:
-    """Return the deployment's asset overrides (ASSET_OVERRIDES_FILE)."""
-    return identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
+def overrides(source: Source | None = None) -> dict[tuple[str, str], str]:
+    """Return the deployment's asset overrides (ASSET_OVERRIDES_FILE), under the source's own (`coins`), which win."""
+    shipped = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
+    own = getattr(source, "asset_overrides", None)
+    return {**shipped, **own} if own else shipped
 
 
 def batch_size(source_run: SourceRun, source: Source | Any) -> int:

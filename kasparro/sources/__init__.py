@@ -21,7 +21,7 @@ KINDS: dict[str, SourceFactory] = {}
 # Modules that register kinds; imported lazily so a missing optional kind
 # cannot break the others.
 KIND_MODULES = ("kasparro.sources.csv_file", "kasparro.sources.json_file", "kasparro.sources.coinpaprika",
-                "kasparro.sources.coingecko", "kasparro.sources.rss")
+                "kasparro.sources.coingecko", "kasparro.sources.rss", "kasparro.sources.http_api")
 
 
 @dataclass

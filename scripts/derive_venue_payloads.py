@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 DAY = 86_400
-# Daily windows per venue (inclusive ISO dates); Kraken's is longer than its 720-entry window on purpose.
-WINDOWS = {"binance": ("2020-07-07", "2021-07-06"), "kraken": ("2019-07-01", "2021-07-06"),
-           "cryptocompare": ("2021-01-01", "2021-07-06")}
+# Daily windows per venue and coin (inclusive ISO dates). Binance's BTC runs past its 1000-kline page cap
+# and Kraken's BTC past its 720-entry window on purpose; the ETH ones stay short to keep the files small.
+WINDOWS = {("binance", "BTC"): ("2018-07-07", "2021-07-06"), ("binance", "ETH"): ("2021-01-01", "2021-07-06"),
+           ("kraken", "BTC"): ("2019-07-01", "2021-07-06"), ("kraken", "ETH"): ("2021-01-01", "2021-07-06"),
+           ("cryptocompare", "BTC"): ("2021-01-01", "2021-07-06"),
+           ("cryptocompare", "ETH"): ("2021-01-01", "2021-07-06")}
 COINS = {"BTC": "coin_Bitcoin.csv", "ETH": "coin_Ethereum.csv"}
 BINANCE_SYMBOLS = {"BTC": "BTCUSDT", "ETH": "ETHUSDT"}
 KRAKEN_PAIRS = {"BTC": "XXBTZUSD", "ETH": "XETHZUSD"}
@@ -80,11 +83,11 @@ def main(shared: Path, out: Path) -> None:
     kaggle = shared / "historical" / "kaggle_coin_csv_2013-2021"
     for coin, name in COINS.items():
         write(out / "binance" / "klines" / f"{BINANCE_SYMBOLS[coin]}_1d.json",
-              [binance_kline(r) for r in day_rows(kaggle / name, WINDOWS["binance"])])
+              [binance_kline(r) for r in day_rows(kaggle / name, WINDOWS["binance", coin])])
         write(out / "kraken" / "OHLC" / f"{KRAKEN_PAIRS[coin]}_1440.json",
-              [kraken_entry(r) for r in day_rows(kaggle / name, WINDOWS["kraken"])])
+              [kraken_entry(r) for r in day_rows(kaggle / name, WINDOWS["kraken", coin])])
         write(out / "cryptocompare" / "histoday" / f"{coin}-USD.json",
-              [cryptocompare_point(r) for r in day_rows(kaggle / name, WINDOWS["cryptocompare"])])
+              [cryptocompare_point(r) for r in day_rows(kaggle / name, WINDOWS["cryptocompare", coin])])
     page = json.loads((shared / "coingecko" / "markets_pages" / "traderbob_markets_top250_2025-02-09.json").read_text())
     newest = max(c["last_updated"] for c in page)
     stamp = int(datetime.strptime(newest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp() * 1000)

@@ -5,8 +5,9 @@
 the answer holds at most the 720 most recent entries (older ones cannot be had, whatever `since`); `since`
 is exclusive (entries after it); the last entry is the current, not yet committed frame and is always
 present; `last` is the newest committed entry's time, the `since` of the next poll. So a client reads
-history incrementally by polling with `since = last` as time passes: here `advance` moves the venue's
-clock on ADVANCE_DAYS days. Errors, an unknown pair among them, come with HTTP 200 as `{"error": [...]}`.
+history incrementally by polling with `since = last` as time passes: here the clock starts on the
+FIRST_DAYS-th day every pair has and `advance` moves it on ADVANCE_DAYS days, so a poller sees every entry
+once. Errors, an unknown pair among them, come with HTTP 200 as `{"error": [...]}`.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import Response, Venue, int_param, load_json
+from .base import Response, Venue, between, int_param, load_json
 
 WINDOW = 720
-ADVANCE_DAYS = 30
+FIRST_DAYS = 100
+ADVANCE_DAYS = 7
+DAY = 86_400
 # Only daily entries were derived; another interval is refused (the real API would serve it).
 INTERVAL = 1440
 # Aliases a client may send, and the pair name Kraken answers under.
@@ -39,8 +42,10 @@ class Kraken(Venue):
     def __init__(self, data_dir: Path) -> None:
         self.entries = {p.stem.split("_")[0]: load_json(p)
                         for p in sorted((data_dir / "kraken" / "OHLC").glob("*_1440.json"))}
-        self.count = min(len(rows) for rows in self.entries.values())
-        self.now = self.first_now = min(WINDOW, self.count) - 1  # index of the current, uncommitted entry
+        # The clock is a day every pair has reached, so each pair always has a current entry.
+        self.start = max(rows[0][0] for rows in self.entries.values()) + (FIRST_DAYS - 1) * DAY
+        self.end = min(rows[-1][0] for rows in self.entries.values())
+        self.now = self.start
 
     def error_body(self, status: int) -> Any:
         if status == 429:
@@ -62,16 +67,15 @@ class Kraken(Venue):
             return 200, error("EGeneral:Invalid arguments")
         if interval != INTERVAL:
             return 200, error("EGeneral:Invalid arguments")
-        visible = self.entries[pair][max(0, self.now - WINDOW + 1):self.now + 1]
+        visible = between(self.entries[pair], lambda e: e[0], None, self.now)[-WINDOW:]
         committed = [e for e in visible[:-1] if since is None or e[0] > since]
         return 200, {"error": [], "result": {pair: committed + visible[-1:], "last": visible[-2:][0][0]}}
 
     def advance(self) -> None:
-        self.now = min(self.now + ADVANCE_DAYS, self.count - 1)
+        self.now = min(self.now + ADVANCE_DAYS * DAY, self.end)
 
     def reset(self) -> None:
-        self.now = self.first_now
+        self.now = self.start
 
     def describe(self) -> dict[str, Any]:
-        current = next(iter(self.entries.values()))[self.now][0]
-        return {"current_entry_time": current, "index": self.now, "count": self.count}
+        return {"current_entry_time": self.now, "last_entry_time": self.end}

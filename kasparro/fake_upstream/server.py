@@ -1,4 +1,4 @@
-"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs and recorded news feeds, stdlib only.
+"""Offline stand-in for market HTTP APIs (CoinPaprika, CoinGecko, and the `.venues`) and news feeds, stdlib only.
 
 For demos and tests only: never run it where untrusted clients can reach it, nor in production. Its
 `/__admin/*` endpoints rewrite what it serves, so they need a bearer token (see `.admin`); request

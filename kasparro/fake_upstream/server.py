@@ -293,9 +293,9 @@ class FakeUpstream:
                     query: dict[str, str]) -> tuple[int, Any] | None:
         if provider == "coinpaprika":
             return check_paprika_auth(self.coinpaprika_key, handler.headers)
-        if provider in self.venues:
-            return None  # the venues' market-data endpoints are public
-        return check_gecko_auth(self.coingecko_key, self.coingecko_plan, handler.headers, query)
+        if provider == "coingecko":
+            return check_gecko_auth(self.coingecko_key, self.coingecko_plan, handler.headers, query)
+        return None  # the venues' market-data endpoints are public
 
     def _serve(self, handler: _Handler, method: str, path: str, query: dict[str, str]) -> None:
         entry: dict[str, Any] = {
@@ -330,6 +330,8 @@ class FakeUpstream:
         with self._lock:
             if provider in self.venues:
                 return self.venues[provider].route(endpoint, query)
+            if provider not in self._series:
+                return 404, {"error": f"no recorded {provider} payloads in this data directory"}
             series = self._series[provider]
             entry["snapshot_id"] = series.current.id
             route = paprika_route if provider == "coinpaprika" else gecko_route

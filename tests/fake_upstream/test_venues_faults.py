@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +123,14 @@ def test_request_log_shows_venue_requests_with_secret_params_redacted(venues: Fa
     assert log[0]["query"]["api_key"] == "***" and log[0]["query"]["fsym"] == "BTC"
     assert log[1]["query"]["signature"] == "***" and log[1]["path"] == "/binance/api/v3/klines"
     assert "cc-secret-key" not in json.dumps(log) and "binance-secret-signature" not in json.dumps(log)
+
+
+def test_a_data_directory_without_a_venue_folder_serves_the_others_and_404s_it(tmp_path: Path) -> None:
+    source = Path(__file__).resolve().parents[2] / "data" / "upstream"
+    for folder in ("coinpaprika", "coingecko", "rss", "binance"):
+        shutil.copytree(source / folder, tmp_path / folder)
+    with FakeUpstream(tmp_path) as fake:
+        assert set(fake.venues) == {"binance"}
+        assert call(fake, "binance").status_code == 200
+        missing = call(fake, "kraken")
+        assert missing.status_code == 404 and "kraken" in missing.json()["error"]

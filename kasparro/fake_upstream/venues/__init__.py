@@ -26,9 +26,9 @@ _ARRAY_OF_OBJECTS = ()
 
 
 def load_venues(data_dir: Path) -> dict[str, Venue]:
-    """Load every venue's recorded payloads from `data_dir`."""
-    venues: list[Venue] = [CoinCap(data_dir), Binance(data_dir), Kraken(data_dir), CryptoCompare(data_dir)]
-    return {venue.name: venue for venue in venues}
+    """Load the recorded payloads of every venue that has a folder in `data_dir`; the others are not served."""
+    kinds: tuple[type[Venue], ...] = (CoinCap, Binance, Kraken, CryptoCompare)
+    return {kind.name: kind(data_dir) for kind in kinds if (data_dir / kind.name).is_dir()}
 
 
 def drift_body(venue: Venue | None, kind: str, params: dict[str, Any], body: Any) -> Any:

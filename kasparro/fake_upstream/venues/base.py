@@ -25,6 +25,9 @@ class Venue:
     OBJECTS: Path_ | None = None
     ROWS: Path_ | None = None
 
+    def __init__(self, data_dir: Path) -> None:
+        """Load the venue's recorded payloads from `data_dir / name`."""
+
     def route(self, endpoint: str, query: Mapping[str, str]) -> Response:
         """Answer a GET to `endpoint` (the path after the venue's prefix)."""
         raise NotImplementedError

@@ -169,6 +169,16 @@ def test_kraken_answers_at_most_the_720_most_recent_entries(venues: FakeUpstream
     assert entries == OHLC[-720:] and len(OHLC) > 720
 
 
+def test_admin_advance_moves_the_kraken_clock_a_week_and_reset_rewinds_it(venues: FakeUpstream) -> None:
+    admin = {"headers": venues.admin_headers, "timeout": 5}
+    before = ohlc(venues)["result"]["XXBTZUSD"][-1][0]
+    state = requests.post(venues.base_url + "/__admin/advance", json={"provider": "kraken"}, **admin).json()
+    assert state["venues"]["kraken"]["current_entry_time"] == before + 7 * DAY
+    assert ohlc(venues)["result"]["XXBTZUSD"][-1][0] == before + 7 * DAY
+    requests.post(venues.base_url + "/__admin/reset", **admin)
+    assert ohlc(venues)["result"]["XXBTZUSD"][-1][0] == before
+
+
 def test_kraken_answers_under_its_own_pair_name(venues: FakeUpstream) -> None:
     assert set(ohlc(venues, pair="XBTUSD")["result"]) == {"XXBTZUSD", "last"}
     assert set(ohlc(venues, pair="XXBTZUSD")["result"]) == {"XXBTZUSD", "last"}

@@ -86,6 +86,9 @@ def make_fault(provider: str, kind: str | int, times: int = 1, **params: Any) ->
     merged = {**_DEFAULTS.get(kind, {}), **params}
     if kind == "type_change" and merged["to"] not in TYPE_CHANGES:
         raise ValueError(f"type_change 'to' must be one of {TYPE_CHANGES}, not {merged['to']!r}")
+    if "index" in merged and (isinstance(merged["index"], bool) or not isinstance(merged["index"], int)
+                              or merged["index"] < 0):
+        raise ValueError(f"index must be a column number from 0, not {merged['index']!r}")
     for name in set(merged) & set(_BOUNDS):
         merged[name] = _bounded(name, merged[name])
     if "retry_after" in merged:

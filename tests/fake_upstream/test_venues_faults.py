@@ -98,6 +98,7 @@ def test_column_drift_drops_or_adds_a_column_in_every_positional_row(venues: Fak
 def test_drift_a_venue_cannot_have_is_refused_at_inject_time(venues: FakeUpstream) -> None:
     assert admin_inject(venues, provider="binance", kind="rename_field", field="open", to="o").status_code == 400
     assert admin_inject(venues, provider="coincap", kind="drop_column", index=0).status_code == 400
+    assert admin_inject(venues, provider="kraken", kind="drop_column", index="1").status_code == 400
     assert venues.state()["faults"] == []
 
 

@@ -225,3 +225,5 @@ def test_cryptocompare_errors_come_as_response_error(venues: FakeUpstream) -> No
     too_many = histoday(venues, limit=2001)
     assert unknown.status_code == 200 and unknown.json()["Response"] == "Error" and unknown.json()["Message"]
     assert too_many["Response"] == "Error" and "limit" in too_many["Message"]
+    euro = get(venues, "cryptocompare", "/data/v2/histoday", fsym="BTC", tsym="EUR").json()
+    assert euro["Response"] == "Error" and euro["ParamWithError"] == "tsym"

@@ -60,8 +60,10 @@ class CryptoCompare(Venue):
             if not query.get(name):
                 return 200, error(f"{name} param is empty or null.", param=name)
         fsym, tsym = query["fsym"].upper(), query["tsym"].upper()
-        if fsym not in self.points or tsym not in TSYMS:
+        if fsym not in self.points:
             return 200, error(f"There is no data for the symbol {fsym} .", param="fsym")
+        if tsym not in TSYMS:
+            return 200, error(f"There is no data for the toSymbol {tsym} .", param="tsym")
         series = self.points[fsym]
         newest = max(series)
         try:

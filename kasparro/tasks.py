@@ -40,6 +40,7 @@ from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy
 from kasparro.models import RawBatch, Run, SourceRun
 from kasparro.pipeline import backfill, recovery, reprocess, runs
+from kasparro.pipeline.outage import database_unreachable
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.runs import RunStart
 from kasparro.redact import redact_text
@@ -60,6 +61,8 @@ def _transient(exc: BaseException) -> bool:
         return exc.transient
     if isinstance(exc, DBAPIError):
         return isinstance(exc, OperationalError) or exc.connection_invalidated
+    if database_unreachable(exc):
+        return True
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BrokerError))
 
 
@@ -107,24 +110,13 @@ def _on_failure(task: Task, source_run_id: int, stage: str, exc: Exception, stat
         _retry(task, stage, source_run_id, exc, delay, {})
     # A database outage says nothing of the source: past the retries the run waits for the reaper, whether or
     # not the database is back by now (which one it is is a race with its restart, not a property of the run).
-    outage = _database_unreachable(exc)
+    outage = database_unreachable(exc)
     if outage or not _best_effort(lambda: stages.fail(source_run_id, f"{stage}: {exc}", stage, stats)):
         # The reaper resumes it (within RESUME_LIMIT); if Redis is gone too, the stalled-run scan finds it.
         _best_effort(lambda: redis_store.client().set(_abandoned_key(source_run_id), stage, ex=7 * 86400))
         logger.error("%s of source run %s %s; the reaper will resume it: %s", stage, source_run_id,
                      "gave up while the database was unreachable" if outage else "failed and could not be recorded",
                      said(exc))
-
-
-def _database_unreachable(exc: BaseException) -> bool:
-    """Whether the error is the database going away or refusing connections, not an error of a statement."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    # libpq's connection failures carry no SQLSTATE; class 08 is a lost connection, 57P an operator's
-    # shutdown or a server starting up or crashed (a statement timeout, 57014, is the statement's own error).
-    code = getattr(exc.orig, "pgcode", None)
-    return exc.connection_invalidated or (isinstance(exc, OperationalError) and code is None) \
-        or (code or "").startswith(("08", "57P"))
 
 
 class RetriedError(Exception):

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from kasparro.tasks import _database_unreachable
+from kasparro.pipeline.outage import database_unreachable
 from tests.conftest import DATABASE_URL
 
 
@@ -41,11 +42,11 @@ def closed_port() -> int:
 
 def test_a_refused_connection_is_an_outage() -> None:
     refused = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/postgres")
-    assert _database_unreachable(raised(refused, "SELECT 1"))
+    assert database_unreachable(raised(refused, "SELECT 1"))
 
 
 def test_a_connection_cut_by_the_server_mid_statement_is_an_outage(engine: Engine) -> None:
-    assert _database_unreachable(raised(engine, "SELECT pg_terminate_backend(pg_backend_pid())"))
+    assert database_unreachable(raised(engine, "SELECT pg_terminate_backend(pg_backend_pid())"))
 
 
 @pytest.mark.parametrize("statements", [
@@ -55,8 +56,43 @@ def test_a_connection_cut_by_the_server_mid_statement_is_an_outage(engine: Engin
     pytest.param(("SELECT nosuch FROM pg_class",), id="undefined column"),
 ])
 def test_a_statements_own_error_is_not_an_outage(engine: Engine, statements: tuple[str, ...]) -> None:
-    assert not _database_unreachable(raised(engine, *statements))
+    assert not database_unreachable(raised(engine, *statements))
 
 
 def test_errors_that_are_not_the_databases_are_not_an_outage() -> None:
-    assert not _database_unreachable(ConnectionError("upstream reset"))
+    assert not database_unreachable(ConnectionError("upstream reset"))
+
+
+def test_a_transaction_carried_on_after_its_connection_was_cut_is_an_outage(engine: Engine) -> None:
+    # Code that caught the disconnect and went on in the same transaction meets SQLAlchemy's "Can't
+    # reconnect until invalid transaction is rolled back": the outage, told late.
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+        with pytest.raises(DBAPIError):
+            connection.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        with pytest.raises(PendingRollbackError) as caught:
+            connection.execute(sa.text("SELECT 1"))
+    assert database_unreachable(caught.value)
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Row(_Base):
+    __tablename__ = "t"
+    k: Mapped[int] = mapped_column(primary_key=True)
+
+
+def test_a_session_carried_on_after_its_own_failed_flush_is_not_an_outage(engine: Engine) -> None:
+    # The same late error after a statement's own failure (a duplicate key) is the statement's, not an outage.
+    with Session(engine) as session:
+        session.execute(sa.text("CREATE TEMP TABLE t (k int PRIMARY KEY)"))
+        session.add_all([_Row(k=1)])
+        session.flush()
+        session.add(_Row(k=1))
+        with pytest.raises(DBAPIError):
+            session.flush()
+        with pytest.raises(PendingRollbackError) as caught:
+            session.execute(sa.text("SELECT 1"))
+    assert not database_unreachable(caught.value)

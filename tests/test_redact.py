@@ -23,14 +23,19 @@ def redact_shape(unit: str, length: int) -> dict[str, int]:
     return {"chars": len(masked), "ms": int((time.perf_counter() - started) * 1000)}
 
 
-def _best_of_three(text: str) -> float:
+def _best_of_five(text: str) -> float:
+    """Return the least CPU time of five redactions of `text`.
+
+    CPU time, not the wall clock: on a loaded machine (CI beside a benchmark) the wall clock also counts
+    the time other processes held the CPU, which made a linear 10x read as 49x once.
+    """
     timings = []
     gc.disable()  # a collection landing in one timing is noise, not the cost of the text
     try:
-        for _ in range(3):
-            started = time.perf_counter()
+        for _ in range(5):
+            started = time.thread_time()
             redact_text(text)
-            timings.append(time.perf_counter() - started)
+            timings.append(time.thread_time() - started)
     finally:
         gc.enable()
     return min(timings)
@@ -48,7 +53,7 @@ def test_a_megabyte_of_any_hostile_shape_is_redacted_within_seconds() -> None:
 def test_ten_times_the_text_costs_about_ten_times_the_time() -> None:
     for name, unit in HOSTILE_SHAPES.items():
         small = (unit * (30_000 // len(unit)))
-        ratio = _best_of_three(small * 10) / max(_best_of_three(small), 1e-6)
+        ratio = _best_of_five(small * 10) / max(_best_of_five(small), 1e-6)
 
         # Linear is about 10 (a little more as the text outgrows the CPU's caches); quadratic is 100.
         assert ratio < 40, f"{name}: ×{ratio:.0f}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -9,13 +10,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kasparro.db import db
 from kasparro.models import Anomaly, AssetAlias, RunEvent, SourceRun
 from kasparro.pipeline import quality
 from kasparro.pipeline.quality import history
+from kasparro.pipeline.outage import database_unreachable
 from tests.api import factories as f
+from tests.pipeline.test_races import wait_until_waiting_on
 
 LIMITS = quality.Thresholds()
 DAY = timedelta(days=1)
@@ -206,6 +210,37 @@ def test_a_rule_cut_off_by_the_statement_timeout_is_a_warning_and_a_run_event_an
     assert [m for m in warned if m.startswith("quality rule")] == ["quality rule price_jump",
                                                                    "quality rule source_disagreement"]
     assert session.get(SourceRun, last.id).status == "success"
+
+
+def test_a_connection_lost_during_a_rule_is_raised_for_the_stage_to_be_resumed_not_carried_on_in(
+        session: Session) -> None:
+    # A rule's own failure is a warning (above); a lost connection is not the rule's, and the transaction
+    # the rules would carry on in is gone with it: swallowed, the stage's commit failed the run instead.
+    coin = f.asset("bitcoin")
+    last = history_of(session, [100, 100, 100, 1], [1, 1, 1, 1])
+    f.quote(coin, f.batch(last), f.T0, 100)
+    last.inserted = 1
+    session.commit()
+    ours = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    with db.engine.connect() as other, other.begin():
+        other.execute(text("LOCK TABLE market_quotes IN ACCESS EXCLUSIVE MODE"))
+        holder = other.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        # While a price rule waits on the lock, the server cuts its connection (a failover, an operator).
+        cutter = threading.Thread(target=_cut_when_waiting, args=(db.engine, ours, holder))
+        cutter.start()
+        with pytest.raises(Exception) as caught:
+            quality.check_source_run(session, last, quality.Thresholds(timeout_seconds=30))
+        cutter.join(timeout=30)
+    session.rollback()
+
+    assert database_unreachable(caught.value), caught.value
+
+
+def _cut_when_waiting(engine: Engine, waiter: int, holder: int) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as cutter:
+        wait_until_waiting_on(waiter, holder, engine)
+        cutter.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiter})
 
 
 def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before_its_rules(session: Session) -> None:

@@ -245,11 +245,11 @@ def _acquire_on_own_session(engine: Engine, run_id: int, backend: queue.Queue[in
         return leases.acquire(session, "daily", run_id, 60, "renewer/1")
 
 
-def wait_until_waiting_on(waiter: int, holder: int, timeout: float = 10) -> None:
+def wait_until_waiting_on(waiter: int, holder: int, engine: Engine | None = None, timeout: float = 10) -> None:
     """Return once backend `waiter` waits on a lock that backend `holder` holds (pg_stat_activity, pg_locks)."""
     deadline = time.monotonic() + timeout
     # Autocommit: pg_stat_activity is read once per transaction, so each look needs a fresh one.
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+    with (engine or db.engine).connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
         while time.monotonic() < deadline:
             if watcher.execute(text("SELECT wait_event_type = 'Lock' AND :holder = ANY(pg_blocking_pids(pid))"
                                     " FROM pg_stat_activity WHERE pid = :waiter"),

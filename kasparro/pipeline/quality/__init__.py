@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import REPAIR_TRIGGERS, SUCCEEDED, Anomaly, SourceRun
 from kasparro.pipeline import events
+from kasparro.pipeline.outage import database_unreachable
 from kasparro.pipeline.quality import history, listing, prices
 from kasparro.pipeline.quality.base import Finding, Thresholds
 
@@ -88,11 +89,19 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
                 _store(session, source_run, findings)
             found += findings
         except Exception as exc:  # noqa: BLE001 - a quality rule must never fail the load
+            _unless_outage(exc)
             name = getattr(rule, "__name__", str(rule)).lstrip("_")  # _history_rules: volume and slow_run
             _rule_failed(session, source_run, name, exc, time.monotonic() - started)
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', :jit, true)"),
                     {"v": previous[0], "jit": previous[1]})
     return found
+
+
+def _unless_outage(exc: Exception) -> None:
+    """Raise `exc` again if it is a database outage: the transaction is gone with the connection, and the
+    stage is resumed (tasks), where carrying on would fail it on the dead transaction instead."""
+    if database_unreachable(exc):
+        raise exc
 
 
 def _rule_failed(session: Session, source_run: SourceRun, name: str, exc: Exception, seconds: float) -> None:
@@ -105,7 +114,8 @@ def _rule_failed(session: Session, source_run: SourceRun, name: str, exc: Except
         with session.begin_nested():  # flushed here: an event that cannot be written must not fail the commit
             events.record(session, source_run, "quality", f"quality rule {name} failed after {seconds:.1f}s "
                           f"and checked nothing: {reason}")
-    except Exception:  # noqa: BLE001 - the warning above already says it
+    except Exception as exc:  # noqa: BLE001 - the warning above already says it
+        _unless_outage(exc)
         logger.warning("could not record the failure of quality rule %s", name, exc_info=True)
 
 
@@ -115,7 +125,8 @@ def _summarize_new_ranges(session: Session) -> None:
     try:
         with session.begin_nested():
             session.execute(text("SELECT brin_summarize_new_values('ix_market_quotes_run_id_brin')"))
-    except Exception:  # noqa: BLE001 - unsummarized ranges are still searched, only more slowly
+    except Exception as exc:  # noqa: BLE001 - unsummarized ranges are still searched, only more slowly
+        _unless_outage(exc)
         logger.warning("could not summarize the new ranges of market_quotes", exc_info=True)
 
 
@@ -140,18 +151,20 @@ def _analyze_if_grown(session: Session, source_run: SourceRun) -> bool:
         with session.begin_nested():
             session.execute(text("ANALYZE market_quotes (run_id, source, asset_id, observed_at)"))
         return True
-    except Exception:  # noqa: BLE001 - e.g. the statement timeout; the rules run with older statistics
+    except Exception as exc:  # noqa: BLE001 - e.g. the statement timeout; the rules run with older statistics
+        _unless_outage(exc)
         logger.warning("could not analyze market_quotes before the quality rules", exc_info=True)
         return False
 
 
 def check_source_run(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
-    """Evaluate the rules on a source run that just closed successfully; never raises (the caller commits)."""
+    """Evaluate the rules on a source run that just closed successfully; raises only on a database outage."""
     if source_run.status not in SUCCEEDED:
         return []
     try:
         return evaluate(session, source_run, limits)
-    except Exception:  # noqa: BLE001 - e.g. the timeout could not be set; the load stands regardless
+    except Exception as exc:  # noqa: BLE001 - e.g. the timeout could not be set; the load stands regardless
+        _unless_outage(exc)
         logger.warning("quality rules skipped on source run %s", source_run.id, exc_info=True)
         return []
 

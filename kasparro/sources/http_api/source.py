@@ -102,10 +102,14 @@ class HttpApiSource:
         backward = bool(self.paginate.get("floor_from_checkpoint"))
         newest = run.checkpoints.get(key)
         fetch = self._fetcher(variables, since)
+        floor = since if backward and _is_number(since) else None
         for number, (_, response) in enumerate(walk(paginator, fetch, self.max_pages), 1):
-            records = response.data[:self.max_records - run.handed]
+            # Paged back in time, a page reaches past the floor: those days are loaded already, or before the
+            # wanted start (CryptoCompare's zero-filled days before a coin's history).
+            kept = response.data if floor is None else [r for r in response.data if not self._before(r, floor)]
+            records = kept[:self.max_records - run.handed]
             # A body value (Kraken's `last`) covers the whole answer: it moves only once all of it is handed over.
-            whole = response.body if len(records) == len(response.data) else None
+            whole = response.body if len(records) == len(kept) else None
             chunks = list(chunked([RawItem(r, f"{key}#page{number}[{i}]") for i, r in enumerate(records)],
                                   page_size)) or [[]]
             for index, chunk in enumerate(chunks, 1):
@@ -167,6 +171,12 @@ class HttpApiSource:
         if newest is not None:
             moments.append(datetime.fromisoformat(newest))
         return max(moments).astimezone(UTC).isoformat() if moments else None
+
+    def _before(self, record: Mapping[str, Any], floor: float) -> bool:
+        """Return whether a record's observed_at is older than `floor` (in the incremental unit)."""
+        moment = self._observed(record)
+        scale = 1000 if self.incremental is not None and self.incremental.unit == "ms" else 1
+        return moment is not None and moment.timestamp() * scale < floor
 
     def _observed(self, record: Mapping[str, Any]) -> datetime | None:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url
 from kasparro.sources.http_api import settings as conf
 from kasparro.sources.http_api.paginators import build_paginator
@@ -185,11 +185,18 @@ class HttpApiSource:
             return None  # rejected by transform; it moves no checkpoint
 
     def expected_schema(self) -> Mapping[str, Expected]:
-        """Return the mapped paths and the types each may hold, so drift sees a renamed field."""
-        return self.fields.expected_schema()
+        """Return the mapped paths and the types each may hold, so drift sees a renamed field (or a dropped column)."""
+        # Every named column is expected, mapped or not: a row one column short lacks the last name.
+        columns = {column: expect("number|string|null") for column in self.columns}
+        return {**columns, **self.fields.expected_schema()}
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a record by the configured paths; with `coins`, refuse a pair it does not map."""
+        short = [column for column in self.columns if column not in payload]
+        if short:
+            # A dropped column moves every later value one place: no position can be trusted to hold its name.
+            raise ValueError(f"row is {len(short)} column(s) short of `columns` (no {', '.join(short)}); its "
+                             "values no longer sit at their names")
         fields = self.fields.unified(payload)
         if self.coins and fields["source_asset_id"] not in self.coins:
             # A pair's ticker says nothing about which coin it is: never left to identity's guess.

@@ -6,7 +6,6 @@ Each test reads the shipped block and points its base_url at the test's fake ups
 from __future__ import annotations
 
 import json
-import tomllib
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,20 +19,13 @@ from kasparro.db import db
 from kasparro.fake_upstream.server import FakeUpstream
 from kasparro.models import Asset, DriftEvent, MarketQuote, RawRecord, Run, SourceRun
 from tests.conftest import PROVIDER_KEYS, ROOT
-from tests.pipeline.helpers import declare, quote_count, run_now
+from tests.pipeline.helpers import declare, quote_count, run_now, shipped
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 UPSTREAM = ROOT / "data" / "upstream"
 DAY = 86_400
 Row = tuple[str, datetime, Decimal]
-
-
-def shipped(name: str, upstream: FakeUpstream, **settings: Any) -> dict[str, Any]:
-    """Return sources.toml's block `name`, its base_url the fake upstream's at its offline_path."""
-    spec = tomllib.loads((ROOT / "sources.toml").read_text())["sources"][name]
-    path = spec.pop("offline_path")
-    return {**spec, "base_url": upstream.base_url + path, **settings}
 
 
 def stored(app: Flask, source: str) -> list[Row]:

@@ -3,8 +3,10 @@
 The cursor is `{"items": {series: {"checkpoint": value}}, "done": [series finished this run]}`. A series'
 checkpoint moves forward page by page (a run cut short resumes inside the series), except when the
 paginator walks back in time (`floor_from_checkpoint`): its pages come newest first, so the checkpoint moves
-only when the series is finished. `done` lets a resumed run skip the series it finished; the run's last
-page clears it, so the next run reads every series again from its checkpoint.
+only when the series is finished, and a record older than the floor (`{since}`: the checkpoint less the
+overlap, else `incremental.initial`) is not handed over, since a page reaches past it. `done` lets a
+resumed run skip the series it finished; the run's last page clears it, so the next run reads every series
+again from its checkpoint.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from kasparro.db import db
 from kasparro.fake_upstream import FakeUpstream
 from kasparro.models import Asset, AssetAlias, Checkpoint, MarketQuote, RawBatch, RawRecord, RejectedRecord
 from tests.conftest import PROVIDER_KEYS, ROOT
-from tests.pipeline.helpers import COLUMNS, HEADER, csv_spec, declare
+from tests.pipeline.helpers import COLUMNS, HEADER, csv_spec, declare, shipped
 
 GECKO_KEY = PROVIDER_KEYS["COINGECKO_API_KEY"]
 WRITTEN = (Asset, AssetAlias, Checkpoint, MarketQuote, RawBatch, RawRecord, RejectedRecord)
@@ -83,6 +83,26 @@ def test_a_check_never_sends_a_second_request_even_when_its_first_page_needs_one
     assert result.output.strip().splitlines() == [
         "Error: gecko: its first page needs a second request; check it with --records below the records one "
         "request returns"]
+
+
+def test_a_shipped_venue_check_maps_its_first_klines_and_resolves_the_pair_by_its_coins(
+        app: Flask, sources_file: Path, upstream: FakeUpstream) -> None:
+    declare(sources_file, {"binance_klines": shipped("binance_klines", upstream)})
+    before = row_counts(app)
+
+    result = check(app, "binance_klines", "--records", "2", "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert [r["path"] for r in upstream.requests] == ["/binance/api/v3/klines"]
+    assert (document["requests"], document["written"]) == (1, False)
+    first = document["records"][0]
+    # BTCUSDT's first recorded kline: open time 2018-07-07, close 6856.93017578, quote volume in USDT.
+    assert (first["unified"]["observed_at"][:10], first["unified"]["price_usd"]) == ("2018-07-07", "6856.93017578")
+    assert first["unified"]["volume_24h_usd"] == "3961080064.00000000"
+    assert {r["identity"]["slug"] for r in document["records"]} == {"bitcoin"}
+    assert first["identity"]["method"] == "override"
+    assert row_counts(app) == before
 
 
 def test_a_known_coin_shows_its_slug_and_how_and_the_check_writes_nothing(

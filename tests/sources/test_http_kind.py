@@ -330,10 +330,20 @@ def test_coins_map_pairs_to_canonical_coins_and_refuse_an_unmapped_pair(api: Ups
         source.to_unified(eth)
 
 
+def test_a_row_short_of_its_columns_is_refused_as_values_off_their_names(make_context: ContextFactory) -> None:
+    source = http_source(make_context(), **kraken_spec(Upstream(url="http://127.0.0.1:9")))
+    # Kraken's row without `open`: the high sits at open's place, the close at low's, ... and `count` has none.
+    short = {"$key": "XXBTZUSD", **dict(zip(["time", "open", "high", "low", "close", "vwap", "volume"],
+                                            [1688601600, "31000.1", "30000.2", "30500.3", "30400.4", "12.5", 7]))}
+    with pytest.raises(ValueError, match=r"row is 1 column\(s\) short of `columns` \(no count\)"):
+        source.to_unified(short)
+
+
 def test_the_expected_schema_follows_the_mapping_so_drift_sees_a_renamed_field(make_context: ContextFactory) -> None:
     source = http_source(make_context(), **kraken_spec(Upstream(url="http://127.0.0.1:9")))
     expected = source.expected_schema()
-    assert set(expected) == {"$key", "time", "close", "volume"}
+    # Every named column, mapped or not: a row one column short lacks the last name, which drift sees.
+    assert set(expected) == {"$key", "time", "open", "high", "low", "close", "vwap", "volume", "count"}
     assert expected["time"].types == ("number", "string")
     renamed = [{"$key": "XXBTZUSD", "time": 1688601600 + i, "close_price": f"{i}.5", "volume": "1"} for i in range(20)]
     previous = drift.observe([{**r, "close": r.pop("close_price")} for r in [dict(x) for x in renamed]])

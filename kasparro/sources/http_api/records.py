@@ -6,7 +6,8 @@
                            the key kept as `$key` (Kraken's `result` is keyed by pair); any other value (Kraken's
                            sibling `last` integer) holds no records and is skipped
     an element that is     an object of the names in `columns`, by position (Binance klines); values past
-    a list                 the last name are kept under `$rest`
+    a list                 the last name are kept under `$rest`; a row short of the names is rejected by the
+                           source (a dropped column moves every later value off its name)
 
 A record also carries `$each` (the series' fan-out values) when `each` is set, and `$body` (the answer's
 values at the `$body.` paths a field reads, such as CoinCap's `timestamp`). The raw layer hashes what a record

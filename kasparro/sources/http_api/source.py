@@ -3,8 +3,10 @@
 The cursor is `{"items": {series: {"checkpoint": value}}, "done": [series finished this run]}`. A series'
 checkpoint moves forward page by page (a run cut short resumes inside the series), except when the
 paginator walks back in time (`floor_from_checkpoint`): its pages come newest first, so the checkpoint moves
-only when the series is finished. `done` lets a resumed run skip the series it finished; the run's last
-page clears it, so the next run reads every series again from its checkpoint.
+only when the series is finished, and a record older than the floor (`{since}`: the checkpoint less the
+overlap, else `incremental.initial`) is not handed over, since a page reaches past it. `done` lets a
+resumed run skip the series it finished; the run's last page clears it, so the next run reads every series
+again from its checkpoint.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from kasparro.errors import PayloadError
 from kasparro.sources import SourceContext
-from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem
+from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawItem, expect
 from kasparro.sources.http import client_from_spec, display_url
 from kasparro.sources.http_api import settings as conf
 from kasparro.sources.http_api.paginators import build_paginator
@@ -102,10 +104,14 @@ class HttpApiSource:
         backward = bool(self.paginate.get("floor_from_checkpoint"))
         newest = run.checkpoints.get(key)
         fetch = self._fetcher(variables, since)
+        floor = since if backward and _is_number(since) else None
         for number, (_, response) in enumerate(walk(paginator, fetch, self.max_pages), 1):
-            records = response.data[:self.max_records - run.handed]
+            # Paged back in time, a page reaches past the floor: those days are loaded already, or before the
+            # wanted start (CryptoCompare's zero-filled days before a coin's history).
+            kept = response.data if floor is None else [r for r in response.data if not self._before(r, floor)]
+            records = kept[:self.max_records - run.handed]
             # A body value (Kraken's `last`) covers the whole answer: it moves only once all of it is handed over.
-            whole = response.body if len(records) == len(response.data) else None
+            whole = response.body if len(records) == len(kept) else None
             chunks = list(chunked([RawItem(r, f"{key}#page{number}[{i}]") for i, r in enumerate(records)],
                                   page_size)) or [[]]
             for index, chunk in enumerate(chunks, 1):
@@ -168,6 +174,12 @@ class HttpApiSource:
             moments.append(datetime.fromisoformat(newest))
         return max(moments).astimezone(UTC).isoformat() if moments else None
 
+    def _before(self, record: Mapping[str, Any], floor: float) -> bool:
+        """Return whether a record's observed_at is older than `floor` (in the incremental unit)."""
+        moment = self._observed(record)
+        scale = 1000 if self.incremental is not None and self.incremental.unit == "ms" else 1
+        return moment is not None and moment.timestamp() * scale < floor
+
     def _observed(self, record: Mapping[str, Any]) -> datetime | None:
         try:
             return observed(self.fields.unified(record)["observed_at"])
@@ -175,11 +187,18 @@ class HttpApiSource:
             return None  # rejected by transform; it moves no checkpoint
 
     def expected_schema(self) -> Mapping[str, Expected]:
-        """Return the mapped paths and the types each may hold, so drift sees a renamed field."""
-        return self.fields.expected_schema()
+        """Return the mapped paths and the types each may hold, so drift sees a renamed field (or a dropped column)."""
+        # Every named column is expected, mapped or not: a row one column short lacks the last name.
+        columns = {column: expect("number|string|null") for column in self.columns}
+        return {**columns, **self.fields.expected_schema()}
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a record by the configured paths; with `coins`, refuse a pair it does not map."""
+        short = [column for column in self.columns if column not in payload]
+        if short:
+            # A dropped column moves every later value one place: no position can be trusted to hold its name.
+            raise ValueError(f"row is {len(short)} column(s) short of `columns` (no {', '.join(short)}); its "
+                             "values no longer sit at their names")
         fields = self.fields.unified(payload)
         if self.coins and fields["source_asset_id"] not in self.coins:
             # A pair's ticker says nothing about which coin it is: never left to identity's guess.

@@ -343,12 +343,28 @@ def test_the_expected_schema_follows_the_mapping_so_drift_sees_a_renamed_field(m
     source = http_source(make_context(), **kraken_spec(Upstream(url="http://127.0.0.1:9")))
     expected = source.expected_schema()
     # Every named column, mapped or not: a row one column short lacks the last name, which drift sees.
-    assert set(expected) == {"$key", "time", "open", "high", "low", "close", "vwap", "volume", "count"}
+    assert set(expected) == {"$key", "time", "open", "high", "low", "close", "vwap", "volume", "count", "$each", "$body"}
+    assert not expected["$each"].required and not expected["$body"].required
     assert expected["time"].types == ("number", "string")
     renamed = [{"$key": "XXBTZUSD", "time": 1688601600 + i, "close_price": f"{i}.5", "volume": "1"} for i in range(20)]
     previous = drift.observe([{**r, "close": r.pop("close_price")} for r in [dict(x) for x in renamed]])
     found = drift.compare(expected, previous, drift.observe(drift.flatten(r, expected) for r in renamed))
     assert [(d.kind, d.field) for d in found if d.field == "close"] in ([("renamed", "close")], [("missing", "close")])
+
+
+def test_a_dropped_column_is_drift_on_that_column_alone_never_on_the_kinds_own_values(
+        make_context: ContextFactory) -> None:
+    # `$each` is this kind's, added to every record: it must not be offered as where `count` went.
+    source = http_source(make_context(), **kraken_spec(Upstream(url="http://127.0.0.1:9")))
+    expected = source.expected_schema()
+    whole = [{"$key": "XXBTZUSD", "$each": {"pair": "XXBTZUSD"}, **dict(zip(KRAKEN_COLUMNS, row))}
+             for row in kraken_rows(1688601600, 5)]
+    short = [{key: value for key, value in record.items() if key != "count"} for record in whole]
+
+    found = drift.compare(expected, drift.observe(drift.flatten(r, expected) for r in whole),
+                          drift.observe(drift.flatten(r, expected) for r in short))
+
+    assert [(d.kind, d.field) for d in found] == [("missing", "count")]
 
 
 def test_declared_coingecko_gives_the_same_rows_as_the_coingecko_kind(upstream: FakeUpstream,

@@ -21,7 +21,7 @@ from kasparro.sources.base import CURSOR_SUMMARY, Expected, Page, Progress, RawI
 from kasparro.sources.http import client_from_spec, display_url
 from kasparro.sources.http_api import settings as conf
 from kasparro.sources.http_api.paginators import build_paginator
-from kasparro.sources.http_api.records import FieldMap, check_error, decorate, find_records, observed
+from kasparro.sources.http_api.records import BODY, EACH, FieldMap, check_error, decorate, find_records, observed
 from kasparro.sources.paginate import Request, Response, value_at, walk
 from kasparro.sources.watermark import chunked
 
@@ -190,7 +190,10 @@ class HttpApiSource:
         """Return the mapped paths and the types each may hold, so drift sees a renamed field (or a dropped column)."""
         # Every named column is expected, mapped or not: a row one column short lacks the last name.
         columns = {column: expect("number|string|null") for column in self.columns}
-        return {**columns, **self.fields.expected_schema()}
+        # The values this kind adds to each record are its own, never the API's: known (so drift never offers
+        # them as a renamed field's new name) and never required.
+        own = {marker: expect("object", required=False) for marker in (EACH, BODY)}
+        return {**own, **columns, **self.fields.expected_schema()}
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a record by the configured paths; with `coins`, refuse a pair it does not map."""

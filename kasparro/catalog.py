@@ -13,6 +13,9 @@ OFFLINE_PATHS = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/
 # Kinds read from one `url` (news feeds): offline, each source reads the fake upstream's
 # `offline_path` (default /rss/<source name>), and `url` keeps the real feed.
 OFFLINE_URL_KINDS = ("rss",)
+# Kinds declared by a `base_url` (APIs declared in sources.toml): offline, `offline_path` replaces the
+# host part, so `https://api.binance.com` becomes the fake upstream's `/binance`, and the path stays.
+OFFLINE_BASE_KINDS = ("http",)
 
 
 def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
@@ -22,6 +25,8 @@ def _base_url(spec: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
         return explicit
     if config.get("OFFLINE") and kind in OFFLINE_PATHS:
         return config["FAKE_UPSTREAM_URL"].rstrip("/") + OFFLINE_PATHS[kind]
+    if config.get("OFFLINE") and kind in OFFLINE_BASE_KINDS and spec.get("offline_path"):
+        return config["FAKE_UPSTREAM_URL"].rstrip("/") + "/" + str(spec["offline_path"]).strip("/")
     return spec.get("base_url")
 
 
@@ -62,6 +67,8 @@ def _resolved(name: str, spec: Mapping[str, Any], config: Mapping[str, Any]) -> 
     offline_url = _offline_url(name, spec, config)
     if offline_url:
         resolved["url"] = offline_url
+    if spec["kind"] in OFFLINE_BASE_KINDS:
+        resolved.pop("offline_path", None)  # a deployment setting, not the kind's
     return resolved
 
 
@@ -92,6 +99,15 @@ def source_listing(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     enabled = set(_enabled(specs, config))
     return [{"name": name, "kind": spec["kind"], "enabled": name in enabled,
              "settings": public_settings(_resolved(name, spec, config))} for name, spec in specs.items()]
+
+
+def declared_source(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Return one declared source's settings, enabled or not, with environment overrides applied."""
+    specs = load_specs(config["SOURCES_FILE"])
+    if name not in specs:
+        raise SourceConfigError(f"unknown source {name!r}; {config['SOURCES_FILE']} declares: "
+                                f"{', '.join(sorted(specs)) or 'none'}")
+    return _resolved(name, specs[name], config)
 
 
 def backfill_sources(config: Mapping[str, Any]) -> list[str]:

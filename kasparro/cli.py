@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.engine import make_url
@@ -14,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from kasparro import catalog
 from kasparro.errors import KasparroError
 from kasparro.migrate import init_db
+from kasparro.pipeline.preview import MAX_RECORDS
 from kasparro.pipeline.runs import RunStart
 from kasparro.redact import redact_url
 from kasparro.sources.window import as_utc
@@ -27,19 +29,47 @@ def init_db_command() -> None:
     try:
         created = init_db(current_app._get_current_object())  # type: ignore[attr-defined]
     except OperationalError as exc:
-        # The driver's first line names the cause (refused, unknown host, bad password); the rest is noise.
-        url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise click.ClickException(f"cannot reach the database {url}: {reason}") from None
+        raise _unreachable(exc) from None
     click.echo(("created database; " if created else "") + "schema is up to date")
 
 
+def _unreachable(exc: OperationalError) -> click.ClickException:
+    """Say in one line which database could not be reached, and why."""
+    # The driver's first line names the cause (refused, unknown host, bad password); the rest is noise.
+    url = make_url(current_app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    return click.ClickException(f"cannot reach the database {url}: {reason}")
+
+
 @etl.command("sources")
-def sources_command() -> None:
+@click.option("--check", "name", metavar="NAME",
+              help="Read the first page of source NAME (enabled or not) and show it mapped, validated and "
+                   "resolved, writing nothing.")
+@click.option("--records", default=5, show_default=True, type=click.IntRange(1, MAX_RECORDS),
+              help="Records to show with --check.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the check as one JSON document.")
+def sources_command(name: str | None, records: int, as_json: bool) -> None:
     """Show the database in use (password masked), then list the enabled sources and their kinds."""
+    if name is not None:
+        _check(name, records, as_json)
+        return
+    given = click.get_current_context().get_parameter_source
+    if as_json or given("records") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--records and --json go with --check NAME")
     click.echo(f"database: {redact_url(current_app.config['SQLALCHEMY_DATABASE_URI'])}")
     for name, spec in catalog.declared_sources(current_app.config).items():
         click.echo(f"{name:24} {spec['kind']:12} {spec.get('path') or spec.get('base_url', '')}")
+
+
+def _check(name: str, records: int, as_json: bool) -> None:
+    from kasparro.source_check import scrub, show_check
+
+    try:
+        show_check(name, records, as_json)
+    except KasparroError as exc:
+        raise click.ClickException(scrub(str(exc), current_app.config["SECRETS"].values())) from None
+    except OperationalError as exc:
+        raise _unreachable(exc) from None
 
 
 @etl.command("run")

@@ -24,7 +24,7 @@ from kasparro.pipeline import backfill, events, faults, identity, leases, qualit
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending, lost_stage
 from kasparro.pipeline.transform import transform_pending
-from kasparro.sources import SourceContext, build_source
+from kasparro.sources import SourceContext, build_source, ids_kind
 from kasparro.sources.base import DEFAULT_BATCH_SIZE, RequestStats, Source
 from kasparro.sources.ratelimit import RedisBudgets
 
@@ -87,7 +87,7 @@ def transform(source_run: SourceRun, stats: RequestStats, overlap: bool = False,
               on_batch: OnBatch | None = None) -> None:
     """Validate and resolve every extracted batch (`overlap`: while extraction goes on, passing busy batches)."""
     source, kind = build(source_run, stats)
-    known = overrides()
+    known = overrides(source)
     _under_lease(source_run, None if overlap else "transform",
                  lambda lease: transform_pending(db.session, source_run, source, kind, known, lease, injected_faults(),
                                                  on_batch=on_batch, skip_busy=overlap, stage_all=stage_all))
@@ -106,7 +106,7 @@ def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overl
     if not overlap and lost_stage(db.session, source_run):
         # A PostgreSQL crash emptied quote_stage (UNLOGGED) under transformed batches: stage them again, then load.
         source, kind = build(source_run, stats)
-        transform_pending(db.session, source_run, source, kind, overrides(), lease, injected_faults())
+        transform_pending(db.session, source_run, source, kind, overrides(source), lease, injected_faults())
         load_pending(db.session, source_run, lease, injected_faults())
 
 
@@ -147,14 +147,14 @@ def build(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
     budgets = RedisBudgets(redis_store.client(), key_prefix=config["RATE_LIMIT_PREFIX"],
                            window_seconds=config["RATE_LIMIT_WINDOW_SECONDS"])
     context = SourceContext(secrets=config["SECRETS"], base_dir=PROJECT_ROOT, stats=stats, budget=budgets)
-    # `ids` names the kind whose coin ids a source uses (a file drop in CoinPaprika's layout carries
-    # CoinPaprika ids), so identity applies that kind's slug rule and overrides; it defaults to the kind.
-    return build_source(source_run.source, spec, context), spec.get("ids", spec["kind"])
+    return build_source(source_run.source, spec, context), ids_kind(spec)
 
 
-def overrides() -> dict[tuple[str, str], str]:
-    """Return the deployment's asset overrides (ASSET_OVERRIDES_FILE)."""
-    return identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
+def overrides(source: Source | None = None) -> dict[tuple[str, str], str]:
+    """Return the deployment's asset overrides (ASSET_OVERRIDES_FILE), under the source's own (`coins`), which win."""
+    shipped = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
+    own = getattr(source, "asset_overrides", None)
+    return {**shipped, **own} if own else shipped
 
 
 def batch_size(source_run: SourceRun, source: Source | Any) -> int:

@@ -40,7 +40,8 @@ def redis_db(number: int) -> str:
 
 API_KEY = "test-api-key-not-a-secret"
 # Provider keys the test worker sends; the fake upstream checks them as each provider does.
-PROVIDER_KEYS = {"COINPAPRIKA_API_KEY": "test-paprika-key", "COINGECKO_API_KEY": "test-gecko-key"}
+PROVIDER_KEYS = {"COINPAPRIKA_API_KEY": "test-paprika-key", "COINGECKO_API_KEY": "test-gecko-key",
+                 "CRYPTOCOMPARE_API_KEY": "test-cryptocompare-key"}
 RATE_LIMIT_PREFIX = f"kasparro-test-{SESSION_TAG}:ratelimit"
 KEEP_TABLES = {"alembic_version"}
 

@@ -1,4 +1,6 @@
-"""Offline fake of the CoinPaprika and CoinGecko APIs for demos and tests only: never expose it, never run it in production.
+"""Offline fake of the CoinPaprika, CoinGecko, CoinCap, Binance, Kraken and CryptoCompare APIs for demos and tests only.
+
+Never expose it, never run it in production. The last four live in `.venues`, one module each.
 
 Stdlib only and independent of the rest of `kasparro`, so it can run anywhere.
 """

@@ -18,7 +18,8 @@ from .server import FakeUpstream
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m kasparro.fake_upstream",
-                                     description="Serve recorded CoinPaprika/CoinGecko payloads and news feeds "
+                                     description="Serve recorded CoinPaprika/CoinGecko/CoinCap/Binance/Kraken/"
+                                                 "CryptoCompare payloads and news feeds "
                                                  "(demos and tests only). /__admin/* needs 'Authorization: "
                                                  f"Bearer ${ADMIN_TOKEN_ENV}'; unset, admin is locked.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("admin endpoints locked: set %s to inject faults or advance over HTTP", ADMIN_TOKEN_ENV)
     log.info("CoinPaprika base URL %s", upstream.coinpaprika_url)
     log.info("CoinGecko base URL %s", upstream.coingecko_url)
+    for venue in upstream.venues:
+        log.info("%s base URL %s", venue, upstream.url(venue))
     log.info("News feeds %s", ", ".join(upstream.rss_url(name) for name in upstream.feeds.names()))
     # Wait in short slices so the signal handler runs promptly on every platform.
     while not done.wait(0.5):

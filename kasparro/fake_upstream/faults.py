@@ -14,18 +14,24 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-PROVIDERS = ("coinpaprika", "coingecko")
+PROVIDERS = ("coinpaprika", "coingecko", "coincap", "binance", "kraken", "cryptocompare")
 FAULT_KINDS = (
     "429", "500", "503", "slow", "truncated", "html", "rename_field", "drop_field", "drop_item", "type_change",
-    "reset", "drip", "endless", "short_body", "huge_body", "gzip_bomb",
+    "drop_column", "add_column", "reset", "drip", "endless", "short_body", "huge_body", "gzip_bomb",
 )
+# Drift of positional rows (`drop_column`, `add_column`) needs a provider whose records are arrays; drift of
+# named fields needs one with objects (Kraken has both: its `result` object and its rows).
+ROW_PROVIDERS = frozenset({"binance", "kraken"})
+ROWS_ONLY = frozenset({"binance"})
+ROW_KINDS = frozenset({"drop_column", "add_column"})
+FIELD_KINDS = frozenset({"rename_field", "drop_field", "drop_item", "type_change"})
 # The longest `slow` may delay, and the longest a hostile body may stream.
 MAX_DELAY_SECONDS = 60.0
 MAX_STREAM_SECONDS = 600.0
 HUGE_DECLARED = 10**12
 # Parameters each kind needs; anything missing is a caller error, caught at inject time.
 _REQUIRED = {"rename_field": ("field", "to"), "drop_field": ("field",), "drop_item": ("id",),
-             "type_change": ("field",)}
+             "type_change": ("field",), "drop_column": ("index",), "add_column": ("value",)}
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "429": {"retry_after": 1}, "slow": {"delay": 1.0}, "type_change": {"to": "string"},
     "drip": {"interval": 0.5, "size": 1, "seconds": MAX_STREAM_SECONDS},
@@ -71,12 +77,18 @@ def make_fault(provider: str, kind: str | int, times: int = 1, **params: Any) ->
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
     if int(times) < 1:
         raise ValueError("times must be at least 1")
+    if kind in ROW_KINDS and provider not in ROW_PROVIDERS or kind in FIELD_KINDS and provider in ROWS_ONLY:
+        raise ValueError(f"{provider} has no {'positional rows' if kind in ROW_KINDS else 'named fields'} "
+                         f"for {kind!r}; its drift is {'field' if kind in ROW_KINDS else 'column'} drift")
     missing = [p for p in _REQUIRED.get(kind, ()) if p not in params]
     if missing:
         raise ValueError(f"fault {kind!r} needs parameter(s) {missing}")
     merged = {**_DEFAULTS.get(kind, {}), **params}
     if kind == "type_change" and merged["to"] not in TYPE_CHANGES:
         raise ValueError(f"type_change 'to' must be one of {TYPE_CHANGES}, not {merged['to']!r}")
+    if "index" in merged and (isinstance(merged["index"], bool) or not isinstance(merged["index"], int)
+                              or merged["index"] < 0):
+        raise ValueError(f"index must be a column number from 0, not {merged['index']!r}")
     for name in set(merged) & set(_BOUNDS):
         merged[name] = _bounded(name, merged[name])
     if "retry_after" in merged:

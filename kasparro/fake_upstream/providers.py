@@ -5,10 +5,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .snapshots import SnapshotSeries
+from .venues import VENUE_PREFIXES
 
-PREFIXES = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3"}
-# Query parameters that carry secrets; their values never reach a log.
-SECRET_PARAMS = frozenset({"x_cg_demo_api_key", "x_cg_pro_api_key"})
+PREFIXES = {"coinpaprika": "/coinpaprika/v1", "coingecko": "/coingecko/api/v3", **VENUE_PREFIXES}
+# Query parameters that carry secrets; their values never reach a log (CryptoCompare's `api_key`,
+# CoinCap's `apiKey`, a Binance `signature`).
+SECRET_PARAMS = frozenset({"x_cg_demo_api_key", "x_cg_pro_api_key", "api_key", "apiKey", "signature"})
 CG_MAX_PER_PAGE = 250
 CG_DEFAULT_PER_PAGE = 100
 

@@ -1,4 +1,4 @@
-"""Offline stand-in for the CoinPaprika and CoinGecko HTTP APIs and recorded news feeds, stdlib only.
+"""Offline stand-in for market HTTP APIs (CoinPaprika, CoinGecko, and the `.venues`) and news feeds, stdlib only.
 
 For demos and tests only: never run it where untrusted clients can reach it, nor in production. Its
 `/__admin/*` endpoints rewrite what it serves, so they need a bearer token (see `.admin`); request
@@ -20,21 +20,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .admin import MAX_ADMIN_BODY_BYTES, admin_refusal, content_length, parse_admin_body
-from .faults import (
-    HTML_ERROR_PAGE,
-    PROVIDERS,
-    FaultQueue,
-    drop_field,
-    drop_item,
-    make_fault,
-    rename_field,
-    type_change,
-)
+from .faults import HTML_ERROR_PAGE, PROVIDERS, FaultQueue, make_fault
 from .feeds import Feeds
 from .hostile import send_hostile
 from .providers import (PREFIXES, SECRET_PARAMS, check_gecko_auth, check_paprika_auth,
                         error_body, gecko_route, paprika_route, split_provider)
 from .snapshots import SnapshotSeries, load_coingecko, load_coinpaprika
+from .venues import drift_body, load_venues
 
 log = logging.getLogger("kasparro.fake_upstream")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -143,6 +135,7 @@ class FakeUpstream:
             "coingecko": load_coingecko(self.data_dir),
         }
         self.feeds = Feeds(self.data_dir)
+        self.venues = load_venues(self.data_dir)
         self._faults = FaultQueue()
         self._requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._httpd: _HTTPServer | None = None
@@ -204,6 +197,10 @@ class FakeUpstream:
         """Return the base URL to configure as the CoinGecko API root."""
         return self.base_url + PREFIXES["coingecko"]
 
+    def url(self, provider: str) -> str:
+        """Return the base URL to configure as `provider`'s API root (the real one's host part replaced)."""
+        return self.base_url + PREFIXES[provider]
+
     @property
     def admin_headers(self) -> dict[str, str]:
         """Return the headers an admin request needs."""
@@ -221,6 +218,9 @@ class FakeUpstream:
             for name, series in self._series.items():
                 if provider in (None, name):
                     series.advance()
+            for name, venue in self.venues.items():
+                if provider in (None, name):
+                    venue.advance()
             if provider in (None, "rss"):
                 self.feeds.advance()
             return self.state()
@@ -230,6 +230,8 @@ class FakeUpstream:
         with self._lock:
             for series in self._series.values():
                 series.index = 0
+            for venue in self.venues.values():
+                venue.reset()
             self.feeds.step = 0
             self._requests.clear()
         self._faults.clear()
@@ -256,7 +258,8 @@ class FakeUpstream:
         """Return current snapshots and queued faults."""
         with self._lock:
             providers = {name: s.describe() for name, s in self._series.items()}
-        return {"providers": providers, "feeds": {"names": self.feeds.names(), "live_step": self.feeds.step},
+            venues = {name: v.describe() for name, v in self.venues.items()}
+        return {"providers": providers, "venues": venues, "feeds": {"names": self.feeds.names(), "live_step": self.feeds.step},
                 "faults": self._faults.snapshot()}
 
     # --- request handling ------------------------------------------------------
@@ -290,7 +293,9 @@ class FakeUpstream:
                     query: dict[str, str]) -> tuple[int, Any] | None:
         if provider == "coinpaprika":
             return check_paprika_auth(self.coinpaprika_key, handler.headers)
-        return check_gecko_auth(self.coingecko_key, self.coingecko_plan, handler.headers, query)
+        if provider == "coingecko":
+            return check_gecko_auth(self.coingecko_key, self.coingecko_plan, handler.headers, query)
+        return None  # the venues' market-data endpoints are public
 
     def _serve(self, handler: _Handler, method: str, path: str, query: dict[str, str]) -> None:
         entry: dict[str, Any] = {
@@ -311,17 +316,26 @@ class FakeUpstream:
             if denied is not None:
                 status, body = denied
             else:
-                with self._lock:
-                    series = self._series[provider]
-                    entry["snapshot_id"] = series.current.id
-                    route = paprika_route if provider == "coinpaprika" else gecko_route
-                    status, body = route(endpoint, query, series)
+                status, body = self._route(provider, endpoint, query, entry)
                 # Faults only replace answers that would have succeeded, so a rejected
                 # request never uses up a fault a test queued for a later call.
-                if status == 200:
+                venue = self.venues.get(provider)
+                if status == 200 and not (venue and venue.failed(body)):
                     fault = self._faults.take(provider, path)
         entry["fault"] = fault.kind if fault else None
         self._respond(handler, entry, status, body, fault)
+
+    def _route(self, provider: str, endpoint: str, query: dict[str, str],
+               entry: dict[str, Any]) -> tuple[int, Any]:
+        with self._lock:
+            if provider in self.venues:
+                return self.venues[provider].route(endpoint, query)
+            if provider not in self._series:
+                return 404, {"error": f"no recorded {provider} payloads in this data directory"}
+            series = self._series[provider]
+            entry["snapshot_id"] = series.current.id
+            route = paprika_route if provider == "coinpaprika" else gecko_route
+            return route(endpoint, query, series)
 
     def _serve_feed(self, handler: _Handler, method: str, path: str) -> None:
         with self._lock:
@@ -344,18 +358,14 @@ class FakeUpstream:
         content_type = JSON_TYPE
         if kind == "slow":
             self._stopping.wait(float(fault.params["delay"]))
+        venue = self.venues.get(entry["provider"])
         if kind in ("429", "500", "503"):
-            status, body = int(kind), error_body(entry["provider"], int(kind))
+            status = int(kind)
+            body = venue.error_body(status) if venue else error_body(entry["provider"], status)
             if kind == "429":
                 headers["Retry-After"] = str(fault.params["retry_after"])
-        elif kind == "rename_field":
-            body = rename_field(body, fault.params["field"], fault.params["to"])
-        elif kind == "drop_field":
-            body = drop_field(body, fault.params["field"])
-        elif kind == "drop_item":
-            body = drop_item(body, fault.params["id"])
-        elif kind == "type_change":
-            body = type_change(body, fault.params["field"], fault.params["to"])
+        elif kind:
+            body = drift_body(venue, kind, fault.params, body)
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         if kind == "truncated":
             payload = payload[: max(1, len(payload) // 2)]

@@ -3,7 +3,8 @@
 In order: an alias we already have; a shipped override; a slug the source's own
 id implies (CoinGecko ids are our slugs); a known asset with the same normalised
 name and symbol; else a new asset. Symbols alone never merge two coins, since
-many coins share a ticker.
+many coins share a ticker. `preview` makes the same decisions and writes nothing
+(`flask etl sources --check`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -27,6 +29,11 @@ class CoinRef:
     source_asset_id: str
     symbol: str | None
     name: str | None
+
+
+def coin_ref(quote: Mapping[str, Any]) -> CoinRef:
+    """Return how a validated quote names its coin."""
+    return CoinRef(quote["source_asset_id"], quote.get("symbol"), quote.get("name"))
 
 
 # kind -> function giving the canonical slug a source id implies, or None.
@@ -78,13 +85,39 @@ def _decide(session: Session, ref: CoinRef, source: str, kind: str,
     return slugify(ref.name or ref.source_asset_id) or slugify(ref.source_asset_id), "new"
 
 
+def _known(session: Session, source: str, ids: list[str], column: Any) -> dict[str, Any]:
+    """Return `column` (an asset's id or slug) for each of `ids` the source already has an alias for."""
+    return dict(session.execute(
+        select(AssetAlias.source_asset_id, column).join(Asset, Asset.id == AssetAlias.asset_id)
+        .where(AssetAlias.source == source, AssetAlias.source_asset_id.in_(ids))
+    ).all())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which canonical slug a coin resolves to, how (alias, override, source_id, name, new), and whether
+    that asset exists yet."""
+
+    slug: str
+    method: str
+    exists: bool
+
+
+def preview(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef],
+            overrides: Mapping[tuple[str, str], str]) -> dict[str, Decision]:
+    """Say what `resolve` would decide for each source id in `refs`, reading only: nothing is written."""
+    known = _known(session, source, list(refs), Asset.slug)
+    decided = {sid: (known[sid], "alias") if sid in known else _decide(session, ref, source, kind, overrides)
+               for sid, ref in refs.items()}
+    slugs = {slug for slug, _ in decided.values()}
+    existing = set(session.execute(select(Asset.slug).where(Asset.slug.in_(slugs))).scalars())
+    return {sid: Decision(slug, method, slug in existing) for sid, (slug, method) in decided.items()}
+
+
 def resolve(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef],
             overrides: Mapping[tuple[str, str], str]) -> dict[str, int]:
     """Map each source id in `refs` to an asset id, creating assets and aliases as needed."""
-    known = dict(session.execute(
-        select(AssetAlias.source_asset_id, AssetAlias.asset_id)
-        .where(AssetAlias.source == source, AssetAlias.source_asset_id.in_(list(refs)))
-    ).all())
+    known = _known(session, source, list(refs), AssetAlias.asset_id)
     decided = {sid: _decide(session, ref, source, kind, overrides) for sid, ref in refs.items() if sid not in known}
     # Assets are written in slug order, so two sources' transforms running at once
     # lock shared asset rows in the same order and cannot deadlock.

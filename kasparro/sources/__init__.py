@@ -21,7 +21,7 @@ KINDS: dict[str, SourceFactory] = {}
 # Modules that register kinds; imported lazily so a missing optional kind
 # cannot break the others.
 KIND_MODULES = ("kasparro.sources.csv_file", "kasparro.sources.json_file", "kasparro.sources.coinpaprika",
-                "kasparro.sources.coingecko", "kasparro.sources.rss")
+                "kasparro.sources.coingecko", "kasparro.sources.rss", "kasparro.sources.http_api")
 
 
 @dataclass
@@ -66,6 +66,13 @@ def target_of(spec: Mapping[str, Any]) -> str:
     """Return what a declared source's records become: "quotes" unless its kind says otherwise ("news")."""
     _import_kinds()
     return getattr(KINDS.get(spec.get("kind")), "target", "quotes")
+
+
+def ids_kind(spec: Mapping[str, Any]) -> str:
+    """Return the kind whose coin ids a source uses: its `ids` setting, else its own kind."""
+    # A file drop in CoinPaprika's layout carries CoinPaprika ids, so identity applies that kind's slug rule
+    # and overrides.
+    return str(spec.get("ids", spec["kind"]))
 
 
 def can_backfill(kind: str) -> bool:

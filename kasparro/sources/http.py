@@ -17,6 +17,9 @@
                       would only hold the worker for another deadline
     redirect to       followed without the source's credential headers (see kasparro.sources.transport)
     another origin
+
+`get_json` sends GET; `request_json` may send POST with a JSON body, and returns the answer's headers too
+(a `Link` header pages some APIs). Both go through the same budget, retries and limits.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -67,7 +70,7 @@ class _Retry:
 
 
 class HttpClient:
-    """Send GET requests for one source within its budget and decode JSON answers."""
+    """Send requests (GET, or POST with a JSON body) for one source within its budget and decode JSON answers."""
 
     def __init__(self, source: str, stats: RequestStats, *, budget: Budget | None = None,
                  auth_headers: Mapping[str, str] | None = None, timeout: float = 10.0,
@@ -75,7 +78,8 @@ class HttpClient:
                  max_retry_after_seconds: float = 120.0, max_depth: int = MAX_DEPTH,
                  max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  request_deadline_seconds: float = DEFAULT_REQUEST_DEADLINE_SECONDS,
-                 is_auth_error: Callable[[int, str], bool] | None = None) -> None:
+                 is_auth_error: Callable[[int, str], bool] | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self.source = source
         self.stats = stats
         self.budget = budget
@@ -91,46 +95,57 @@ class HttpClient:
         self.session = KeyedSession(credential_headers=(auth_headers or {}).keys())
         self.session.headers["Accept"] = "application/json"
         self.session.headers.update(auth_headers or {})
-        self._secrets = [value for value in (auth_headers or {}).values() if value]
+        # `secrets`: values sent elsewhere than a header (a query parameter), masked wherever they appear too.
+        self._secrets = [value for value in (*(auth_headers or {}).values(), *secrets) if value]
+        _TRANSPORT_LOG.hide(secrets)
+        # The verb of the request under way, for messages; a client sends one request at a time.
+        self._verb = "GET"
 
     def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET `url` and return its decoded JSON body, retrying what may pass."""
+        return self.request_json(url, params)[0]
+
+    def request_json(self, url: str, params: Mapping[str, Any] | None = None, *, method: str = "GET",
+                     json_body: Any = None) -> tuple[Any, Mapping[str, str]]:
+        """Send `method` to `url` (POST with `json_body`) and return its decoded JSON body and its headers."""
+        self._verb = method
         shown = self.redact(display_url(url, params))
         response, body = self._fetch(url, params, shown, max_bytes=self.max_response_bytes,
-                                     limit_name="max_response_bytes")
-        return self._decode(response, body, shown)
+                                     limit_name="max_response_bytes", json_body=json_body)
+        return self._decode(response, body, shown), response.headers
 
     def get_bytes(self, url: str, max_bytes: int, accept: str = "*/*", limit_name: str = "") -> bytes:
         """GET `url` and return its body as bytes, refusing a body over `max_bytes` (PayloadError naming `limit_name`)."""
+        self._verb = "GET"
         shown = self.redact(display_url(url))
         return self._fetch(url, None, shown, {"Accept": accept}, max_bytes=max_bytes, limit_name=limit_name)[1]
 
     def _fetch(self, url: str, params: Mapping[str, Any] | None, shown: str,
                headers: Mapping[str, str] | None = None, *, max_bytes: int,
-               limit_name: str) -> tuple[requests.Response, bytes]:
+               limit_name: str, json_body: Any = None) -> tuple[requests.Response, bytes]:
         attempts = self.max_retries + 1
         for attempt in range(1, attempts + 1):
-            outcome = self._attempt(url, params, shown, attempt, headers, max_bytes, limit_name)
+            outcome = self._attempt(url, params, shown, attempt, headers, max_bytes, limit_name, json_body)
             if not isinstance(outcome, _Retry):
                 return outcome
             if attempt == attempts:
                 break
             self.stats.retries += 1
             self._wait_before_retry(outcome, attempt, shown)
-        raise TransientSourceError(f"GET {shown} failed after {attempts} attempts; last: {outcome.reason}",
+        raise TransientSourceError(f"{self._verb} {shown} failed after {attempts} attempts; last: {outcome.reason}",
                                    source=self.source)
 
     def _attempt(self, url: str, params: Mapping[str, Any] | None, shown: str, attempt: int,
                  headers: Mapping[str, str] | None, max_bytes: int,
-                 limit_name: str) -> tuple[requests.Response, bytes] | _Retry:
+                 limit_name: str, json_body: Any = None) -> tuple[requests.Response, bytes] | _Retry:
         if self.budget is not None:
             self._count_wait(self.budget.acquire())
         self.stats.requests += 1
         started = time.monotonic()
         with Deadline(self.request_deadline_seconds) as deadline:
             try:
-                response = self.session.get(url, params=params, headers=headers, stream=True,
-                                            timeout=min(self.timeout, deadline.left()))
+                response = self.session.request(self._verb, url, params=params, headers=headers, json=json_body,
+                                                stream=True, timeout=min(self.timeout, deadline.left()))
             except requests.RequestException as exc:
                 return self._failed_send(exc, deadline, shown, attempt)
             with response:
@@ -149,7 +164,7 @@ class HttpClient:
             return self._log_retry(_Retry(f"no answer within {self.timeout:g}s"), shown, attempt)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             return self._log_retry(_Retry(f"connection failed ({type(exc).__name__})"), shown, attempt)
-        raise SourceConfigError(f"GET {shown} cannot be sent: {self.redact(str(exc))[:SNIPPET_CHARS]}",
+        raise SourceConfigError(f"{self._verb} {shown} cannot be sent: {self.redact(str(exc))[:SNIPPET_CHARS]}",
                                 source=self.source) from None
 
     def _read(self, response: requests.Response, shown: str, max_bytes: int, deadline: Deadline,
@@ -159,7 +174,8 @@ class HttpClient:
         named = f" ({limit_name})" if limit_name else ""
         # isascii: "²" is a digit to Python but no number to int(); http.client ignores such a length too.
         if limit_name is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-            raise PayloadError(f"GET {shown} announced {declared} bytes, over the {max_bytes} byte limit{named}",
+            raise PayloadError(f"{self._verb} {shown} announced {declared} bytes, over the {max_bytes} byte "
+                               f"limit{named}",
                                source=self.source)
         body = bytearray()
         try:
@@ -169,7 +185,8 @@ class HttpClient:
                 if len(body) > max_bytes:  # read no further than the limit, whatever the headers said
                     if limit_name is None:
                         break
-                    raise PayloadError(f"GET {shown} sent more than {max_bytes} bytes, over the byte limit{named}",
+                    raise PayloadError(f"{self._verb} {shown} sent more than {max_bytes} bytes, over the byte "
+                                       f"limit{named}",
                                        source=self.source)
         except requests.RequestException as exc:
             self._check_deadline(deadline, shown)
@@ -181,7 +198,7 @@ class HttpClient:
     def _check_deadline(self, deadline: Deadline, shown: str) -> None:
         if deadline.expired or time.monotonic() >= deadline.ends:
             raise TransientSourceError(
-                f"GET {shown} took longer than request_deadline_seconds ({deadline.seconds:g}s); "
+                f"{self._verb} {shown} took longer than request_deadline_seconds ({deadline.seconds:g}s); "
                 "stopped reading a slow or endless answer", source=self.source)
 
     def _log_response(self, response: requests.Response, shown: str, started: float, attempt: int) -> None:
@@ -203,7 +220,7 @@ class HttpClient:
         if status >= 500:
             return self._log_retry(_Retry(f"HTTP {status}"), shown, attempt)
         text = body.decode("utf-8", "replace")
-        detail = f"HTTP {status} from GET {shown}{self._redirected(response)}: {self._snippet(text)}"
+        detail = f"HTTP {status} from {self._verb} {shown}{self._redirected(response)}: {self._snippet(text)}"
         if status in (401, 403) or (self.is_auth_error and self.is_auth_error(status, text)):
             raise SourceAuthError(f"provider refused our credentials: {detail}", source=self.source)
         raise SourceConfigError(f"request rejected, not retried: {detail}", source=self.source)
@@ -226,7 +243,7 @@ class HttpClient:
         if delay > cap:
             # Waiting less than asked only earns another 429, so give up for now instead.
             raise TransientSourceError(
-                f"GET {shown} throttled: Retry-After {delay:.0f}s exceeds the {cap:g}s cap "
+                f"{self._verb} {shown} throttled: Retry-After {delay:.0f}s exceeds the {cap:g}s cap "
                 f"(max_retry_after_seconds); requests pause for {cap:g}s", source=self.source)
         return delay
 
@@ -258,7 +275,7 @@ class HttpClient:
     def _decode(self, response: requests.Response, body: bytes, shown: str) -> Any:
         content_type = response.headers.get("Content-Type", "")
         if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
-            raise PayloadError(f"GET {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
+            raise PayloadError(f"{self._verb} {shown} returned HTML ({content_type or 'no content type'}), not JSON: "
                                f"{self._snippet(body[:ERROR_BODY_BYTES].decode('utf-8', 'replace'))}",
                                source=self.source)
         try:
@@ -266,7 +283,7 @@ class HttpClient:
         except TooDeep:
             return self._decode_deep(body, shown)
         except ValueError as exc:
-            raise PayloadError(f"GET {shown} returned a body that is not valid JSON "
+            raise PayloadError(f"{self._verb} {shown} returned a body that is not valid JSON "
                                f"({describe_json_error(exc, body)})", source=self.source) from None
 
     def _decode_deep(self, body: bytes, shown: str) -> list[Any]:
@@ -276,7 +293,7 @@ class HttpClient:
             return [element.value if element.fault is None else {**element.evidence, UNREADABLE: element.fault}
                     for element in elements]
         except json_scan.NotJson:
-            raise PayloadError(f"GET {shown} returned a body nested deeper than max_depth {self.max_depth}"
+            raise PayloadError(f"{self._verb} {shown} returned a body nested deeper than max_depth {self.max_depth}"
                                " outside any array element", source=self.source) from None
 
     def _snippet(self, text: str) -> str:
@@ -291,6 +308,34 @@ class HttpClient:
             text = text.replace(secret, REDACTED)
         # requests quotes the whole URL when it cannot parse it, user:password@ included.
         return redact_text(text)
+
+
+class _SecretFilter(logging.Filter):
+    """Mask secrets in the records of a logger we do not own (urllib3 logs each request line, query and all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def hide(self, secrets: Iterable[str]) -> None:
+        """Mask these values too from now on."""
+        self.secrets.update(secret for secret in secrets if secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a record holding a secret with the secret masked; keep every record."""
+        if self.secrets:
+            message = record.getMessage()
+            masked = message
+            for secret in self.secrets:
+                masked = masked.replace(secret, REDACTED)
+            if masked != message:
+                record.msg, record.args = masked, ()
+        return True
+
+
+# A query-parameter key is in the request line urllib3 logs at DEBUG; a header key never is.
+_TRANSPORT_LOG = _SecretFilter()
+logging.getLogger("urllib3.connectionpool").addFilter(_TRANSPORT_LOG)
 
 
 def _readable(body: bytes) -> str:
@@ -371,7 +416,8 @@ def secret_setting(source: str, spec: Mapping[str, Any], context: SourceContext)
 
 def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContext, *,
                      default_rpm: float, auth_headers: Mapping[str, str] | None = None,
-                     is_auth_error: Callable[[int, str], bool] | None = None) -> HttpClient:
+                     is_auth_error: Callable[[int, str], bool] | None = None,
+                     secrets: Iterable[str] = ()) -> HttpClient:
     """Build the HTTP client a source's settings describe, on the context's shared budget.
 
     Sources naming the same `rate_limit_group` (say, two CoinGecko listings on one
@@ -390,7 +436,7 @@ def client_from_spec(source: str, spec: Mapping[str, Any], context: SourceContex
         logger.warning("no shared request budget source=%s: requests are not rate limited", source,
                        extra={"source": source})
     return HttpClient(
-        source, context.stats, budget=budget, auth_headers=auth_headers, is_auth_error=is_auth_error,
+        source, context.stats, budget=budget, auth_headers=auth_headers, is_auth_error=is_auth_error, secrets=secrets,
         timeout=number_setting(source, spec, "timeout_seconds", 10, 0.001),
         max_retries=int(number_setting(source, spec, "max_retries", 3, 0, 10)),
         backoff_seconds=number_setting(source, spec, "backoff_seconds", 1.0, 0),

@@ -35,35 +35,19 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from kasparro.errors import SourceConfigError
 from kasparro.sources import SourceContext, json_scan, register
 from kasparro.sources.base import (CURSOR_SUMMARY, DEFAULT_BATCH_BYTES, MAX_DEPTH, MAX_DEPTH_CEILING, Expected, Page,
                                    Progress, RawItem, expect)
-from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint, parse_date
+from kasparro.sources.fields import FIELD_TYPES, TIME_UNITS, map_fields, read_time
+from kasparro.sources.filedrop import byte_limit, field_mapping, file_path, fingerprint
 from kasparro.sources.http import number_setting
 
 FORMATS = ("auto", "array", "ndjson")
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
-TIME_UNITS = {"s": 1, "ms": 1000}
 MAX_RECORD_BYTES = 1024 * 1024
-# The JSON types each unified field may arrive as; numbers may come as numeric strings.
-FIELD_TYPES = {"source_asset_id": "string|number", "symbol": "string|null", "name": "string|null",
-               "observed_at": "string", "price_usd": "number|string",
-               "market_cap_usd": "number|string|null", "volume_24h_usd": "number|string|null",
-               "percent_change_24h": "number|string|null"}
-
-
-def get_path(payload: Mapping[str, Any], path: str) -> Any:
-    """Return the value at a dotted path into nested objects; raise KeyError naming the path if it is not there."""
-    node: Any = payload
-    for key in path.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            raise KeyError(path)
-        node = node[key]
-    return node
 
 
 class JsonSource:
@@ -181,40 +165,11 @@ class JsonSource:
 
     def to_unified(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Map a record to unified fields by the configured paths; raise KeyError naming a missing path."""
-        missing = []
-        fields: dict[str, Any] = {}
-        for unified, path in self.fields.items():
-            try:
-                value = get_path(payload, path)
-            except KeyError:
-                missing.append(path)
-                continue
-            value = value.strip() if isinstance(value, str) else value
-            fields[unified] = None if value == "" else value
-        if missing:
-            raise KeyError(", ".join(sorted(missing)))
-        if isinstance(fields["source_asset_id"], int | float) and not isinstance(fields["source_asset_id"], bool):
-            fields["source_asset_id"] = str(fields["source_asset_id"])
-        fields["observed_at"] = self._observed_at(fields["observed_at"])
+        fields = map_fields(payload, self.fields)
+        # An epoch in `time_unit`, a date in `date_format`, or ISO 8601 text left to validation.
+        fields["observed_at"] = read_time("observed_at", fields["observed_at"],
+                                          self.time_unit or self.date_format or "iso")
         return fields
-
-    def _observed_at(self, value: Any) -> Any:
-        """Read an epoch in `time_unit`, a date in `date_format`, or leave an ISO 8601 string to validation."""
-        if value is None:
-            return None
-        if self.time_unit:
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise TypeError(f"observed_at: {value!r} is not an epoch time in {self.time_unit}")
-            try:
-                return datetime.fromtimestamp(float(value) / TIME_UNITS[self.time_unit], UTC)
-            except (ValueError, OverflowError, OSError):
-                raise ValueError(f"observed_at: {value!r} is not an epoch time in {self.time_unit}") from None
-        if self.date_format and isinstance(value, str):
-            parsed = parse_date(value, self.date_format)
-            if parsed is None:
-                raise ValueError(f"observed_at: {value!r} does not match {self.date_format!r}")
-            return parsed
-        return value
 
 
 def _chunks(elements: Iterator[json_scan.Element], size: int, max_bytes: int) -> Iterator[list[json_scan.Element]]:

@@ -1,6 +1,7 @@
 """Helpers for pipeline tests: declare CSV sources and run them through the real worker."""
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -8,9 +9,10 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from kasparro.db import db
+from kasparro.fake_upstream.server import FakeUpstream
 from kasparro.models import MarketQuote, Run
 from kasparro.tasks import enqueue_run
-from tests.conftest import wait_for_run
+from tests.conftest import ROOT, wait_for_run
 
 HEADER = "currency,date,close,volume,market_cap\n"
 COLUMNS = {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close",
@@ -21,6 +23,13 @@ def csv_spec(path: Path, columns: dict[str, str] | None = None, **extra: Any) ->
     """Return the settings of a CSV source reading `path`."""
     return {"kind": "csv", "path": str(path), "date_format": "%Y-%m-%d", "columns": columns or COLUMNS,
             "settle_seconds": 0, **extra}
+
+
+def shipped(name: str, upstream: FakeUpstream, **settings: Any) -> dict[str, Any]:
+    """Return sources.toml's block `name`, its base_url the fake upstream's at its offline_path (as OFFLINE does)."""
+    spec = tomllib.loads((ROOT / "sources.toml").read_text())["sources"][name]
+    path = spec.pop("offline_path")
+    return {**spec, "base_url": upstream.base_url + path, **settings}
 
 
 def _toml_value(value: Any) -> str:

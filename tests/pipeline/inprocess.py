@@ -100,7 +100,7 @@ def start(name: str) -> Stages:
     db.session.commit()
     source_run = run.source_runs[0]
     source, kind = task_stages.build(source_run, RequestStats())
-    return Stages(source_run.id, source, kind, task_stages.overrides())
+    return Stages(source_run.id, source, kind, task_stages.overrides(source))
 
 
 def run_in_process(app: Flask, name: str, batch_size: int = BATCH_SIZE,

@@ -90,8 +90,7 @@ def stage(session: Session, batch: RawBatch, source_run: SourceRun, kind: str,
 
     Each quote's id is its raw record's, or with `chunk_id` its line in that raw chunk.
     """
-    refs = {q["source_asset_id"]: identity.CoinRef(q["source_asset_id"], q.get("symbol"), q.get("name"))
-            for _, q in quotes}
+    refs = {q["source_asset_id"]: identity.coin_ref(q) for _, q in quotes}
     assets = identity.resolve(session, source_run.source, kind, refs, overrides)
     lineage: tuple[int, ...] = () if chunk_id is None else (chunk_id,)
     copy_rows(session, "quote_stage", STAGE_COLUMNS if chunk_id is None else CHUNK_STAGE_COLUMNS, (

@@ -3,6 +3,8 @@ overrides, an unmapped pair is rejected, and the overlap a resumed series reads 
 from __future__ import annotations
 
 import csv
+import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,3 +83,44 @@ def test_coins_decide_identity_and_an_overlap_is_loaded_once(app: Flask, declare
     with app.app_context():
         assert count(MarketQuote, MarketQuote.source == "venue") == 5
         assert count(RawRecord, RawRecord.source == "venue") == 10
+
+
+def hostile(rng: random.Random, depth: int = 0) -> Any:
+    """A record as a broken or hostile API might send it: any JSON, a lone surrogate, nesting past any limit."""
+    choice = rng.randrange(5) if depth > 3 else rng.randrange(10)
+    if choice == 0:
+        return rng.choice([None, True, 0, -1.5e308, 10 ** 40, "", "x" * rng.randrange(1, 5000)])
+    if choice == 1:
+        return "\ud800" + "x" * rng.randrange(3)
+    if choice == 2:
+        return [hostile(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if choice == 3:
+        return {"id": hostile(rng, depth + 1), "t": hostile(rng, depth + 1), "p": hostile(rng, depth + 1)}
+    if choice == 4:
+        depth_past_limit = rng.randrange(65, 600)
+        return json.loads("[" * depth_past_limit + "]" * depth_past_limit)
+    if choice == 5:
+        return {"id": "bitcoin", "t": rng.choice(["2024-13-01", "", "NaN", 1e20, "\ud83d"]), "p": "1e400"}
+    return {"id": rng.choice(["bitcoin", "ethereum", "\ud800", "x" * 300]),
+            "t": f"2024-01-{rng.randrange(1, 29):02d}T00:00:00Z", "p": rng.choice([42000, "42000.5", -1, 0, "abc", None, 1e308])}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_record_an_api_sends_fails_the_source_and_every_one_is_loaded_rejected_or_a_duplicate(
+        app: Flask, sources_file: Path, api: Upstream, seed: int) -> None:
+    rng = random.Random(seed)
+    good = {"id": "bitcoin", "t": "2023-12-31T00:00:00Z", "p": 42000}
+    records = [hostile(rng) for _ in range(200)] + [good]
+    api.json("/v1/quotes", lambda seen: {"data": records, "keyed": {f"k{i}": r for i, r in enumerate(records)}})
+    spec = {"kind": "http", "base_url": api.url, "path": "/v1/quotes", "requests_per_minute": 60000,
+            "fields": {"source_asset_id": "id", "observed_at": "t", "price_usd": "p"}}
+    shipped = sources_file.read_text()
+    try:
+        declare(sources_file, {"listed": {**spec, "records_path": "data"}, "keyed": {**spec, "records_path": "keyed"}})
+        for name in ("listed", "keyed"):
+            run = run_in_process(app, name)
+            assert run.status in ("success", "partial"), (name, run.error)
+            assert law_holds(run), name
+            assert run.loaded >= 1, name  # the good record, whatever its neighbours
+    finally:
+        sources_file.write_text(shipped)

@@ -152,9 +152,7 @@ def build(source_run: SourceRun, stats: RequestStats) -> tuple[Source, str]:
 
 def overrides(source: Source | None = None) -> dict[tuple[str, str], str]:
     """Return the deployment's asset overrides (ASSET_OVERRIDES_FILE), under the source's own (`coins`), which win."""
-    shipped = identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"])
-    own = getattr(source, "asset_overrides", None)
-    return {**shipped, **own} if own else shipped
+    return identity.source_overrides(identity.load_overrides(current_app.config["ASSET_OVERRIDES_FILE"]), source)
 
 
 def batch_size(source_run: SourceRun, source: Source | Any) -> int:

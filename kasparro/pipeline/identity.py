@@ -60,6 +60,12 @@ def load_overrides(path: str) -> dict[tuple[str, str], str]:
                 for row in csv.DictReader(line for line in handle if not line.startswith("#"))}
 
 
+def source_overrides(shipped: Mapping[tuple[str, str], str], source: object) -> dict[tuple[str, str], str]:
+    """Return the shipped overrides under the source's own (an http source's `coins`), which win."""
+    own = getattr(source, "asset_overrides", None)
+    return {**shipped, **own} if own else dict(shipped)
+
+
 def _decide(session: Session, ref: CoinRef, source: str, kind: str,
             overrides: Mapping[tuple[str, str], str]) -> tuple[str, str]:
     """Return (slug, match method) for a coin with no alias yet."""

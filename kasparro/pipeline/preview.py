@@ -114,9 +114,8 @@ def check_source(session: Session, name: str, spec: Mapping[str, Any], secrets: 
                for item, payload in zip(items, payloads)]
     target = targets.of_source(source).name
     if target == "quotes":
-        # The source's own overrides (an http source's `coins`) win over the shipped ones, as in the pipeline.
-        own = {**overrides, **getattr(source, "asset_overrides", {})}
-        decided = _identities(session, name, ids_kind(spec), own, [quote for _, quote in checked])
+        decided = _identities(session, name, ids_kind(spec), identity.source_overrides(overrides, source),
+                              [quote for _, quote in checked])
         checked = [(replace(r, asset=decided[quote["source_asset_id"]]) if quote else r, quote)
                    for r, quote in checked]
     return Check(name, str(spec["kind"]), target, stats.requests, [r for r, _ in checked], shape.found,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+import psycopg2
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -43,6 +44,13 @@ def closed_port() -> int:
 def test_a_refused_connection_is_an_outage() -> None:
     refused = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/postgres")
     assert database_unreachable(raised(refused, "SELECT 1"))
+
+
+def test_a_bare_driver_error_of_a_lost_connection_is_an_outage() -> None:
+    # The COPY paths use the driver's cursor, whose errors reach the task unwrapped by SQLAlchemy.
+    with pytest.raises(psycopg2.OperationalError) as caught:
+        psycopg2.connect(host="127.0.0.1", port=closed_port(), user="postgres", dbname="postgres")
+    assert database_unreachable(caught.value)
 
 
 def test_a_connection_cut_by_the_server_mid_statement_is_an_outage(engine: Engine) -> None:

@@ -244,6 +244,21 @@ class AssetAlias(db.Model):
     asset: Mapped[Asset] = relationship(back_populates="aliases")
 
 
+class IdSpaceSlug(db.Model):
+    """The slug decided for a coin id the first time any source of its id space (a kind with a slug rule) met it.
+
+    Every later source of that id space follows it, so which source, or which other id space, came first
+    cannot put one id on two assets: the primary key is the arbiter when two transforms decide at once.
+    """
+
+    __tablename__ = "id_space_slugs"
+
+    id_space: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source_asset_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = _now()
+
+
 class MarketQuote(db.Model):
     """A unified observation of one asset's market by one source at one time."""
 

@@ -1,10 +1,16 @@
 """Decide which canonical asset each source's coin is, and remember how it was decided.
 
-In order: an alias we already have; a shipped override; a slug the source's own
-id implies (CoinGecko ids are our slugs); a known asset with the same normalised
-name and symbol; else a new asset. Symbols alone never merge two coins, since
-many coins share a ticker. `preview` makes the same decisions and writes nothing
+In order: an alias we already have; a shipped override; the slug another source of
+the same id space already decided for this id; a slug the source's own id implies
+(CoinGecko ids are our slugs); a known asset with the same normalised name and
+symbol; else a new asset. Symbols alone never merge two coins, since many coins
+share a ticker. `preview` makes the same decisions and writes nothing
 (`flask etl sources --check`).
+
+Why the id space: the ticker guard below reads what exists, so a CoinPaprika id
+decided before CoinGecko's listing lands and the same id decided after it would
+land on two assets (RNDR and RENDER). The first decision per (id space, id) is
+recorded under a primary key and every later source of that space follows it.
 """
 from __future__ import annotations
 
@@ -17,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from kasparro.models import Asset, AssetAlias
+from kasparro.models import Asset, AssetAlias, IdSpaceSlug
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,13 @@ def source_overrides(shipped: Mapping[tuple[str, str], str], source: object) -> 
 
 
 def _decide(session: Session, ref: CoinRef, source: str, kind: str,
-            overrides: Mapping[tuple[str, str], str]) -> tuple[str, str]:
-    """Return (slug, match method) for a coin with no alias yet."""
+            overrides: Mapping[tuple[str, str], str], claimed: Mapping[str, str]) -> tuple[str, str]:
+    """Return (slug, match method) for a coin with no alias yet; `claimed` is its id space's earlier decisions."""
     for key in ((source, ref.source_asset_id), (kind, ref.source_asset_id)):
         if key in overrides:
             return overrides[key], "override"
+    if ref.source_asset_id in claimed:
+        return claimed[ref.source_asset_id], "id_space"
     rule = SLUG_RULES.get(kind)
     implied = rule(ref) if rule else None
     if implied:
@@ -91,6 +100,32 @@ def _decide(session: Session, ref: CoinRef, source: str, kind: str,
     return slugify(ref.name or ref.source_asset_id) or slugify(ref.source_asset_id), "new"
 
 
+def _claimed(session: Session, kind: str, ids: list[str]) -> dict[str, str]:
+    """Return the slug recorded for each of `ids` in the id space of `kind`, where one is."""
+    if kind not in SLUG_RULES or not ids:
+        return {}
+    return dict(session.execute(select(IdSpaceSlug.source_asset_id, IdSpaceSlug.slug)
+                                .where(IdSpaceSlug.id_space == kind, IdSpaceSlug.source_asset_id.in_(ids))).all())
+
+
+def _claim(session: Session, kind: str, decided: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Record each decision in the id space of `kind`, and follow the one recorded first where another was.
+
+    A claim another transaction holds uncommitted makes the insert wait for it, so two sources deciding one id
+    at the same moment still agree. Overrides are not recorded: they win anyway, and may change.
+    """
+    fresh = sorted(sid for sid, (_, method) in decided.items() if method not in ("override", "id_space"))
+    if kind not in SLUG_RULES or not fresh:
+        return decided
+    # In id order, so two transactions claiming overlapping ids take their locks in the same order.
+    session.execute(insert(IdSpaceSlug).values([{"id_space": kind, "source_asset_id": sid,
+                                                 "slug": decided[sid][0]} for sid in fresh])
+                    .on_conflict_do_nothing())
+    held = _claimed(session, kind, fresh)
+    return {sid: (held[sid], "id_space") if held.get(sid, slug) != slug else (slug, method)
+            for sid, (slug, method) in decided.items()}
+
+
 def _known(session: Session, source: str, ids: list[str], column: Any) -> dict[str, Any]:
     """Return `column` (an asset's id or slug) for each of `ids` the source already has an alias for."""
     return dict(session.execute(
@@ -101,7 +136,7 @@ def _known(session: Session, source: str, ids: list[str], column: Any) -> dict[s
 
 @dataclass(frozen=True)
 class Decision:
-    """Which canonical slug a coin resolves to, how (alias, override, source_id, name, new), and whether
+    """Which canonical slug a coin resolves to, how (alias, override, id_space, source_id, name, new), and whether
     that asset exists yet."""
 
     slug: str
@@ -113,8 +148,9 @@ def preview(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef
             overrides: Mapping[tuple[str, str], str]) -> dict[str, Decision]:
     """Say what `resolve` would decide for each source id in `refs`, reading only: nothing is written."""
     known = _known(session, source, list(refs), Asset.slug)
-    decided = {sid: (known[sid], "alias") if sid in known else _decide(session, ref, source, kind, overrides)
-               for sid, ref in refs.items()}
+    claimed = _claimed(session, kind, [sid for sid in refs if sid not in known])
+    decided = {sid: (known[sid], "alias") if sid in known
+               else _decide(session, ref, source, kind, overrides, claimed) for sid, ref in refs.items()}
     slugs = {slug for slug, _ in decided.values()}
     existing = set(session.execute(select(Asset.slug).where(Asset.slug.in_(slugs))).scalars())
     return {sid: Decision(slug, method, slug in existing) for sid, (slug, method) in decided.items()}
@@ -124,7 +160,10 @@ def resolve(session: Session, source: str, kind: str, refs: Mapping[str, CoinRef
             overrides: Mapping[tuple[str, str], str]) -> dict[str, int]:
     """Map each source id in `refs` to an asset id, creating assets and aliases as needed."""
     known = _known(session, source, list(refs), AssetAlias.asset_id)
-    decided = {sid: _decide(session, ref, source, kind, overrides) for sid, ref in refs.items() if sid not in known}
+    new = [sid for sid in refs if sid not in known]
+    claimed = _claimed(session, kind, new)
+    decided = _claim(session, kind, {sid: _decide(session, refs[sid], source, kind, overrides, claimed)
+                                     for sid in new})
     # Assets are written in slug order, so two sources' transforms running at once
     # lock shared asset rows in the same order and cannot deadlock.
     for source_id, (slug, method) in sorted(decided.items(), key=lambda item: item[1][0]):

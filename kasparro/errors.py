@@ -7,6 +7,7 @@
     │   └── SourceConfigError       (terminal) the source is configured wrongly (missing file, bad mapping)
     ├── PayloadError                (terminal) a whole payload is unusable (not JSON, not a list)
     ├── SchemaDriftFrozen           (terminal) a batch drifted under drift_policy=freeze
+    ├── RejectBudgetExceeded        (terminal) a run rejected more than the source's max_reject_ratio
     ├── RepairRefused               (terminal) a backfill the source cannot do, or a window ending before it starts
     │   └── NothingToRepair         (terminal) no stored record matches a reprocess or replay
     ├── SourceBusy                  (transient) another run holds the source's lease
@@ -63,6 +64,10 @@ class PayloadError(KasparroError):
 
 class SchemaDriftFrozen(KasparroError):
     """A batch's shape drifted under the `freeze` policy: the source fails and nothing of the batch loads."""
+
+
+class RejectBudgetExceeded(KasparroError):
+    """A source rejected more of a run's records than its `max_reject_ratio`: it fails, the rest is not read."""
 
 
 class RepairRefused(KasparroError):

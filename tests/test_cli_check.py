@@ -276,6 +276,8 @@ def test_an_unknown_source_fails_in_one_line_naming_the_declared_ones(
     ({"kind": "csv", "path": "x.csv", "columns": {"source_asset_id": "currency"}},
      "Error: broken: columns mapping: missing ['observed_at', 'price_usd'], unknown []"),
     ({"kind": "nosuchkind"}, "Error: broken: unknown source kind 'nosuchkind'"),
+    ({"kind": "csv", "path": "x.csv", "columns": {}, "max_reject_ratio": 2},
+     "Error: broken: max_reject_ratio must be a number from 0 to 1 (1: no budget), not 2"),
 ])
 def test_a_configuration_error_fails_in_one_line(app: Flask, sources_file: Path, spec: dict[str, Any],
                                                  line: str) -> None:

@@ -191,7 +191,7 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
     if not restage:
         drift_log.record(session, batch, source_run, shape, set())
     _resolve_new_coins(session, source_run.source, kind, overrides)
-    if source_run.run.trigger == "reprocess":
+    if _seen_before(chunk, source_run):
         _forget_rejects(session, chunk.id, None)
     rows = chunk.records - len(chunk.repeats)
     if load_now and not restage:
@@ -298,11 +298,17 @@ def _careful(session: Session, batch: RawBatch, source_run: SourceRun, source: A
                for line, item in lines]
     outcome = validate_checked(session, batch, source_run, source, records, restage)
     quotes.stage(session, batch, source_run, kind, overrides, outcome.quotes, chunk_id=chunk.id)
-    if source_run.run.trigger == "reprocess":
+    if _seen_before(chunk, source_run):
         _forget_rejects(session, chunk.id, [line for line, _ in outcome.quotes])
     positions = {line: item for line, item in lines}
     _keep_rejects(session, batch, source_run, chunk, outcome.rejects, positions)
     return len(outcome.rejects)
+
+
+def _seen_before(chunk: RawChunk, source_run: SourceRun) -> bool:
+    """Whether an earlier run received the chunk: a reprocess, or a run after one that failed (say, past its
+    reject budget), whose rejects of lines valid now are stale."""
+    return chunk.run_id != source_run.run_id
 
 
 def _forget_rejects(session: Session, chunk_id: int, lines: list[int] | None) -> None:

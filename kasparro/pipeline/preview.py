@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kasparro.errors import KasparroError
-from kasparro.pipeline import drift, drift_log, identity, targets
+from kasparro.pipeline import drift, drift_log, identity, reject_budget, targets
 from kasparro.pipeline.extract import stored_json
 from kasparro.pipeline.records import validate_batch
 from kasparro.sources import SourceContext, build_source, ids_kind
@@ -103,6 +103,7 @@ def check_source(session: Session, name: str, spec: Mapping[str, Any], secrets: 
                  base_dir: Path, overrides: Mapping[tuple[str, str], str], records: int) -> Check:
     """Read up to `records` records of the source's first page, and map, validate and resolve each."""
     stats = RequestStats()
+    reject_budget.budget_of(spec, name)  # a budget that cannot work fails the check as it would fail the run
     context = SourceContext(secrets=secrets, base_dir=base_dir, stats=stats, budget=OneRequest())
     # The error of the one request is what the operator needs to see, not the retries' last one.
     source = build_source(name, {**spec, "max_retries": 0}, context)

@@ -5,15 +5,15 @@ A file's raw chunk is turned by `chunks`; the validation of records is in `recor
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from kasparro.errors import SchemaDriftFrozen
+from kasparro.errors import RejectBudgetExceeded, SchemaDriftFrozen
 from kasparro.models import RawBatch, RawRecord, SourceRun
-from kasparro.pipeline import chunks, durability, leases, runs, targets
+from kasparro.pipeline import chunks, durability, leases, reject_budget, runs, targets
 from kasparro.pipeline.faults import Fault
 from kasparro.pipeline.faults import check as check_fault
 from kasparro.pipeline.records import Validated, keep_rejects, validate_batch, validate_checked, validate_record
@@ -95,6 +95,12 @@ class _Pass:
     records: int = 0  # records transformed
     loaded: int = 0  # of them, loaded by their transform (raw chunks)
 
+    budget: reject_budget.Budget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = reject_budget.budget_of(self.source_run.run.config.get(self.source_run.source, {}),
+                                              self.source_run.source)
+
     def claimable(self, lease: leases.Terms) -> bool:
         """Transform the extracted batches no other process holds; whether there was any."""
         claimed = False
@@ -111,8 +117,12 @@ class _Pass:
         try:
             transformed = transform_batch(session, batch, source_run, self.source, self.kind, self.overrides,
                                           load_now=not (self.stage_all and self.stage_all()))
-        except SchemaDriftFrozen:
-            session.commit()  # keep the drift events: the source fails, the batch stays unloaded
+            if transformed:
+                reject_budget.check(session, source_run, self.budget)
+        except (SchemaDriftFrozen, RejectBudgetExceeded):
+            # Keep the drift events, or the batch's rejects (what /rejects shows and a replay takes): the
+            # source fails, the batches after this one are not transformed.
+            session.commit()
             raise
         if transformed:
             self.records += batch.new_records

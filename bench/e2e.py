@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from bench import data
 from bench.database import discard
 from bench.http_run import HttpRun, timed_http_run
-from bench.scenario import (COLUMNS, COPY_TABLE, SOURCE, Settings, _app_settings, _build, check, copy_baseline,
-                            forget_queue, quote_count, write_sources)
+from bench.scenario import (COLUMNS, COPY_TABLE, SOURCE, Scenario, Settings, _app_settings, _build, check,
+                            copy_baseline, forget_queue, quote_count, write_sources)
 from bench.stack import Stack
 
 REJECTED = "bench_csv_rejected"
@@ -37,26 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class E2EScenario:
-    """One end-to-end scenario: the baseline, the runs, what was noted on the way, and the problems."""
+class E2EScenario(Scenario):
+    """One end-to-end scenario: the worker-only scenario's baseline, runs and problems, plus the stack's."""
 
-    settings: Settings
-    file_mib: float = 0.0
-    copy_s: float = 0.0
-    copy_all: list[float] = field(default_factory=list)
     copy_tool: str = ""
     ready_s: float = 0.0  # from starting the processes to /health ok and our worker answering
     notes: list[str] = field(default_factory=list)
-    results: list[HttpRun] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the scenario as plain JSON-ready data."""
-        return {key: value for key, value in asdict(self).items() if key != "settings"}
 
     def run(self, label: str) -> HttpRun | None:
         """The run whose label starts with `label`, if it happened."""
-        return next((r for r in self.results if r.label.startswith(label)), None)
+        return next((r for r in self.results if isinstance(r, HttpRun) and r.label.startswith(label)), None)
 
 
 def declare_rejected(sources_file: Path, csv_path: Path, budget: bool) -> None:

@@ -51,6 +51,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("first load, s (POST to final seen)", lambda s: _first(s).seconds, "{:.2f}"),
     Figure("first load vs \\copy", lambda s: _first(s).seconds / s.copy_s, "{:.1f}x", "<= 6x", lambda v: v <= 6),
     Figure("first load, rows/s", lambda s: s.settings.rows / _first(s).seconds, "{:,.0f}"),
+    Figure("first load: stack CPU s", lambda s: _first(s).cpu_worker, "{:.1f}"),
+    Figure("first load: postgres CPU s", lambda s: _first(s).cpu_postgres, "{:.1f}"),
     Figure("unchanged re-run, % of first", _share("unchanged"), "{:.1f}%", "<= 5%", lambda v: v <= 5),
     Figure("appended run, % of first", _share("+"), "{:.1f}%", "<= 5%", lambda v: v <= 5),
     Figure("rejected s/row over loaded s/row", rejected_ratio, "{:.2f}x", "<= 2x", lambda v: v <= 2),
@@ -108,16 +110,20 @@ def print_e2e_scenario(scenario: E2EScenario) -> None:
     print(f"bench file {data.describe()}")
     for note in scenario.notes:
         print(f"note: {note}")
-    head = f"{'step':<30} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'status':>8}"
+    head = f"{'step':<30} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'status':>8} {'CPU s stack/pg':>15}"
     print("\n" + head + "\n" + "-" * len(head))
     print(f"{'baseline: ' + scenario.copy_tool:<30} {settings.rows:>10,} {scenario.copy_s:9.2f} "
           f"{settings.rows / scenario.copy_s:10,.0f}")
     for run in scenario.results:
         rows = run.counts["rejected"] if run.label.startswith("all rows") else run.counts["inserted"]
         rate = f"{rows / run.seconds:10,.0f}" if rows else f"{'-':>10}"
-        print(f"{run.label:<30} {rows:>10,} {run.seconds:9.2f} {rate} {run.status:>8}")
+        cpu = f"{run.cpu_worker:.1f}/{run.cpu_postgres:.1f}"
+        print(f"{run.label:<30} {rows:>10,} {run.seconds:9.2f} {rate} {run.status:>8} {cpu:>15}")
         print(_breakdown(run))
-    print(f"\n{scenario.copy_tool} timings (median used): {', '.join(f'{t:.2f}' for t in scenario.copy_all)} s")
+    print(f"\n{scenario.copy_tool} timings (median used): {', '.join(f'{t:.2f}' for t in scenario.copy_all)} s. "
+          "CPU s = CPU seconds used during the run by the whole stack's processes (API, worker, beat, Flower,\n"
+          "upstream) / by this database's postgres backends plus the server's WAL writer, checkpointer and "
+          "background writer.")
 
 
 def print_e2e_summary(cells: Sequence[tuple[int, int, list[E2EScenario]]]) -> None:

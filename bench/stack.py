@@ -39,7 +39,7 @@ class Stack:
     workers: int
     settings: Mapping[str, str]  # DATABASE_URL, BROKER_URL, SOURCES_FILE, TASK_QUEUE, ...
     api_key: str = field(default_factory=lambda: secrets.token_hex(24))
-    ports: dict[str, int] = field(default_factory=lambda: {n: free_port() for n in ("api", "flower", "upstream")})
+    ports: dict[str, int] = field(default_factory=lambda: distinct_ports(("api", "flower", "upstream")))
     process: subprocess.Popen | None = None
     _seen: set[int] = field(default_factory=set)
 
@@ -99,6 +99,25 @@ class Stack:
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
 
+    def start_ready(self, ping: Callable[..., list], attempts: int = 3) -> float:
+        """Start the stack and wait until it is ready; on fresh ports again if one was taken meanwhile.
+
+        A free port is only free when it is chosen: on a busy machine another process (or an outgoing
+        connection) can take it before gunicorn, Flower or the fake upstream binds it.
+        """
+        for attempt in range(1, attempts + 1):
+            self.start()
+            try:
+                return self.wait_ready(ping)
+            except PortTaken:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                print(f"a port was taken before the stack bound it; again on new ports ({self.tail(600)})",
+                      flush=True)
+                self.ports = distinct_ports(tuple(self.ports))
+        raise AssertionError("unreachable")
+
     def wait_ready(self, ping: Callable[..., list], timeout: float = 180) -> float:
         """Wait until /health says ok and this stack's own worker answers a ping; return the seconds waited.
 
@@ -129,7 +148,9 @@ class Stack:
 
     def _check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"the stack's processes stopped\n{self.tail()}")
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            kind = PortTaken if "Address already in use" in log else RuntimeError
+            raise kind(f"the stack's processes stopped\n{self.tail()}")
         # Remember every process below the manager while it runs, to make sure none outlives the bench.
         self._seen.update(descendants(self.process.pid))
 
@@ -161,6 +182,20 @@ class Stack:
                 except ProcessLookupError:
                     pass
         self.process = None
+
+
+class PortTaken(RuntimeError):
+    """A process of the stack could not bind its port: someone took it after we chose it."""
+
+
+def distinct_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free port per name, no two the same (the kernel may hand out a just-closed port again)."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
 
 
 def _alive(pid: int) -> bool:

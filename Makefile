@@ -8,10 +8,10 @@ BIN := $(VENV)/bin
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 export COMPOSE_PROJECT_NAME ?= kasparro
 
-.PHONY: help run serve test bench bench-full up down init-db env venv fake-upstream etl-run status demo-recovery clean
+.PHONY: help run serve test bench bench-e2e bench-full up down init-db env venv fake-upstream etl-run status demo-recovery clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ test: venv ## the suite, on local PostgreSQL/Redis under var/ unless TEST_DATABA
 
 bench: venv ## load speed against a plain COPY of the same file; own servers under var/ unless BENCH_DATABASE_SERVER/BENCH_BROKER_URL are set (BENCH_ARGS="--rows ... --workers ...")
 	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-e2e: venv ## the same load through the whole stack of `make run`, each run a POST /run-etl polled to its end, against psql's \copy; own servers as for bench (BENCH_ARGS="--rows ... --repeat ...")
+	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --e2e $(BENCH_ARGS)
 
 bench-full: venv ## the issue's matrix: 1M and 5M rows x 1 and 2 worker processes, median of 3 (hours)
 	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging

@@ -8,6 +8,9 @@ row counts and print the scenario's table. Then print each cell's median,
 min and max and write them, with every scenario, to a JSON result file.
 Exit status 1 if a run did not succeed or a count is wrong, so the bench
 doubles as a correctness check.
+
+With --e2e the same cells run through the whole stack of `make run` instead (bench.e2e): the Procfile's
+processes, each run triggered by POST /run-etl and followed by polling GET /runs/<id>, against psql's \copy.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from bench.scenario import Scenario, Settings, run_scenario
 from kasparro.config import ConfigError, normalise_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-Cells = list[tuple[int, int, list[Scenario]]]
+Cells = list[tuple[int, int, list[Any]]]  # Scenario, or bench.e2e.E2EScenario
 
 
 def _counts(text: str) -> list[int]:
@@ -60,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="directory for the JSON result file (default var/bench)")
     parser.add_argument("--profile", action="store_true",
                         help="after the first scenario, run the stages in-process under cProfile")
+    parser.add_argument("--e2e", action="store_true",
+                        help="end to end: start the stack as `make run` does (API under gunicorn, worker, beat, "
+                             "Flower, fake upstream) and trigger each run over HTTP, against psql's \\copy")
     parser.add_argument("--skip-paging", action="store_true",
                         help="do not run the API paging bench (python -m bench.paging) afterwards")
     parser.add_argument("--db-server", default=os.environ.get("BENCH_DATABASE_SERVER",
@@ -68,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--repeat and --batch-size must be positive")
+    if args.e2e and args.profile:
+        parser.error("--profile runs the stages in-process: it has no end-to-end form")
     try:
         # The baseline COPY opens its own engine, so it needs the driver named as the app does.
         args.db_server = normalise_database_url(args.db_server)
@@ -94,9 +103,20 @@ def _write_file(workdir: Path, rows: int) -> Path:
     return path
 
 
+def _mode(args: argparse.Namespace) -> tuple[Callable[..., Any], Callable[[Any], None], str]:
+    """The scenario runner, its printer and its tag prefix: worker only, or end to end."""
+    if not args.e2e:
+        return run_scenario, print_scenario, ""
+    from bench.e2e import run_e2e_scenario
+    from bench.e2e_report import print_e2e_scenario
+
+    return run_e2e_scenario, print_e2e_scenario, "e2e"
+
+
 def run_cells(args: argparse.Namespace, workdir: Path) -> Cells:
     """Run every cell's repeats, printing each scenario's table as it finishes."""
     cells: Cells = []
+    runner, printer, prefix = _mode(args)
     profile = args.profile
     for rows in args.rows:
         template = _write_file(workdir, rows)
@@ -105,8 +125,8 @@ def run_cells(args: argparse.Namespace, workdir: Path) -> Cells:
             for repeat in range(1, args.repeat + 1):
                 print(f"\n== {rows:,} rows, -c {workers}, repeat {repeat} of {args.repeat}", flush=True)
                 settings = replace(_settings(args, rows, workers), profile=profile)
-                tag = f"{os.getpid()}_{len(cells)}_{repeat}"
-                scenarios.append(run_scenario(settings, template, workdir, tag, print_scenario))
+                tag = f"{prefix}{os.getpid()}_{len(cells)}_{repeat}"
+                scenarios.append(runner(settings, template, workdir, tag, printer))
                 profile = False  # once is enough, and it is slow
             cells.append((rows, workers, scenarios))
         template.unlink()
@@ -125,16 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     problems = [p for _, _, scenarios in cells for s in scenarios for p in s.problems]
-    if len(cells) > 1 or args.repeat > 1:
-        print_summary(cells)
     settings = {k: v for k, v in vars(args).items() if k not in ("db_server", "broker", "results")}
-    path = write_json(args.results, settings, cells, not problems)
+    if args.e2e:
+        from bench.e2e_report import print_e2e_summary, summarise_e2e
+
+        print_e2e_summary(cells)
+        path = write_json(args.results, settings, cells, not problems, summarise_e2e, "e2e-result")
+    else:
+        if len(cells) > 1 or args.repeat > 1:
+            print_summary(cells)
+        path = write_json(args.results, settings, cells, not problems)
     print(f"\nresults written to {path}")
     if problems:
         print("\nFAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
     else:
         print("\nOK: every run succeeded and every count matched")
-    paging_status = 0 if args.skip_paging else _paging(args.db_server)
+    # The paging bench measures the API's reads, which the end-to-end mode does not touch.
+    paging_status = 0 if args.skip_paging or args.e2e else _paging(args.db_server)
     return 1 if problems else paging_status
 
 

@@ -131,18 +131,19 @@ def print_summary(cells: Sequence[tuple[int, int, list[Scenario]]]) -> None:
             print(f"  {label:<44}{cells_text}")
 
 
-def write_json(directory: Path, settings: dict[str, Any], cells: Sequence[tuple[int, int, list[Scenario]]],
-               ok: bool) -> Path:
-    """Write every scenario and each cell's summary to `directory`/result-<UTC time>.json; return the path."""
+def write_json(directory: Path, settings: dict[str, Any], cells: Sequence[tuple[int, int, Sequence[Any]]],
+               ok: bool, summary: Callable[[Sequence[Any]], dict[str, Any]] = summarise,
+               prefix: str = "result") -> Path:
+    """Write every scenario and each cell's `summary` to `directory`/<prefix>-<UTC time>.json; return the path."""
     now = datetime.now(UTC)
     document = {
         "finished_at": now.isoformat(timespec="seconds"), "ok": ok, "settings": settings,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "cells": [{"rows": rows, "workers": workers, "summary": summarise(scenarios),
+        "cells": [{"rows": rows, "workers": workers, "summary": summary(scenarios),
                    "repeats": [s.to_json() for s in scenarios]} for rows, workers, scenarios in cells],
     }
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"result-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = directory / f"{prefix}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(document, indent=2, default=_plain) + "\n")
     return path
 

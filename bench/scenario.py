@@ -29,6 +29,9 @@ _STATUS = text(
     " FROM runs r JOIN run_sources sr ON sr.run_id = r.id WHERE r.id = :r"
 )
 FINAL = ("success", "partial", "failed")
+# The baseline's plain table: the bench file's columns, no key, no index.
+COPY_TABLE = ("CREATE TABLE bench_copy (currency text, date date, open numeric, high numeric,"
+              " low numeric, close numeric, volume numeric, market_cap numeric)")
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,7 @@ def write_sources(path: Path, csv_path: Path) -> None:
 def _copy_once(raw: Any, csv_path: Path, expected: int) -> float:
     cursor = raw.cursor()
     cursor.execute("DROP TABLE IF EXISTS bench_copy")
-    cursor.execute("CREATE TABLE bench_copy (currency text, date date, open numeric, high numeric,"
-                   " low numeric, close numeric, volume numeric, market_cap numeric)")
+    cursor.execute(COPY_TABLE)
     raw.commit()
     started = time.perf_counter()
     with open(csv_path, encoding="utf-8") as handle:
@@ -182,9 +184,9 @@ def quote_count(app: Any) -> int:
         return count
 
 
-def check(problems: list[str], result: RunResult, **expected: int) -> None:
-    """Add a problem for a run that did not succeed or whose counts differ from `expected`."""
-    if result.status != "success":
+def check(problems: list[str], result: RunResult, status: str = "success", **expected: int) -> None:
+    """Add a problem for a run that did not end with `status` or whose counts differ from `expected`."""
+    if result.status != status:
         problems.append(f"{result.label}: status {result.status}" + (f" ({result.error})" if result.error else ""))
     for name, value in expected.items():
         if result.counts.get(name) != value:

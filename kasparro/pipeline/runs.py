@@ -143,7 +143,7 @@ def finish_source(session: Session, source_run: SourceRun, error: str | None = N
         source_run.status = "partial" if source_run.rejected or drifted else "success"
         source_run.error = drifted[:4000] if drifted else None
     source_run.stage = None
-    source_run.finished_at = func.now()
+    source_run.finished_at = func.clock_timestamp()  # now() is the transaction start: before the load
     leases.release(session, source_run.source, source_run.run_id)
     session.flush()
     _close_run_if_done(session, source_run.run_id)
@@ -156,7 +156,7 @@ def _close_run_if_done(session: Session, run_id: int) -> None:
     if any(s not in TERMINAL for s in statuses):
         return
     session.execute(
-        update(Run).where(Run.id == run_id).values(status=overall_status(statuses), finished_at=func.now())
+        update(Run).where(Run.id == run_id).values(status=overall_status(statuses), finished_at=func.clock_timestamp())
     )
 
 

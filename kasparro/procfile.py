@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class JsonPrinter:
         self._notices = logging.getLogger("kasparro.procfile")
         self._notices.propagate = False
         self._notices.setLevel(logging.INFO)
-        self._notices.addHandler(handler("json", stream=sys.stdout))
+        # Replaced, not added to: a second printer in one process must not print each notice twice.
+        self._notices.handlers = [handler("json", stream=sys.stdout)]
 
     def write(self, message: Message) -> None:
         """Print one message (possibly several lines) from a process or from honcho itself."""
@@ -48,6 +50,43 @@ class JsonPrinter:
                 self._notices.info(line, extra={"service": SYSTEM_PRINTER_NAME})
             else:
                 print(_with_service(line, message.name), flush=True)
+
+
+class OneMessageAtATime:
+    """Hand messages to a printer one at a time, even when a signal handler prints in the middle of one.
+
+    honcho prints "SIGINT received" from its signal handler, which Python runs between any two bytecodes of
+    the main thread, also between `print`'s write of a line and its write of the newline. Two processes'
+    lines then came out as one line that is not JSON (the fresh-clone CI of 7e25cf0). A message that arrives
+    while another is being printed waits in a queue and goes out right after it.
+    """
+
+    def __init__(self, printer: Any) -> None:
+        self._printer = printer
+        self._pending: deque[Message] = deque()
+        self._writing = False
+
+    @property
+    def width(self) -> int:
+        return self._printer.width
+
+    @width.setter
+    def width(self, value: int) -> None:
+        # The Manager sets this to the longest process name; honcho's Printer pads names with it.
+        self._printer.width = value
+
+    def write(self, message: Message) -> None:
+        """Print the message now, or right after the one being printed if this call interrupted it."""
+        self._pending.append(message)
+        while not self._writing and self._pending:
+            self._writing = True
+            try:
+                while self._pending:
+                    self._printer.write(self._pending.popleft())
+            finally:
+                # Cleared before the loop looks again: a message queued by a handler that ran after the
+                # inner loop saw an empty queue is still printed, here or by that handler itself.
+                self._writing = False
 
 
 def _with_service(line: str, name: str) -> str:
@@ -71,7 +110,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"not in {args.procfile}: {', '.join(sorted(unknown))}")
     chosen = {name: cmd for name, cmd in declared.items() if not args.processes or name in args.processes}
-    manager = Manager(JsonPrinter() if wants_json(os.environ) else Printer(sys.stdout))
+    manager = Manager(OneMessageAtATime(JsonPrinter() if wants_json(os.environ) else Printer(sys.stdout)))
     port = int(os.environ.get("PORT") or DEFAULT_PORT)
     for process in expand_processes(chosen, port=port):
         manager.add_process(process.name, process.cmd, quiet=process.quiet, env={**os.environ, **process.env})

@@ -15,10 +15,13 @@ gap-free prefix). Chunks of one run load in any order and at once, on as many pr
 them: the upsert keeps a later batch's row over an earlier one's (targets/quotes.py), so the outcome
 is that of loading in order. With LOAD_IN_TRANSFORM off, or when staged rows were lost, the rows are
 staged with their lineage for the load task instead, as any batch. That fast path
-decides the chunk only if PostgreSQL read as many rows as the chunk has lines and every row passed. Otherwise, or if a
-cast raised, everything it did is rolled back to a savepoint and the chunk is read the careful
-way: line by line by the CSV source itself, validated in Python, with each reject worded and kept
-as a raw record of its line (so /rejects and replay see it like any other).
+decides the chunk if PostgreSQL read as many rows as the chunk has lines, no cast raised and some rows
+passed. The lines outside the plain shapes it checks (doubtful lines: a wrong date, a price in words)
+are then read by the CSV source itself and validated in Python, one by one: those valid after all are
+typed in with the rest, the others are rejects, each worded and kept as a raw record of its line (so
+/rejects and replay see it like any other). A few bad lines thus cost their own reading, not their
+chunk's. Otherwise (COPY read another number of rows, a cast raised, no row passed) everything it did
+is rolled back to a savepoint and the whole chunk is read that careful way.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import hashlib
 import io
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawChunk, SourceRun
 from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, load, runs
-from kasparro.pipeline.records import keep_rejects, validate_checked
+from kasparro.pipeline.records import keep_rejects, validate_batch, validate_checked
 from kasparro.pipeline.targets import quotes
 from kasparro.pipeline.validation import FUTURE_TOLERANCE
 from kasparro.sources.base import UNREADABLE, Chunk
@@ -138,7 +142,16 @@ def store_chunk(session: Session, source_run: SourceRun, seq: int, chunk: Chunk)
 
 
 class _Doubtful(Exception):
-    """The fast path did not keep every line of a chunk: read it the careful way."""
+    """The fast path cannot decide the chunk: read it the careful way."""
+
+
+@dataclass(frozen=True)
+class Typed:
+    """What PostgreSQL made of a chunk: the ranges of its typed numbers, and the lines it left to Python."""
+
+    ranges: tuple[Any, ...]
+    # Lines (not repeats) outside the plain shapes or bounds, in order; validated in Python (`_settle`).
+    doubtful: list[int]
 
 
 def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
@@ -165,35 +178,38 @@ def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, so
                     {"chunk": chunk.id, "batch": batch.id})
     header = source.header_names(chunk.header)
     plan = chunk_sql.plan(header, source.columns, source.date_format, source.delimiter)
-    ranges = _parse_and_type(session, chunk, plan) if plan is not None else None
-    if plan is not None and ranges is not None:
-        _fast(session, batch, source_run, source, kind, overrides, chunk, header, plan, ranges, restage, load_now)
+    typed = _parse_and_type(session, chunk, plan) if plan is not None else None
+    if plan is not None and typed is not None:
+        _fast(session, batch, source_run, source, kind, overrides, chunk, header, plan, typed, restage, load_now)
         if batch.state == "loaded":
             return True
-        rejected = 0
     else:
         rejected = _careful(session, batch, source_run, source, kind, overrides, chunk, restage)
-    if not restage:
-        runs.add_counts(session, source_run, rejected=rejected)
+        if not restage:
+            runs.add_counts(session, source_run, rejected=rejected)
     batch.state, batch.staged = "transformed", durability.staged_rows(session, "quote_stage", batch.id)
     return True
 
 
 def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
           overrides: Mapping[tuple[str, str], str], chunk: RawChunk, header: list[str], plan: chunk_sql.Plan,
-          ranges: tuple[Any, ...], restage: bool, load_now: bool) -> None:
-    """Record the chunk's shape, resolve its new coins, then load its rows now if it is next, else stage them."""
-    shape = drift_log.check_snapshot(session, batch, source_run, source, _snapshot(header, chunk.records, ranges, plan),
-                                     chunk.records, restage)
+          typed: Typed, restage: bool, load_now: bool) -> None:
+    """Record the chunk's shape, settle its doubtful lines, resolve its new coins, then load its rows now if it
+    is next, else stage them."""
+    shape = drift_log.check_snapshot(session, batch, source_run, source,
+                                     _snapshot(header, chunk.records, typed.ranges, plan), chunk.records, restage)
     if shape.found and shape.policy.mode == "freeze":
         drift_log.record(session, batch, source_run, shape, set())
         raise drift_log.frozen_error(shape)
-    if not restage:
-        drift_log.record(session, batch, source_run, shape, set())
-    _resolve_new_coins(session, source_run.source, kind, overrides)
     if _seen_before(chunk, source_run):
-        _forget_rejects(session, chunk.id, None)
-    rows = chunk.records - len(chunk.repeats)
+        _forget_rejects(session, chunk.id, None)  # before _settle keeps the rejects of this reading
+    rejected = _settle(session, batch, source_run, source, chunk, typed.doubtful) if typed.doubtful else 0
+    if not restage:
+        # The snapshot speaks for every line at once: a drift touched a rejected line if there is one.
+        drift_log.record(session, batch, source_run, shape, set(range(shape.uniform)) if rejected else set())
+        runs.add_counts(session, source_run, rejected=rejected)
+    _resolve_new_coins(session, source_run.source, kind, overrides)
+    rows = chunk.records - len(chunk.repeats) - rejected
     if load_now and not restage:
         inserted, updated, typed = quotes.load_chunk(session, chunk.id, batch.id, source_run.source,
                                                      source_run.run_id, rows)
@@ -210,8 +226,12 @@ def _check_count(chunk: RawChunk, found: int, rows: int) -> None:
         raise RuntimeError(f"chunk {chunk.id}: {found} of {rows} typed rows joined their assets")
 
 
-def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> tuple[Any, ...] | None:
-    """COPY the chunk and type its rows into TEMP tables; None, with both undone, unless every line passed."""
+def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> Typed | None:
+    """COPY the chunk and type its plain rows into TEMP tables; None, with both undone, if it cannot decide.
+
+    It cannot if COPY read another number of rows than the chunk has lines, if a cast raised, or if no
+    row passed (then every line is doubtful, and the careful way is the same work).
+    """
     try:
         with session.begin_nested():
             cursor = session.connection().connection.cursor()
@@ -222,16 +242,57 @@ def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> 
                     raise _Doubtful  # e.g. a line `\.`, which ends COPY's input
                 cursor.execute(plan.create_typed, {"first_line": chunk.first_line,
                                                    "latest": datetime.now(UTC) + FUTURE_TOLERANCE})
-                if cursor.rowcount != chunk.records:
+                if cursor.rowcount == 0:
                     raise _Doubtful
+                doubtful: list[int] = []
+                if cursor.rowcount != chunk.records:
+                    cursor.execute(_DOUBTFUL, {"first_line": chunk.first_line})
+                    repeats = set(chunk.repeats)  # a repeat is counted as one already, never read again
+                    doubtful = [line for line, in cursor.fetchall() if line not in repeats]
                 if chunk.repeats:  # a repeated line is loaded once, as a repeated raw record is
                     cursor.execute("DELETE FROM chunk_typed WHERE line = ANY(%(lines)s)", {"lines": chunk.repeats})
                 cursor.execute(_RANGES)
-                return tuple(cursor.fetchone())
+                return Typed(tuple(cursor.fetchone()), doubtful)
             finally:
                 cursor.close()
     except (_Doubtful, DBAPIError, psycopg2.Error):
         return None
+
+
+_DOUBTFUL = """
+    SELECT %(first_line)s - 1 + r.ord AS line FROM chunk_rows r
+    WHERE NOT EXISTS (SELECT 1 FROM chunk_typed t WHERE t.line = %(first_line)s - 1 + r.ord) ORDER BY r.ord"""
+
+
+def _settle(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, chunk: RawChunk,
+            doubtful: list[int]) -> int:
+    """Read the doubtful lines the careful way: type the valid ones in with the rest, keep the others as rejects.
+
+    No renames: a chunk with a mapped column missing never takes the fast path. Returns the rejects.
+    """
+    lines = source.chunk_items(chunk.header, chunk.data, chunk.first_line, chunk.byte_start, only=set(doubtful))
+    records = [(line, item.payload if item.error is None else {**item.payload, UNREADABLE: item.error})
+               for line, item in lines]
+    outcome = validate_batch(source, records)
+    if outcome.quotes:
+        valid = outcome.quotes
+        columns = {"line": [line for line, _ in valid], "sid": [q["source_asset_id"] for _, q in valid],
+                   "symbol": [q.get("symbol") for _, q in valid], "name": [q.get("name") for _, q in valid],
+                   "observed_at": [q["observed_at"].isoformat() for _, q in valid]}
+        for field in chunk_sql.NUMBER_FIELDS:
+            columns[field] = [None if q.get(field) is None else str(q[field]) for _, q in valid]
+        session.execute(_TYPE_IN, columns)
+    _keep_rejects(session, batch, source_run, chunk, outcome.rejects, dict(lines))
+    return len(outcome.rejects)
+
+
+# Python's values, as validation made them (Decimal as text, so nothing is lost on the way).
+_TYPE_IN = text(
+    "INSERT INTO chunk_typed (line, sid, symbol, name, observed_at, "
+    + ", ".join(chunk_sql.NUMBER_FIELDS) + ") SELECT * FROM unnest(CAST(:line AS int[]), CAST(:sid AS text[]),"
+    " CAST(:symbol AS text[]), CAST(:name AS text[]), CAST(:observed_at AS timestamptz[]), "
+    + ", ".join(f"CAST(:{field} AS numeric[])" for field in chunk_sql.NUMBER_FIELDS) + ")"
+)
 
 
 # Per mapped number, its range over the chunk, for the drift snapshot (as drift.observe would see it).

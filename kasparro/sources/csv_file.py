@@ -23,7 +23,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -248,15 +248,17 @@ class CsvSource:
         """Parse a chunk's header line as the file's header was parsed."""
         return self._parse(self._decode(header, 0, 1), 1, 0)
 
-    def chunk_items(self, chunk_header: bytes, data: bytes, first_line: int,
-                    byte_start: int) -> list[tuple[int, RawItem]]:
+    def chunk_items(self, chunk_header: bytes, data: bytes, first_line: int, byte_start: int,
+                    only: Container[int] | None = None) -> list[tuple[int, RawItem]]:
         """Read a chunk's lines record by record, exactly as `pages` reads them; return (line, item) pairs.
 
-        A chunk holds only complete, unquoted lines, so each line is one record.
+        A chunk holds only complete, unquoted lines, so each line is one record. `only`: read just the lines
+        with these numbers (the others are not parsed at all).
         """
         header, records, offset = self.header_names(chunk_header), [], byte_start
         for number, line in enumerate(data.split(b"\n")[:-1], first_line):
-            records.append(Record(line + b"\n", offset, offset + len(line) + 1, number, number))
+            if only is None or number in only:
+                records.append(Record(line + b"\n", offset, offset + len(line) + 1, number, number))
             offset += len(line) + 1
         records = [r for r in records if r.data.strip()]
         return [(r.line, item) for r, item in zip(records, self._items(header, records))]

@@ -43,15 +43,17 @@ def first_chunk(source: CsvSource, lines: list[list[str]]) -> Chunk | None:
     return first if isinstance(first, Chunk) else None
 
 
-def fast(source: CsvSource, chunk: Chunk) -> dict[int, tuple[Any, ...]] | None:
-    """Run the fast path on the chunk; return its typed rows by line, or None if it declined."""
+def fast(source: CsvSource, chunk: Chunk) -> tuple[dict[int, tuple[Any, ...]], list[int]] | None:
+    """Run PostgreSQL's part of the fast path on the chunk; return the rows it typed by line and the lines it left
+    to Python, or None if it declined the chunk."""
     plan = chunk_sql.plan(source.header_names(chunk.header), source.columns, source.date_format, source.delimiter)
     assert plan is not None
     try:
-        if chunks._parse_and_type(db.session, chunk, plan) is None:
+        typed = chunks._parse_and_type(db.session, chunk, plan)
+        if typed is None:
             return None
         found = db.session.execute(text(f"SELECT line, {', '.join(TYPED)} FROM chunk_typed")).all()
-        return {row[0]: tuple(row[1:]) for row in found}
+        return {row[0]: tuple(row[1:]) for row in found}, typed.doubtful
     finally:
         db.session.rollback()
 

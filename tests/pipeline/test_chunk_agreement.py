@@ -1,8 +1,9 @@
 """PostgreSQL reading a raw chunk agrees with the CSV source reading it line by line in Python.
 
 The fast path (`chunks._parse_and_type`, statements from `chunk_sql`) may decline a chunk; whenever
-it decides one, every line must be a quote with exactly the values the careful path (the CSV source's
-own parser, then `validation.load_quote`) gives it. Messy cells are generated, not hand-picked.
+it decides one, every line is either typed by PostgreSQL, as a quote with exactly the values the careful
+path (the CSV source's own parser, then `validation.load_quote`) gives it, or left to Python as doubtful:
+none is lost, none is both. Messy cells are generated, not hand-picked.
 """
 from __future__ import annotations
 
@@ -83,13 +84,17 @@ def test_whenever_postgresql_decides_a_chunk_it_keeps_what_python_keeps(app: Fla
         # The chunk as written, so a failure shows the lines it is about (line 2 is the first after the header).
         note(f"chunk:\n{body(lines)}")
 
-        typed = fast(source, chunk)
+        decision = fast(source, chunk)
 
-        event("decided by PostgreSQL" if typed is not None else "declined")
-        if typed is not None:
+        event("decided by PostgreSQL" if decision is not None else "declined")
+        if decision is not None:
+            typed, doubtful = decision
             quotes, rejects = careful(source, chunk)
-            assert rejects == {}, f"PostgreSQL kept lines Python rejects: {rejects}\nchunk:\n{body(lines)}"
-            assert typed == quotes, f"chunk:\n{body(lines)}"
+            kept_rejects = {line: reason for line, reason in rejects.items() if line in typed}
+            assert kept_rejects == {}, f"PostgreSQL kept lines Python rejects: {kept_rejects}"
+            assert typed == {line: quotes[line] for line in typed}
+            assert not set(typed) & set(doubtful), "a line both typed and left to Python"
+            assert set(typed) | set(doubtful) == set(quotes) | set(rejects), "a line neither typed nor left to Python"
             decided.append(len(typed))
 
     agree()
@@ -111,20 +116,43 @@ def test_a_clean_chunk_is_decided_by_postgresql_with_the_values_python_gives(app
     chunk = first_chunk(source, lines)
     assert chunk is not None and chunk.records == 3
 
-    typed = fast(source, chunk)
+    decision = fast(source, chunk)
 
     quotes, rejects = careful(source, chunk)
-    assert rejects == {} and typed is not None
-    assert typed == quotes
+    assert rejects == {} and decision is not None
+    typed, doubtful = decision
+    assert typed == quotes and doubtful == []
     assert typed[2][0:2] == ("bitcoin", "BTC") and typed[3][0:2] == ("eth", None)
 
 
+DOUBTFUL_CELLS = {"0x1A": 3, "1_000": 3, "NaN": 3, "1e400": 3, "Jan 5 2019": 2, "-0.5": 4, "x" * 201: 0}
+
+
 @pytest.mark.usefixtures("app_ctx")
-@pytest.mark.parametrize("cell", ["0x1A", "1_000", "NaN", "2019-02-30", "1e400", "Jan 5 2019", "-0.5", "x" * 201])
-def test_a_doubtful_cell_makes_postgresql_decline_the_chunk(app: Flask, tmp_path: Path, cell: str) -> None:
+@pytest.mark.parametrize("cell", list(DOUBTFUL_CELLS))
+def test_a_cell_outside_the_plain_shapes_leaves_its_line_to_python(app: Flask, tmp_path: Path, cell: str) -> None:
     row = ["bitcoin", "btc", "2019-01-05", "3800.5", "1", "1", "1", "n"]
-    at = {"2019-02-30": 2, "Jan 5 2019": 2, "x" * 201: 0, "-0.5": 4}.get(cell, 3)
-    row[at] = cell
+    row[DOUBTFUL_CELLS[cell]] = cell
+    source = csv_source(tmp_path)
+    plain = [["eth", "eth", "2019-01-05", "1", "1", "1", "1", "n"], ["sol", "sol", "2019-01-05", "2", "", "", "", "n"]]
+    chunk = first_chunk(source, [plain[0], row, plain[1]])
+    assert chunk is not None
+
+    decision = fast(source, chunk)
+
+    quotes, _ = careful(source, chunk)
+    assert decision is not None
+    typed, doubtful = decision
+    # The plain lines around it are typed as Python types them; the doubtful one is left to Python.
+    assert typed == {2: quotes[2], 4: quotes[4]} and doubtful == [3]
+
+
+@pytest.mark.usefixtures("app_ctx")
+@pytest.mark.parametrize("cell", ["2019-02-30", "1e", "1.2.3"])
+def test_a_cell_of_a_plain_shape_whose_cast_fails_makes_postgresql_decline_the_chunk(app: Flask, tmp_path: Path,
+                                                                                      cell: str) -> None:
+    row = ["bitcoin", "btc", "2019-01-05", "3800.5", "1", "1", "1", "n"]
+    row[2 if cell.startswith("2019") else 3] = cell
     source = csv_source(tmp_path)
     chunk = first_chunk(source, [["eth", "eth", "2019-01-05", "1", "1", "1", "1", "n"], row])
     assert chunk is not None

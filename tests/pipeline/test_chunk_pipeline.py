@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from kasparro.db import db
-from kasparro.models import Asset, Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord
+from kasparro.models import Asset, Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord, SourceRun
 from kasparro.tasks import enqueue_reprocess
 from tests.conftest import wait_for_run
 from tests.pipeline.activity import busy_pool_processes
@@ -21,7 +22,8 @@ from tests.pipeline.helpers import HEADER, csv_spec, declare, run_now
 pytestmark = pytest.mark.usefixtures("worker")
 
 # 12 lines in batches of 4 (`batch_size`): chunk 1 is plain and valid (PostgreSQL decides it),
-# chunk 2 holds a bad price (read again line by line, one reject), lines 10-11 are quoted (read as records).
+# chunk 2 holds a bad price (PostgreSQL types the other three lines and leaves that one to Python: one
+# reject), lines 10-11 are quoted (read as records).
 LINES = [
     "bitcoin,2019-04-20,5296.23,13893183515,93510546402",
     "ethereum,2019-04-20,174.26,6159014000,18409744213",
@@ -187,3 +189,72 @@ def test_chunks_sharing_keys_loaded_by_both_worker_processes_at_once_leave_each_
         if sum(len(busy) == 2 for busy in samples) >= 2:
             return
     pytest.fail(f"in {ATTEMPTS} runs the pool processes were never both busy at once (at most {most_at_once})")
+
+
+# Lines outside PostgreSQL's plain shapes, each with the field Python names: some bad everywhere, one a day whose
+# cast raises inside PostgreSQL (its chunk is then read wholly in Python).
+BAD_CELLS = [("price", "n/a", "price_usd"), ("price", "-5", "price_usd"), ("day", "20/04/2019", "_schema"),
+             ("coin", "", "source_asset_id"), ("day", "2019-02-30", "_schema")]
+
+
+CHUNK_LINES = 100
+
+
+def _generated(rng: random.Random, count: int) -> tuple[list[str], dict[int, Decimal], dict[int, str]]:
+    """Return lines, the price each valid line (by file line) loads, and the field each bad line is refused for.
+
+    Valid lines have keys of their own (coin, day), so each one must load, with its price. A tenth are valid
+    but not plain (a day without zero padding, which strptime reads and PostgreSQL's shape check leaves to
+    Python); a tenth are bad; now and then a line repeats an earlier one byte for byte; lines 402 to 501 are
+    all bad (a chunk with nothing for PostgreSQL to type).
+    """
+    lines: list[str] = []
+    valid: dict[int, Decimal] = {}
+    bad: dict[int, str] = {}
+    for n in range(count):
+        line_no = n + 2  # the header is line 1
+        chunk_start = n - n % CHUNK_LINES
+        if n > chunk_start and rng.random() < 0.03:
+            # A repeat of a line of its chunk: a duplicate, never loaded or rejected twice. (A line repeating
+            # one of another chunk is read again: a bad one counts as rejected again, on the one raw record.)
+            lines.append(rng.choice(lines[chunk_start:n]))
+            continue
+        day = date(2019, 1, 1) + timedelta(days=n)
+        cells = {"coin": f"coin{n % 40}", "day": day.isoformat(), "price": f"{rng.randint(1, 10**8) / 100}"}
+        roll = rng.random()
+        if 400 <= n < 500 or roll < 0.1:
+            where, cell, field = rng.choice(BAD_CELLS)
+            cells[where] = cell
+            bad[line_no] = field
+        elif roll < 0.2:
+            cells["day"] = f"{day.year}-{day.month}-{day.day}"  # valid, doubtful to PostgreSQL if under 10
+            valid[line_no] = Decimal(cells["price"])
+        else:
+            valid[line_no] = Decimal(cells["price"])
+        lines.append(f"{cells['coin']},{cells['day']},{cells['price']},{n},{n}")
+    return lines, valid, bad
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_lines_postgresql_leaves_to_python_load_with_the_chunk_or_are_rejects_with_their_line(
+        app: Flask, sources_file: Path, tmp_path: Path, seed: int) -> None:
+    lines, valid, bad = _generated(random.Random(seed), 1000)
+    declare(sources_file, {"daily": csv_spec(_file(tmp_path, lines), batch_size=CHUNK_LINES)})
+
+    run = run_now(app, timeout=120)
+
+    (source_run,) = run.source_runs
+    assert run.status == "partial", run.error
+    assert (source_run.inserted, source_run.rejected) == (len(valid), len(bad))
+    assert source_run.duplicates == len(lines) - len(valid) - len(bad)
+    with app.app_context():
+        loaded = db.session.execute(select(MarketQuote.raw_line, MarketQuote.price_usd)).all()
+        rejected = db.session.execute(
+            select(RawRecord.line, RejectedRecord.reason).join(RejectedRecord, RejectedRecord.raw_record_id ==
+                                                               RawRecord.id)).all()
+        runs = db.session.execute(select(func.count()).select_from(SourceRun)).scalar_one()
+    # Every valid line loaded once, from its own line, with its own price; every bad line one reject of its line.
+    assert len(loaded) == len(valid) and dict(loaded) == valid
+    assert len(rejected) == len(bad)
+    assert {line: next(iter(reason)) for line, reason in rejected} == bad
+    assert runs == 1

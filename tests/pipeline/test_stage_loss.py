@@ -13,7 +13,7 @@ from tests.pipeline.helpers import HEADER, csv_spec, declare
 from tests.pipeline.inprocess import Stages, start
 
 ROWS = ["bitcoin,2019-04-20,5296.23,13893183515,93510546402", "ethereum,2019-04-20,174.26,6159014000,18409744213",
-        "ripple,2019-04-20,-1,1000,2000", "bitcoin,2019-04-21,5268.29,1,2", "ethereum,2019-04-21,170.1,1,2"]
+        "ripple,2019-02-30,0.33,1000,2000", "bitcoin,2019-04-21,5268.29,1,2", "ethereum,2019-04-21,170.1,1,2"]
 
 
 def transformed_then_emptied(app: Flask, sources_file: Path, tmp_path: Path) -> Stages:
@@ -25,8 +25,8 @@ def transformed_then_emptied(app: Flask, sources_file: Path, tmp_path: Path) -> 
     stages.extract(batch_size=2)
     for batch in stages.batches():
         stages.transform(batch)
-    # PostgreSQL's typed rows of the first and third chunks load at once; the second holds the -1 price
-    # (read the careful way) and is staged for load.
+    # PostgreSQL's typed rows of the first and third chunks load at once; the second holds 30 February, whose
+    # cast raises in PostgreSQL, so that chunk is read the careful way and staged for load.
     assert [(b.state, b.staged) for b in stages.batches()] == [("loaded", None), ("transformed", 1),
                                                                ("loaded", None)]
     db.session.execute(text("TRUNCATE quote_stage"))

@@ -2,7 +2,8 @@
 
 Through a real worker: a file read with the wrong date format fails after its first batch past
 `reject_sample`, with the count, the field, a reason and what to check; it writes no more rejects than
-that; and a run after the fix loads the whole file, leaving no stale reject behind.
+that; and a run after the fix loads the whole file, leaving no stale reject behind, as does a replay of the
+rejects it kept followed by a run.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from sqlalchemy import func, select
 
 from kasparro.db import db
 from kasparro.models import MarketQuote, RawRecord, RejectedRecord
+from kasparro.tasks import enqueue_replay
+from tests.conftest import wait_for_run
 from tests.pipeline.helpers import HEADER, csv_spec, declare, quote_count, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -47,6 +50,13 @@ def rejects(app: Flask) -> int:
         return db.session.execute(select(func.count()).select_from(RejectedRecord)).scalar_one()
 
 
+def open_rejects(app: Flask) -> int:
+    """Rejects no replay has loaded since (a replayed one is kept, marked `loaded`, as its history)."""
+    with app.app_context():
+        return db.session.execute(select(func.count()).select_from(RejectedRecord).where(
+            RejectedRecord.replay_outcome.is_distinct_from("loaded"))).scalar_one()
+
+
 def test_a_wrong_date_format_fails_the_source_after_one_batch_with_a_reason_to_act_on(
         app: Flask, sources_file: Path, tmp_path: Path) -> None:
     path = daily_file(tmp_path / "daily.csv", 12_000)
@@ -69,6 +79,28 @@ def test_a_wrong_date_format_fails_the_source_after_one_batch_with_a_reason_to_a
 
     assert (fixed.status, fixed.source_runs[0].inserted) == ("success", 12_000)
     assert (quote_count(app), rejects(app)) == (12_000, 0)  # the failed run's rejects loaded: none is stale
+
+
+def test_a_replay_after_the_fix_loads_the_kept_rejects_and_the_next_run_the_rest_once(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = daily_file(tmp_path / "daily.csv", 6_000)
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=1_500)})
+    broken = run_now(app)
+    assert broken.status == "failed"
+    kept = rejects(app)
+    assert 1_500 <= kept <= 3_000
+    declare(sources_file, {"daily": csv_spec(path, batch_size=1_500)})
+
+    with app.app_context():
+        replay_id = enqueue_replay("daily").run.id
+    replayed = wait_for_run(app, replay_id, 60)
+    after_replay = (quote_count(app), open_rejects(app))
+    rerun = run_now(app)
+
+    assert replayed.status == "success" and after_replay == (kept, 0)  # each kept reject loaded, none left open
+    assert rerun.status == "success"
+    # The rest of the file, and nothing twice: 6,000 rows of 6,000 distinct keys (the table's unique key).
+    assert (quote_count(app), open_rejects(app)) == (6_000, 0)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "for several cells (default 200000; the issue's matrix: 1000000,5000000)")
     parser.add_argument("--workers", "--concurrency", dest="workers", type=_counts, default=[2],
                         help="worker processes (celery -c), comma-separated for several cells (default 2)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="worker processes started apart (Celery nodes of their own, as on separate machines),"
+                             " each with --workers pool processes; worker-only mode (default 1)")
     parser.add_argument("--repeat", type=int, default=1, help="scenarios per cell; median, min and max are shown")
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE") or 0) or None,
                         help="worker BATCH_SIZE (default: unset, the product's own: 20000 lines per raw chunk)")
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat and --batch-size must be positive")
     if args.e2e and args.profile:
         parser.error("--profile runs the stages in-process: it has no end-to-end form")
+    if args.nodes < 1 or (args.e2e and args.nodes != 1):
+        parser.error("--nodes must be positive, and 1 with --e2e (make run starts one worker)")
     try:
         # The baseline COPY opens its own engine, so it needs the driver named as the app does.
         args.db_server = normalise_database_url(args.db_server)
@@ -91,7 +96,7 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 def _settings(args: argparse.Namespace, rows: int, workers: int) -> Settings:
     return Settings(rows, workers, args.batch_size, args.append_pct, args.copies, args.timeout, args.db_server,
-                    args.broker)
+                    args.broker, nodes=args.nodes)
 
 
 def _write_file(workdir: Path, rows: int) -> Path:

@@ -90,9 +90,10 @@ class ProcSampler(threading.Thread):
     backend that exits mid-run keeps its last sample.
     """
 
-    def __init__(self, pid: int, database: str | None = None, interval: float = 0.2) -> None:
+    def __init__(self, pid: int | list[int], database: str | None = None, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.pid, self.database, self.interval = pid, database, interval
+        # Several pids: several worker processes started apart (bench --nodes), sampled as one tree.
+        self.pids, self.database, self.interval = pid if isinstance(pid, list) else [pid], database, interval
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.peak_total = self.peak_process = 0
@@ -101,11 +102,14 @@ class ProcSampler(threading.Thread):
 
     def sample(self) -> tuple[int, int]:
         """Return (RSS of the whole tree, RSS of its biggest process) in KiB, now."""
-        sizes = [rss_kib(p) for p in descendants(self.pid)]
+        sizes = [rss_kib(p) for p in self._tree()]
         return sum(sizes), max(sizes, default=0)
 
+    def _tree(self) -> list[int]:
+        return [p for pid in self.pids for p in descendants(pid)]
+
     def _tick(self) -> None:
-        tree = descendants(self.pid)
+        tree = self._tree()
         sizes = [rss_kib(p) for p in tree]
         cpu = {"worker": {p: cpu_seconds(p) for p in tree}, "postgres": {p: cpu_seconds(p) for p in postgres_pids(self.database)}}
         with self._lock:

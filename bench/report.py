@@ -65,13 +65,21 @@ def _details(result: RunResult) -> list[str]:
     return lines
 
 
+def _workers(settings: Any) -> str:
+    if settings.nodes == 1:
+        return f"worker -c {settings.workers}"
+    return f"{settings.nodes} workers started apart (nodes), each -c {settings.workers}"
+
+
 def print_scenario(scenario: Scenario) -> None:
     """Print one scenario's table: the baseline, each run, and the roadmap verdicts."""
     settings, results, copy_s = scenario.settings, scenario.results, scenario.copy_s
     batch = "unset (the kinds' own)" if settings.batch_size is None else settings.batch_size
     print(f"\nKasparro ETL bench: {settings.rows:,} rows ({scenario.file_mib:.1f} MiB), BATCH_SIZE "
-          f"{batch}, worker -c {settings.workers}, {os.cpu_count()} CPUs")
+          f"{batch}, {_workers(settings)}, {os.cpu_count()} CPUs")
     print(f"bench file {data.describe()}\n")
+    if scenario.node_tasks:
+        print(f"tasks finished per worker node: {', '.join(map(str, scenario.node_tasks))}\n")
     head = (f"{'step':<34} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'vs COPY':>9} {'of 1st':>7} "
             f"{'RSS MiB':>9} {'CPU s wkr/pg':>13}")
     print(head + "\n" + "-" * len(head))

@@ -47,6 +47,9 @@ class Settings:
     db_server: str
     broker: str
     profile: bool = False
+    # Worker processes started apart, each a Celery node of its own on the bench's queue, as workers on
+    # separate machines would be; each runs `workers` pool processes.
+    nodes: int = 1
 
     @property
     def appended(self) -> int:
@@ -82,6 +85,8 @@ class Scenario:
     idle_kib: tuple[int, int] = (0, 0)
     results: list[RunResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Tasks each worker node finished (from its log), with --nodes above 1: whether they all took part.
+    node_tasks: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Return the scenario as plain JSON-ready data."""
@@ -232,36 +237,50 @@ def run_scenario(settings: Settings, template: Path, workdir: Path, tag: str,
     write_sources(sources_file, csv_path)
     scenario = Scenario(settings, file_mib=csv_path.stat().st_size / 2**20)
     env = _app_settings(settings, db_url, queue, sources_file)
-    app = worker = sampler = None
+    app = sampler = None
+    workers: list[Any] = []
     try:
         app = _build(settings, db_url, env)
         scenario.copy_s, scenario.copy_all = copy_baseline(db_url, csv_path, settings.rows, settings.copies)
         print(f"baseline COPY: {scenario.copy_s:.2f}s", flush=True)
-        worker = start_worker({**env, "LOG_LEVEL": "INFO"}, queue, node, settings.workers, log,
-                              app.extensions["celery"].control.ping)
-        sampler = ProcSampler(worker.pid, make_url(db_url).database)
+        for n in range(settings.nodes):
+            name = node if settings.nodes == 1 else f"bench-{tag}-{n + 1}@{os.uname().nodename}"
+            workers.append(start_worker({**env, "LOG_LEVEL": "INFO"}, queue, name, settings.workers,
+                                        log.with_name(f"worker-{n + 1}.log") if n else log,
+                                        app.extensions["celery"].control.ping))
+        sampler = ProcSampler([w.pid for w in workers], make_url(db_url).database)
         scenario.idle_kib = sampler.sample()
         sampler.start()
         _runs(app, scenario, sampler, csv_path)
+        if settings.nodes > 1:
+            scenario.node_tasks = [_finished_tasks(log.with_name(f"worker-{n}.log") if n > 1 else log)
+                                   for n in range(1, settings.nodes + 1)]
         report(scenario)
         if settings.profile:
             sampler.stop()
-            stop_worker(worker)
-            worker = None
+            for worker in workers:
+                stop_worker(worker)
+            workers = []
             profile(app)
     except Exception as exc:  # noqa: BLE001 - report, clean up, fail
         scenario.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        _clean_up(app, db_url, worker, sampler, settings.broker, queue)
+        _clean_up(app, db_url, workers, sampler, settings.broker, queue)
         if scenario.problems and log.exists():
             print(f"\n--- worker log tail ({log}) ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
     return scenario
 
 
-def _clean_up(app: Any, db_url: str, worker: Any, sampler: ProcSampler | None, broker: str, queue: str) -> None:
+def _finished_tasks(log: Path) -> int:
+    """Count the tasks a worker's log says succeeded (Celery's "Task ... succeeded in" lines)."""
+    return sum(" succeeded in " in line for line in log.read_text(errors="replace").splitlines())
+
+
+def _clean_up(app: Any, db_url: str, workers: list[Any], sampler: ProcSampler | None, broker: str,
+              queue: str) -> None:
     if sampler:
         sampler.stop()
-    if worker is not None:
+    for worker in workers:
         stop_worker(worker)
     discard(app, db_url)
     forget_queue(broker, queue)

@@ -47,6 +47,9 @@ bench: venv ## load speed against a plain COPY of the same file; own servers und
 bench-e2e: venv ## the same load through the whole stack of `make run`, each run a POST /run-etl polled to its end, against psql's \copy; own servers as for bench (BENCH_ARGS="--rows ... --repeat ...")
 	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --e2e $(BENCH_ARGS)
 
+bench-grow: venv ## the table grown through the whole stack, 2M rows a step to 20M: each load and the API's reads after it (BENCH_ARGS="--rows ... --grow STEPS")
+	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --e2e $(or $(BENCH_ARGS),--rows 2000000 --grow 9)
+
 bench-full: venv ## the issue's matrix: 1M and 5M rows x 1 and 2 worker processes, median of 3 (hours)
 	$(BIN)/python -m kasparro.embedded bench -- $(BIN)/python -m bench --rows 1000000,5000000 --workers 1,2 --repeat 3 --skip-paging
 

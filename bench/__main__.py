@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=1,
                         help="worker processes started apart (Celery nodes of their own, as on separate machines),"
                              " each with --workers pool processes; worker-only mode (default 1)")
+    parser.add_argument("--grow", type=int, default=0, metavar="STEPS",
+                        help="with --e2e: after loading --rows, append as many rows STEPS times, timing each load and"
+                             " the API's reads as the table grows (bench.grow)")
     parser.add_argument("--repeat", type=int, default=1, help="scenarios per cell; median, min and max are shown")
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE") or 0) or None,
                         help="worker BATCH_SIZE (default: unset, the product's own: 20000 lines per raw chunk)")
@@ -80,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat and --batch-size must be positive")
     if args.e2e and args.profile:
         parser.error("--profile runs the stages in-process: it has no end-to-end form")
+    if args.grow and (not args.e2e or args.grow < 1 or len(args.rows) != 1 or len(args.workers) != 1):
+        parser.error("--grow takes a positive number of steps, with --e2e and one --rows and --workers value")
     if args.nodes < 1 or (args.e2e and args.nodes != 1):
         parser.error("--nodes must be positive, and 1 with --e2e (make run starts one worker)")
     try:
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="kasparro-bench-"))
+    if args.grow:
+        return _grow(args, workdir)
     try:
         cells = run_cells(args, workdir)
     except KeyboardInterrupt:
@@ -168,6 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     # The paging bench measures the API's reads, which the end-to-end mode does not touch.
     paging_status = 0 if args.skip_paging or args.e2e else _paging(args.db_server)
     return 1 if problems else paging_status
+
+
+def _grow(args: argparse.Namespace, workdir: Path) -> int:
+    from bench.grow import print_growth, run_growth
+
+    try:
+        template = _write_file(workdir, args.rows[0])
+        growth = run_growth(_settings(args, args.rows[0], args.workers[0]), args.grow, template, workdir,
+                            f"grow{os.getpid()}")
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_growth(growth)
+    settings = {k: v for k, v in vars(args).items() if k not in ("db_server", "broker", "results")}
+    path = write_json(args.results, settings, [(args.rows[0], args.workers[0], [growth])], not growth.problems,
+                      lambda runs: {}, "grow-result")
+    print(f"\nresults written to {path}")
+    if growth.problems:
+        print("\nFAILED:\n  " + "\n  ".join(growth.problems), file=sys.stderr)
+        return 1
+    print("\nOK: every step loaded every appended row, and every read answered 200")
+    return 0
 
 
 def _paging(db_server: str) -> int:

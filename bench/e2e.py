@@ -210,18 +210,25 @@ def run_e2e_scenario(settings: Settings, template: Path, workdir: Path, tag: str
     except Exception as exc:  # noqa: BLE001 - report, clean up, fail
         scenario.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        with signals_held():
-            if sampler is not None:
-                sampler.stop()
-            if stack is not None:
-                stack.stop()
-                if scenario.problems:
-                    print(stack.tail(), file=sys.stderr)
-            discard(app, db_url)
-            # The queue's keys and our worker's liveness key (kasparro:worker:bench-<tag>@host) both hold this.
-            forget_queue(settings.broker, f"bench-{tag}")
-            forget_keys(settings.broker, beat_keys)
+        tear_down(stack, sampler, app, db_url, (settings.broker, tag, beat_keys), bool(scenario.problems))
     return scenario
+
+
+def tear_down(stack: Stack | None, sampler: ProcSampler | None, app: Any, db_url: str,
+              broker_tag_keys: tuple[str, str, list[str]], failed: bool) -> None:
+    """Stop the sampler and the stack (its log's tail printed if `failed`), drop the database, forget the keys."""
+    broker, tag, beat_keys = broker_tag_keys
+    with signals_held():
+        if sampler is not None:
+            sampler.stop()
+        if stack is not None:
+            stack.stop()
+            if failed:
+                print(stack.tail(), file=sys.stderr)
+        discard(app, db_url)
+        # The queue's keys and our worker's liveness key (kasparro:worker:bench-<tag>@host) both hold this.
+        forget_queue(broker, f"bench-{tag}")
+        forget_keys(broker, beat_keys)
 
 
 @contextmanager

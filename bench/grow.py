@@ -23,11 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench import data
-from bench.database import discard
-from bench.e2e import absent_beat_keys, forget_keys, signals_held
+from bench.e2e import absent_beat_keys, tear_down
 from bench.http_run import request, timed_http_run
 from bench.procs import ProcSampler
-from bench.scenario import SOURCE, Settings, _app_settings, _build, check, forget_queue, quote_count, write_sources
+from bench.scenario import SOURCE, Settings, _app_settings, _build, check, quote_count, write_sources
 from bench.stack import Stack
 
 READS = 7  # requests per read and step; the median counts
@@ -142,16 +141,7 @@ def run_growth(settings: Settings, steps: int, template: Path, workdir: Path, ta
     except Exception as exc:  # noqa: BLE001 - report, clean up, fail
         growth.problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        with signals_held():
-            if sampler is not None:
-                sampler.stop()
-            if stack is not None:
-                stack.stop()
-                if growth.problems:
-                    print(stack.tail())
-            discard(app, db_url)
-            forget_queue(settings.broker, f"bench-{tag}")
-            forget_keys(settings.broker, beat_keys)
+        tear_down(stack, sampler, app, db_url, (settings.broker, tag, beat_keys), bool(growth.problems))
     return growth
 
 

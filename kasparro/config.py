@@ -20,6 +20,8 @@ HEARTBEAT_KEY = "kasparro:beat:last_seen"
 NEXT_RUN_KEY = "kasparro:beat:next_run"
 # The beat schedule entry that starts ETL runs.
 ETL_SCHEDULE_ENTRY = "etl-run"
+# The beat schedule entry that keeps market_quotes' partitions (kasparro.pipeline.partitions).
+PARTITIONS_SCHEDULE_ENTRY = "quote-partitions"
 
 
 class ConfigError(ValueError):

@@ -13,9 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from kasparro.config import PARTITIONS_SCHEDULE_ENTRY
 from kasparro.db import db
 from kasparro.pipeline import partitions
 from kasparro.pipeline.targets import quotes
+from kasparro.tasks import maintain_partitions
 from tests.api import factories as f
 
 BEFORE_EDGE = datetime(2024, 1, 31, 23, 30, tzinfo=timezone.utc)
@@ -160,3 +162,21 @@ def test_retention_drops_only_the_months_wholly_older_than_it_and_says_which(
     assert sorted(homes(session)) == days[1:]
     assert "dropped partition market_quotes_2019_01: quotes observed from 2019-01-01 to 2019-02-01" in caplog.text
     assert session.execute(text("SELECT to_regclass('market_quotes_2019_01')")).scalar() is None
+
+
+def test_beat_runs_the_upkeep_daily_and_etl_partitions_runs_it_now_with_the_settings(app: Flask) -> None:
+    entry = app.extensions["celery"].conf.beat_schedule[PARTITIONS_SCHEDULE_ENTRY]
+    with app.app_context():
+        f.quote(f.asset("bitcoin"), f.batch(f.run().source_runs[0]), FAR_MONTH.replace(year=2033), 1)
+        db.session.commit()
+    app.config["QUOTES_PARTITION_MONTHS_AHEAD"] = 4
+    try:
+        output = app.test_cli_runner().invoke(args=["etl", "partitions"]).output
+    finally:
+        app.config["QUOTES_PARTITION_MONTHS_AHEAD"] = 3
+
+    assert entry["task"] == maintain_partitions.name and entry["schedule"].total_seconds() == 24 * 3600
+    assert "moved 1 row(s) out of the default one" in output and "made market_quotes_2033_05" in output
+    with app.app_context():
+        fourth = partitions.partition_name(partitions.add_months(partitions.month_start(datetime.now(timezone.utc)), 4))
+        assert db.session.execute(text("SELECT to_regclass(:name)"), {"name": fourth}).scalar() is not None

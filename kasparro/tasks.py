@@ -255,7 +255,9 @@ def _abandoned(client: redis.Redis) -> list[recovery.Stalled]:
     return found
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+# Idempotent; retried when it gave up waiting for its lock (partitions.LOCK_TIMEOUT) or the database was away.
+@shared_task(acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError,), retry_backoff=30,
+             max_retries=5)
 def maintain_partitions() -> dict[str, Any]:
     """Make market_quotes' partitions ahead, move DEFAULT's rows into theirs, and drop the expired months."""
     config = current_app.config

@@ -27,6 +27,10 @@ DEFAULT = "market_quotes_default"
 _MONTHLY = re.compile(r"market_quotes_(\d{4})_(\d{2})")
 # Distinct from the run trigger's key (pipeline/runs.py).
 LOCK_KEY = 7_311_017
+# Making or dropping a partition locks market_quotes against readers too (ACCESS EXCLUSIVE), and every query
+# arriving meanwhile queues behind that lock: behind a long read, give up instead (the task retries; the
+# partitions are made months ahead, so a day lost costs nothing).
+LOCK_TIMEOUT = "5s"
 _COLUMNS = ", ".join(column.name for column in MarketQuote.__table__.columns)
 
 _PARTITIONS = text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -116,7 +120,8 @@ def maintain(session: Session, months_ahead: int, retention_months: int, now: da
 
 
 def _lock(session: Session) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+    session.execute(text("SELECT pg_advisory_xact_lock(:k), set_config('lock_timeout', :t, true)"),
+                    {"k": LOCK_KEY, "t": LOCK_TIMEOUT})
 
 
 def _months(session: Session) -> set[datetime]:

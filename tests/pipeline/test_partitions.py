@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -11,6 +12,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from kasparro.config import PARTITIONS_SCHEDULE_ENTRY
@@ -180,3 +182,16 @@ def test_beat_runs_the_upkeep_daily_and_etl_partitions_runs_it_now_with_the_sett
     with app.app_context():
         fourth = partitions.partition_name(partitions.add_months(partitions.month_start(datetime.now(timezone.utc)), 4))
         assert db.session.execute(text("SELECT to_regclass(:name)"), {"name": fourth}).scalar() is not None
+
+
+def test_behind_a_long_read_making_a_partition_gives_up_after_the_lock_timeout_instead_of_stalling_reads(
+        app: Flask) -> None:
+    engine = _engine(app)
+    with engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM market_quotes"))  # its transaction stays open, holding the table
+        started = time.monotonic()
+        with Session(engine) as own, pytest.raises(OperationalError, match="lock timeout"):
+            partitions.ensure_partitions(own, 0, now=datetime(2035, 3, 1, tzinfo=timezone.utc))
+        waited = time.monotonic() - started
+
+    assert 4 < waited < 30

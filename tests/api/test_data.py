@@ -116,6 +116,21 @@ def test_cursor_walk_across_a_months_edge_visits_every_row_once_in_order_in_both
     assert walks == {"observed_at": expected, "-observed_at": expected[::-1]}
 
 
+def test_a_page_reads_no_partition_of_the_months_the_walk_already_passed(app: Flask, session: Any) -> None:
+    partitions.ensure_partitions(db.session, 1, now=T0)  # January and February 2024
+    january, february = (datetime(2024, month, 15, tzinfo=timezone.utc) for month in (1, 2))
+
+    def scanned(sort: str, after: datetime) -> str:
+        query = build_quotes_query(quote_filters({"sort": sort}), 100, (after, 10))
+        sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+        return "\n".join(row[0] for row in db.session.execute(text("EXPLAIN " + sql)))
+
+    newest_first, oldest_first = scanned("-observed_at", january), scanned("observed_at", february)
+
+    assert "market_quotes_2024_01" in newest_first and "market_quotes_2024_02" not in newest_first
+    assert "market_quotes_2024_02" in oldest_first and "market_quotes_2024_01" not in oldest_first
+
+
 def test_a_cursor_used_with_other_filters_is_refused(client: FlaskClient, session: Any) -> None:
     _seed()
     cursor = client.get("/data?limit=2&source=coingecko").get_json()["meta"]["next_cursor"]

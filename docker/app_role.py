@@ -34,10 +34,11 @@ BEGIN
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
                 AND c.relowner <> %(role)s::regrole
-                -- a serial's sequence follows its table, and refuses to be handed over on its own
-                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                                AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-                                AND d.deptype IN ('a', 'i'))
+                -- a serial's sequence follows its table, and refuses to be handed over on its own (a
+                -- partition depends on its table the same way, but does not follow it: it is handed over)
+                AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                                     AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+                                                     AND d.deptype IN ('a', 'i')))
               UNION ALL
               SELECT format('ALTER FUNCTION %%s OWNER TO %%I', p.oid::regprocedure, %(role)s)
               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

@@ -12,7 +12,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: settings, database, logging, Celery, API, status page and CLI."""
     from kasparro import api, catalog, celery_app, cli, logs, metrics, redis_store, ui
     from kasparro.config import describe_connections, load_config, normalise_database_url, read_environment
-    from kasparro.db import db
+    from kasparro.db import READ_BIND, db
     from kasparro.migrate import migrate
 
     app = Flask(__name__)
@@ -21,6 +21,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(overrides)
     # Overrides (tests, the bench) may name the database as a platform does, too.
     app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(str(app.config["SQLALCHEMY_DATABASE_URI"]))
+    if app.config.get("DATABASE_READ_URL"):
+        # The API's reads go to this engine (kasparro.db.Session, kasparro.api.reads).
+        app.config["SQLALCHEMY_BINDS"] = {READ_BIND: normalise_database_url(str(app.config["DATABASE_READ_URL"]))}
     logs.init_app(app)
     # A setting naming a source that is not there is malformed like any other: refuse it at start-up, in one
     # line (kasparro.boot), not as a 500 on /sources or a failed run later.

@@ -9,7 +9,7 @@ from flask import Flask
 
 from kasparro import celery_logs
 from kasparro.beat import REDIS_URL_SETTING
-from kasparro.config import ETL_SCHEDULE_ENTRY, HARD_LIMIT_MARGIN_SECONDS, check_timing
+from kasparro.config import ETL_SCHEDULE_ENTRY, HARD_LIMIT_MARGIN_SECONDS, PARTITIONS_SCHEDULE_ENTRY, check_timing
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def init_app(app: Flask) -> Celery:
                 "task": "kasparro.tasks.reap_stalled",
                 "schedule": timedelta(seconds=app.config["REAPER_INTERVAL_SECONDS"]),
                 "options": {"queue": queue, "expires": app.config["REAPER_INTERVAL_SECONDS"]},
+            },
+            # market_quotes' monthly partitions, made months ahead (README, "Past one database"): a missed
+            # day or two costs nothing, and a row of a month without one lands in DEFAULT meanwhile.
+            PARTITIONS_SCHEDULE_ENTRY: {
+                "task": "kasparro.tasks.maintain_partitions",
+                "schedule": timedelta(days=1),
+                "options": {"queue": queue, "expires": 3600},
             },
         },
     )

@@ -183,6 +183,18 @@ def reap_command() -> None:
     click.echo(f"resumed {len(resumed)} source run(s)" + (f": {', '.join(map(str, resumed))}" if resumed else ""))
 
 
+@etl.command("partitions")
+def partitions_command() -> None:
+    """Make market_quotes' partitions ahead, move DEFAULT's rows into theirs, drop expired months (beat does it daily)."""
+    from kasparro.tasks import maintain_partitions
+
+    done = maintain_partitions.run()
+    click.echo(f"made {len(done['created'])} partition(s), moved {done['moved']} row(s) out of the default one, "
+               f"dropped {len(done['dropped'])}" + "".join(f"\n  {verb} {name}" for verb, names in
+                                                            (("made", done["created"]), ("dropped", done["dropped"]))
+                                                            for name in names))
+
+
 def _follow(run_id: int, timeout: int) -> None:
     from kasparro.follow import follow
 

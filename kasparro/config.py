@@ -20,6 +20,8 @@ HEARTBEAT_KEY = "kasparro:beat:last_seen"
 NEXT_RUN_KEY = "kasparro:beat:next_run"
 # The beat schedule entry that starts ETL runs.
 ETL_SCHEDULE_ENTRY = "etl-run"
+# The beat schedule entry that keeps market_quotes' partitions (kasparro.pipeline.partitions).
+PARTITIONS_SCHEDULE_ENTRY = "quote-partitions"
 
 
 class ConfigError(ValueError):
@@ -156,6 +158,9 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": database_url,
         # A database that does not answer fails a connection in seconds, so a task retries instead of hanging.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
+        # The API's reads (GET /data, /stats, ...) go here: a replica, or a pooler in front of one. Unset: the
+        # same database as everything else. Writes, and every worker, keep DATABASE_URL.
+        "DATABASE_READ_URL": normalise_database_url(get("DATABASE_READ_URL")) if get("DATABASE_READ_URL") else None,
         "BROKER_URL": broker_url,
         "RESULT_BACKEND": parse_redis_url("RESULT_BACKEND", get("RESULT_BACKEND", broker_url)),
         # Rate-limit budgets and locks live here; the broker's Redis by default.
@@ -182,6 +187,11 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "BATCH_SIZE": parse_int("BATCH_SIZE", get("BATCH_SIZE"), 1) if get("BATCH_SIZE") else None,
         # Bytes per batch beside the count: a raw chunk or a page closes before it would pass them.
         "BATCH_MAX_BYTES": parse_int("BATCH_MAX_BYTES", get("BATCH_MAX_BYTES", str(DEFAULT_BATCH_BYTES)), 1024),
+        # market_quotes has a partition per month (README, "Past one database"): beat makes this many months'
+        # ahead every day, and drops the months wholly older than QUOTES_RETENTION_MONTHS (0: keep every month).
+        "QUOTES_PARTITION_MONTHS_AHEAD": parse_int("QUOTES_PARTITION_MONTHS_AHEAD",
+                                                   get("QUOTES_PARTITION_MONTHS_AHEAD", "3"), 0),
+        "QUOTES_RETENTION_MONTHS": parse_int("QUOTES_RETENTION_MONTHS", get("QUOTES_RETENTION_MONTHS", "0"), 0),
         # Task-level retries of transient failures: exponential backoff with full jitter.
         "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
         "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),

@@ -7,8 +7,16 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from kasparro.config import normalise_database_url
+from kasparro.db import db
+from kasparro.pipeline import partitions
 
-migrate = Migrate()
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave market_quotes' partitions out of autogenerate's comparison: the models describe the parent only."""
+    return not (type_ == "table" and name is not None and partitions.is_partition(name))
+
+
+migrate = Migrate(include_name=include_name)
 
 
 def ensure_database(url: str) -> bool:
@@ -40,8 +48,12 @@ def drop_database(url: str) -> None:
 
 
 def init_db(app: Flask) -> bool:
-    """Create the database if needed and apply every migration; True if the database was created."""
+    """Create the database if needed, apply every migration and make the quotes' partitions ahead; True if
+    the database was created."""
     created = ensure_database(app.config["SQLALCHEMY_DATABASE_URI"])
     with app.app_context():
         upgrade()
+        # The migration made three months ahead; a deployment asking for more has them before beat's first day.
+        partitions.ensure_partitions(db.session, app.config["QUOTES_PARTITION_MONTHS_AHEAD"])
+        db.session.commit()
     return created

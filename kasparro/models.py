@@ -274,13 +274,17 @@ class MarketQuote(db.Model):
         Index("ix_market_quotes_run_id_brin", "run_id", postgresql_using="brin",
               postgresql_with={"pages_per_range": 32, "autosummarize": "on"}),
         CheckConstraint("(raw_record_id IS NULL) <> (raw_chunk_id IS NULL AND raw_line IS NULL)", name="lineage"),
+        # One partition per month of observed_at, plus a DEFAULT one (migration 0017, pipeline/partitions.py).
+        {"postgresql_partition_by": "RANGE (observed_at)"},
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # A partitioned table's keys must hold its partition key: the primary key is (id, observed_at), and id
+    # is named the one its sequence fills (SQLAlchemy assumes none in a key of two columns).
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # No foreign key: the trigger `assets_keep` refuses to delete an asset with quotes (migration 0012).
     asset_id: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(100))
-    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     price_usd: Mapped[Decimal] = mapped_column(Numeric)
     market_cap_usd: Mapped[Decimal | None] = mapped_column(Numeric)
     volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)

@@ -39,7 +39,7 @@ from kasparro import catalog, liveness, redis_store, stages
 from kasparro.db import db
 from kasparro.errors import BrokerUnavailable, KasparroError, SourceBusy
 from kasparro.models import RawBatch, Run, SourceRun
-from kasparro.pipeline import backfill, recovery, reprocess, runs
+from kasparro.pipeline import backfill, partitions, recovery, reprocess, runs
 from kasparro.pipeline.outage import database_unreachable
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.runs import RunStart
@@ -253,6 +253,17 @@ def _abandoned(client: redis.Redis) -> list[recovery.Stalled]:
         found.append(recovery.Stalled(int(key.decode()[len(prefix):]), f"{(stage or b'?').decode()} failed while "
                                       "the database was unreachable", interrupted=True))
     return found
+
+
+# Idempotent; retried when it gave up waiting for its lock (partitions.LOCK_TIMEOUT) or the database was away.
+@shared_task(acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError,), retry_backoff=30,
+             max_retries=5)
+def maintain_partitions() -> dict[str, Any]:
+    """Make market_quotes' partitions ahead, move DEFAULT's rows into theirs, and drop the expired months."""
+    config = current_app.config
+    done = partitions.maintain(db.session, config["QUOTES_PARTITION_MONTHS_AHEAD"], config["QUOTES_RETENTION_MONTHS"])
+    db.session.commit()
+    return {"created": done.created, "moved": done.moved, "dropped": done.dropped}
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -76,7 +76,13 @@ def assert_owner_but_no_superuser(names: dict[str, str]) -> None:
     # What the app needs: its own rows, and owner-only maintenance of its own tables.
     as_app(names, "INSERT INTO assets (slug, symbol, name) VALUES ('role-test', 'RT', 'Role test')")
     as_app(names, "ANALYZE market_quotes")
-    as_app(names, "SELECT brin_summarize_new_values('ix_market_quotes_run_id_brin')")
+    as_app(names, "SELECT brin_summarize_new_values(inhrelid::regclass) FROM pg_inherits"
+                  " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")
+    # and the daily partition upkeep's DDL: a month made, and dropped again
+    as_app(names, "CREATE TABLE market_quotes_1999_01 PARTITION OF market_quotes"
+                  " FOR VALUES FROM ('1999-01-01 00:00+00') TO ('1999-02-01 00:00+00')")
+    as_app(names, "ALTER TABLE market_quotes DETACH PARTITION market_quotes_1999_01")
+    as_app(names, "DROP TABLE market_quotes_1999_01")
     assert as_app(names, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> current_user") \
         == [(0,)]
 

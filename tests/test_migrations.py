@@ -1,16 +1,26 @@
 """The migrations build exactly the schema the models describe, so no table is ever made by create_all."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import text
 
+from kasparro import create_app
 from kasparro.db import db
+from kasparro.migrate import drop_database, ensure_database
+from tests.conftest import DATABASE_URL
+from tests.conftest import test_config as config_for
 
 
 def test_the_migrated_database_matches_the_models(app: Flask) -> None:
+    # With the options `flask db migrate` uses (kasparro.migrate), which leave the quotes' partitions out.
+    options = app.extensions["migrate"].configure_args
     with app.app_context(), db.engine.connect() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), db.metadata)
+        differences = compare_metadata(MigrationContext.configure(conn, opts=options), db.metadata)
 
     assert differences == []
 
@@ -24,3 +34,50 @@ def test_the_database_is_at_the_newest_revision(app: Flask) -> None:
         head = ScriptDirectory.from_config(config).get_current_head()
 
     assert head is not None and current == head
+
+
+def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequence(
+        app: Flask, sources_file: Path) -> None:
+    url = DATABASE_URL + "_0017"
+    other = create_app({**config_for(sources_file), "SQLALCHEMY_DATABASE_URI": url})
+    ensure_database(url)
+    try:
+        with other.app_context():
+            upgrade(revision="0016")
+            _quotes_of_three_months_and_a_gap_in_ids()
+            before = _rows()
+            upgrade(revision="0017")
+            partitioned = _rows()
+            homes = db.session.execute(text("SELECT DISTINCT tableoid::regclass::text FROM market_quotes")).scalars()
+            next_id = db.session.execute(text("SELECT nextval('market_quotes_id_seq')")).scalar()
+            db.session.rollback()
+            downgrade(revision="0016")
+            after = _rows()
+            kind = db.session.execute(text("SELECT relkind FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()
+            db.engine.dispose()
+    finally:
+        drop_database(url)
+        app.extensions["celery"].set_current()
+        app.extensions["celery"].set_default()
+
+    assert len(before) == 5 and before == partitioned == after
+    assert sorted(homes) == ["market_quotes_2019_05", "market_quotes_2024_01", "market_quotes_2024_02"]
+    assert next_id == 7  # the sequence went on from where it was: ids 1-6 were taken
+    assert kind == "r"
+
+
+def _quotes_of_three_months_and_a_gap_in_ids() -> None:
+    db.session.execute(text(
+        "INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id, raw_line, run_id)"
+        " SELECT 1, 'csv', timestamptz '2024-01-31 22:00+00' + n * interval '1 hour', n, 1, n, 1"
+        " FROM generate_series(1, 5) AS n"))
+    db.session.execute(text("DELETE FROM market_quotes WHERE id = 3"))
+    db.session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
+                            " raw_line, run_id, updated_at) VALUES (2, 'x', '2019-05-05', 2, 1, 1, 1, now())"))
+    db.session.commit()
+
+
+def _rows() -> list[tuple]:
+    rows = db.session.execute(text("SELECT * FROM market_quotes ORDER BY id")).all()
+    db.session.commit()
+    return [tuple(row) for row in rows]

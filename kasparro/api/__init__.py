@@ -97,7 +97,8 @@ def _document_declared_sources(app: Flask, api: Api) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the API, its OpenAPI document and docs, error handlers and request hooks."""
-    from kasparro.api import anomalies, bodies, data, drift, health, news, raw, rejects, repair, runs, sources, stats
+    from kasparro.api import (anomalies, bodies, data, drift, health, news, raw, reads, rejects, repair, runs, sources,
+                              stats)
 
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
@@ -107,6 +108,7 @@ def init_app(app: Flask) -> None:
         _serve_docs_offline(app, assets)
     envelope.init_app(app)
     bodies.init_app(app)
+    reads.init_app(app)
     api = Api(spec_kwargs=_spec_options(app))
     api.init_app(app)
     api.spec.components.security_scheme(SECURITY_SCHEME, {"type": "apiKey", "in": "header", "name": API_KEY_HEADER})

@@ -57,12 +57,14 @@ def build_quotes_query(filters: Mapping[str, Any], limit: int, after: tuple[date
     if filters.get("until"):
         query = query.where(MarketQuote.observed_at < filters["until"])
     key = tuple_(MarketQuote.observed_at, MarketQuote.id)
+    # The bound on observed_at alone says nothing the row comparison does not, but PostgreSQL prunes the
+    # monthly partitions by it (not by a row comparison): the months already paged past are not read at all.
     if filters.get("sort") == "observed_at":
         if after is not None:
-            query = query.where(key > tuple_(*after))
+            query = query.where(key > tuple_(*after), MarketQuote.observed_at >= after[0])
         return query.order_by(MarketQuote.observed_at.asc(), MarketQuote.id.asc()).limit(limit + 1)
     if after is not None:
-        query = query.where(key < tuple_(*after))
+        query = query.where(key < tuple_(*after), MarketQuote.observed_at <= after[0])
     return query.order_by(MarketQuote.observed_at.desc(), MarketQuote.id.desc()).limit(limit + 1)
 
 

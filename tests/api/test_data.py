@@ -1,7 +1,7 @@
 """GET /data, /data/latest, /assets and /assets/<slug> over quotes inserted through the factories."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask
@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 from kasparro.api.data import build_quotes_query, quote_filters
 from kasparro.db import db
+from kasparro.pipeline import partitions
 from tests.api import factories as f
 from tests.api.factories import T0
 
@@ -84,6 +85,50 @@ def test_cursor_walk_visits_every_row_exactly_once_in_both_directions(client: Fl
             url = f"/data?limit=50&sort={sort}&cursor={cursor}" if cursor else None
         assert pages == 6
         assert len(seen) == len(set(seen)) == 257
+
+
+def test_cursor_walk_across_a_months_edge_visits_every_row_once_in_order_in_both_directions(
+        client: FlaskClient, session: Any) -> None:
+    # January and February 2024 are partitions of their own (market_quotes is partitioned by month), and the
+    # walk's pages end on either side of the edge and on it, with ties in observed_at broken by id.
+    partitions.ensure_partitions(db.session, 1, now=T0)
+    coins = [f.asset(f"coin-{n}") for n in range(3)]
+    batch = f.batch(f.run(sources=("bulk",)).source_runs[0])
+    edge = datetime(2024, 2, 1, tzinfo=timezone.utc)
+    for minutes in range(-4, 4):
+        for coin in coins:
+            f.quote(coin, batch, edge + timedelta(minutes=minutes), 100)
+    db.session.commit()
+    homes = db.session.execute(text("SELECT DISTINCT tableoid::regclass::text FROM market_quotes")).scalars()
+    expected = db.session.execute(text("SELECT id FROM market_quotes ORDER BY observed_at, id")).scalars().all()
+
+    walks = {}
+    for sort in ("observed_at", "-observed_at"):
+        seen, url = [], f"/data?limit=5&sort={sort}"
+        while url:
+            body = client.get(url).get_json()
+            seen += [row["id"] for row in body["data"]]
+            cursor = body["meta"]["next_cursor"]
+            url = f"/data?limit=5&sort={sort}&cursor={cursor}" if cursor else None
+        walks[sort] = seen
+
+    assert sorted(homes) == ["market_quotes_2024_01", "market_quotes_2024_02"]
+    assert walks == {"observed_at": expected, "-observed_at": expected[::-1]}
+
+
+def test_a_page_reads_no_partition_of_the_months_the_walk_already_passed(app: Flask, session: Any) -> None:
+    partitions.ensure_partitions(db.session, 1, now=T0)  # January and February 2024
+    january, february = (datetime(2024, month, 15, tzinfo=timezone.utc) for month in (1, 2))
+
+    def scanned(sort: str, after: datetime) -> str:
+        query = build_quotes_query(quote_filters({"sort": sort}), 100, (after, 10))
+        sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+        return "\n".join(row[0] for row in db.session.execute(text("EXPLAIN " + sql)))
+
+    newest_first, oldest_first = scanned("-observed_at", january), scanned("observed_at", february)
+
+    assert "market_quotes_2024_01" in newest_first and "market_quotes_2024_02" not in newest_first
+    assert "market_quotes_2024_02" in oldest_first and "market_quotes_2024_01" not in oldest_first
 
 
 def test_a_cursor_used_with_other_filters_is_refused(client: FlaskClient, session: Any) -> None:

@@ -44,8 +44,11 @@ def no_statistics(session: Session) -> None:
     """Put market_quotes as it is right after the first load into a new database: never analyzed."""
     # This is what PostgreSQL 18 had when the rule hit its 30 s timeout on 5,000 quotes: autovacuum had not
     # got to the table yet, and 10,000 quotes is the least a run must write for the rules to ANALYZE it.
-    session.execute(text("UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid = 'market_quotes'::regclass"))
-    session.execute(text("DELETE FROM pg_statistic WHERE starelid = 'market_quotes'::regclass"))
+    # The parent and each of its partitions (migration 0017): the planner reads the partitions' figures.
+    tables = "SELECT 'market_quotes'::regclass UNION ALL SELECT inhrelid FROM pg_inherits" \
+             " WHERE inhparent = 'market_quotes'::regclass"
+    session.execute(text(f"UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid IN ({tables})"))
+    session.execute(text(f"DELETE FROM pg_statistic WHERE starelid IN ({tables})"))
 
 
 def analyzed(session: Session) -> None:

@@ -119,12 +119,23 @@ def _rule_failed(session: Session, source_run: SourceRun, name: str, exc: Except
         logger.warning("could not record the failure of quality rule %s", name, exc_info=True)
 
 
+# The BRIN index on run_id is partitioned: brin_summarize_new_values takes each partition's own index, which
+# pg_inherits lists under the parent's. Autosummarize is no substitute: it asks autovacuum to summarize a
+# range only once inserts move on to the next one, and only when autovacuum gets to it, so a run's last
+# ranges would stay unsummarized and be read whole by every lookup of the run.
+_SUMMARIZE = text("SELECT coalesce(sum(brin_summarize_new_values(inhrelid::regclass)), 0) FROM pg_inherits"
+                  " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")
+# A partitioned parent's reltuples stays -1 (it stores no rows); its partitions' estimates add up to the table's.
+_ESTIMATED_ROWS = text("SELECT sum(greatest(c.reltuples, 0)) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                       " WHERE i.inhparent = 'market_quotes'::regclass")
+
+
 def _summarize_new_ranges(session: Session) -> None:
     """Summarize the block ranges of market_quotes written since the last time, so the BRIN index on
     run_id finds this run's quotes there (autovacuum does it too, but maybe later, or is off)."""
     try:
         with session.begin_nested():
-            session.execute(text("SELECT brin_summarize_new_values('ix_market_quotes_run_id_brin')"))
+            session.execute(_SUMMARIZE)
     except Exception as exc:  # noqa: BLE001 - unsummarized ranges are still searched, only more slowly
         _unless_outage(exc)
         logger.warning("could not summarize the new ranges of market_quotes", exc_info=True)
@@ -139,12 +150,14 @@ def _analyze_if_grown(session: Session, source_run: SourceRun) -> bool:
     """ANALYZE market_quotes if this run wrote a tenth of it or more since its statistics were taken; whether so.
 
     Only the columns the rules' plans turn on: sampling reads the table anyway, but each column's
-    statistics cost their own sort. Autovacuum brings the others up to date later.
+    statistics cost their own sort. Autovacuum brings the others up to date later, in each partition; it
+    never analyzes the partitioned parent, whose whole-table statistics only an ANALYZE like this one takes
+    (it samples every partition, and analyzes each of them too).
     """
     written = _written(source_run)
     if written < _ANALYZE_MIN_ROWS:
         return False
-    estimated = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()
+    estimated = session.execute(_ESTIMATED_ROWS).scalar()
     if estimated is not None and written < _ANALYZE_SHARE * max(float(estimated), 0.0):
         return False
     try:

@@ -26,6 +26,9 @@ CHUNK_STAGE_COLUMNS = ("raw_chunk_id", "raw_line", *QUOTE_COLUMNS)
 # so the outcome is that of loading them in order. The WHERE also keeps identical re-loads from
 # rewriting rows. Rows come out of DISTINCT ON in key order, so two loads that share keys lock them
 # in the same order. `{staged}` is what the batch's quotes are read from.
+# Inserted or updated: a partitioned table cannot return `xmax`, so the row's own updated_at tells. An INSERT
+# never sets it and the DO UPDATE always does, so it is NULL exactly in the rows this statement inserted,
+# whoever inserted the key before (a concurrent load's committed row is an update here, as xmax said).
 _UPSERT_TEMPLATE = """
     WITH staged AS (
         SELECT DISTINCT ON (asset_id, observed_at) * FROM ({staged}) AS batch
@@ -47,7 +50,7 @@ _UPSERT_TEMPLATE = """
           AND (q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h)
               IS DISTINCT FROM (EXCLUDED.price_usd, EXCLUDED.market_cap_usd,
                                 EXCLUDED.volume_24h_usd, EXCLUDED.percent_change_24h)
-        RETURNING (xmax = 0) AS inserted
+        RETURNING (q.updated_at IS NULL) AS inserted
     )
     SELECT count(*) FILTER (WHERE inserted) AS inserted,
            count(*) FILTER (WHERE NOT inserted) AS updated,

@@ -3,8 +3,8 @@
 The rules are those of `validation.load_quote` for text cells, as `CsvSource.to_unified` hands them
 over (stripped; an empty cell is missing), narrowed to what can be decided without doubt: a cell must
 have a plain shape (a regular expression) before it is cast, and a cast that still fails raises. A
-row outside those shapes is not kept, and the caller then reads the whole chunk the careful way,
-in Python, which accepts or words the reasons. So this path only ever accepts rows that the Python
+row outside those shapes is not kept: the caller reads that line the careful way, in Python, which
+accepts it or words the reasons (pipeline/chunks.py). So this path only ever accepts rows that the Python
 path accepts, with the same values (tests/pipeline/test_chunk_agreement.py holds the two together).
 
 The statements go to psycopg2 directly (`%(name)s` parameters): SQLAlchemy's text() would take the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kasparro.pipeline.validation import EARLIEST, MAX_PRICE, MAX_TOTAL
 
-# Shapes a cell must have to be cast here; anything else goes the careful way.
+# Shapes a cell must have to be cast here; a line with any other goes the careful way.
 # What datetime.fromisoformat reads the same way PostgreSQL does: no hour 24, no leap second,
 # at most microseconds, an offset only as Z or +HH:MM.
 _ISO_NAIVE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?)?$"

@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grow", type=int, default=0, metavar="STEPS",
                         help="with --e2e: after loading --rows, append as many rows STEPS times, timing each load and"
                              " the API's reads as the table grows (bench.grow)")
+    parser.add_argument("--monthly", action="store_true",
+                        help="with --grow: run the partition pass after each step (timed apart), as beat does daily,"
+                             " so steps load into monthly partitions instead of DEFAULT")
     parser.add_argument("--repeat", type=int, default=1, help="scenarios per cell; median, min and max are shown")
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE") or 0) or None,
                         help="worker BATCH_SIZE (default: unset, the product's own: 20000 lines per raw chunk)")
@@ -83,6 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat and --batch-size must be positive")
     if args.e2e and args.profile:
         parser.error("--profile runs the stages in-process: it has no end-to-end form")
+    if args.monthly and not args.grow:
+        parser.error("--monthly goes with --grow")
     if args.grow and (not args.e2e or args.grow < 1 or len(args.rows) != 1 or len(args.workers) != 1):
         parser.error("--grow takes a positive number of steps, with --e2e and one --rows and --workers value")
     if args.nodes < 1 or (args.e2e and args.nodes != 1):
@@ -183,7 +188,7 @@ def _grow(args: argparse.Namespace, workdir: Path) -> int:
     try:
         template = _write_file(workdir, args.rows[0])
         growth = run_growth(_settings(args, args.rows[0], args.workers[0]), args.grow, template, workdir,
-                            f"grow{os.getpid()}")
+                            f"grow{os.getpid()}", monthly=args.monthly)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130

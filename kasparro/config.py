@@ -192,6 +192,8 @@ def load_config(env: Mapping[str, str]) -> dict[str, Any]:
         "QUOTES_PARTITION_MONTHS_AHEAD": parse_int("QUOTES_PARTITION_MONTHS_AHEAD",
                                                    get("QUOTES_PARTITION_MONTHS_AHEAD", "3"), 0),
         "QUOTES_RETENTION_MONTHS": parse_int("QUOTES_RETENTION_MONTHS", get("QUOTES_RETENTION_MONTHS", "0"), 0),
+        # Quotes of months before the current one that landed in DEFAULT stay there unless this is on.
+        "QUOTES_PARTITION_HISTORY": parse_bool("QUOTES_PARTITION_HISTORY", get("QUOTES_PARTITION_HISTORY", "false")),
         # Task-level retries of transient failures: exponential backoff with full jitter.
         "TASK_MAX_RETRIES": parse_int("TASK_MAX_RETRIES", get("TASK_MAX_RETRIES", "5"), 0),
         "TASK_BACKOFF_BASE_SECONDS": parse_float("TASK_BACKOFF_BASE_SECONDS", get("TASK_BACKOFF_BASE_SECONDS", "2")),

@@ -261,7 +261,8 @@ def _abandoned(client: redis.Redis) -> list[recovery.Stalled]:
 def maintain_partitions() -> dict[str, Any]:
     """Make market_quotes' partitions ahead, move DEFAULT's rows into theirs, and drop the expired months."""
     config = current_app.config
-    done = partitions.maintain(db.session, config["QUOTES_PARTITION_MONTHS_AHEAD"], config["QUOTES_RETENTION_MONTHS"])
+    done = partitions.maintain(db.session, config["QUOTES_PARTITION_MONTHS_AHEAD"], config["QUOTES_RETENTION_MONTHS"],
+                               history=config["QUOTES_PARTITION_HISTORY"])
     db.session.commit()
     return {"created": done.created, "moved": done.moved, "dropped": done.dropped}
 

@@ -75,13 +75,21 @@ def is_partition(name: str) -> bool:
     return name == DEFAULT or partition_month(name) is not None
 
 
-def ensure_partitions(session: Session, months_ahead: int, now: datetime | None = None) -> Maintenance:
-    """Make the partitions of this month, the next `months_ahead` and every month DEFAULT holds rows of."""
+def ensure_partitions(session: Session, months_ahead: int, now: datetime | None = None,
+                      history: bool = False) -> Maintenance:
+    """Make the partitions of this month, the next `months_ahead` and every month from this one on that DEFAULT
+    holds rows of; with `history`, of the earlier months DEFAULT holds rows of too.
+
+    Earlier months stay in DEFAULT by default: measured, a file spanning 124 months loaded 3x slower into monthly
+    partitions than into DEFAULT, and /data/latest took 182 ms instead of 11 (README, "Past one database").
+    """
     _lock(session)
     done = Maintenance()
     existing = _months(session)
     this_month = month_start(now or datetime.now(timezone.utc))
     stray = {month_start(m) for m in session.execute(_STRAY_MONTHS).scalars()}
+    if not history:
+        stray = {month for month in stray if month >= this_month}
     for month in sorted(({add_months(this_month, n) for n in range(months_ahead + 1)} | stray) - existing):
         if month in stray:
             done.moved += _move_out_of_default(session, month)
@@ -112,9 +120,10 @@ def drop_expired(session: Session, retention_months: int, now: datetime | None =
     return dropped
 
 
-def maintain(session: Session, months_ahead: int, retention_months: int, now: datetime | None = None) -> Maintenance:
+def maintain(session: Session, months_ahead: int, retention_months: int, now: datetime | None = None,
+             history: bool = False) -> Maintenance:
     """Make the partitions ahead and for DEFAULT's strays, then drop the expired ones; the caller commits."""
-    done = ensure_partitions(session, months_ahead, now)
+    done = ensure_partitions(session, months_ahead, now, history)
     done.dropped = drop_expired(session, retention_months, now)
     return done
 

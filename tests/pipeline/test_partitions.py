@@ -115,6 +115,25 @@ def test_a_quote_of_a_month_without_a_partition_waits_in_default_and_moves_to_it
     assert partitions.ensure_partitions(session, 0).created == []  # nothing left to do
 
 
+def test_a_quote_of_an_earlier_month_stays_in_default_unless_history_is_asked_for(session: Session) -> None:
+    coin = f.asset("bitcoin")
+    batch = f.batch(f.run().source_runs[0])
+    past = datetime(2019, 3, 5, tzinfo=timezone.utc)
+    f.quote(coin, batch, past, 1)
+    session.commit()
+    now = datetime(2024, 1, 15, tzinfo=timezone.utc)
+
+    kept = partitions.ensure_partitions(session, 0, now=now)
+    session.commit()
+    assert "market_quotes_2019_03" not in kept.created and kept.moved == 0
+    assert homes(session) == {past: partitions.DEFAULT}
+
+    moved = partitions.ensure_partitions(session, 0, now=now, history=True)
+    session.commit()
+    assert moved.created == ["market_quotes_2019_03"] and moved.moved == 1
+    assert homes(session) == {past: "market_quotes_2019_03"}
+
+
 def test_two_passes_at_once_make_each_partition_once_and_lose_no_row(app: Flask) -> None:
     with app.app_context():
         coin = f.asset("bitcoin")

@@ -275,12 +275,12 @@ def _settle(session: Session, batch: RawBatch, source_run: SourceRun, source: An
                for line, item in lines]
     outcome = validate_batch(source, records)
     if outcome.quotes:
-        valid = outcome.quotes
-        columns = {"line": [line for line, _ in valid], "sid": [q["source_asset_id"] for _, q in valid],
-                   "symbol": [q.get("symbol") for _, q in valid], "name": [q.get("name") for _, q in valid],
-                   "observed_at": [q["observed_at"].isoformat() for _, q in valid]}
+        valid = [quote for _, quote in outcome.quotes]
+        columns = {"line": [line for line, _ in outcome.quotes], "sid": [q["source_asset_id"] for q in valid],
+                   "symbol": [q.get("symbol") for q in valid], "name": [q.get("name") for q in valid],
+                   "observed_at": [q["observed_at"].isoformat() for q in valid]}
         for field in chunk_sql.NUMBER_FIELDS:
-            columns[field] = [None if q.get(field) is None else str(q[field]) for _, q in valid]
+            columns[field] = [None if q.get(field) is None else str(q[field]) for q in valid]
         session.execute(_TYPE_IN, columns)
     _keep_rejects(session, batch, source_run, chunk, outcome.rejects, dict(lines))
     return len(outcome.rejects)

@@ -20,7 +20,7 @@ from kasparro.db import db
 from kasparro.errors import SourceConfigError, SourceRunClosed
 from kasparro.models import RawBatch, SourceRun
 from kasparro.redact import redact_text
-from kasparro.pipeline import backfill, events, faults, identity, leases, quality, recovery, runs
+from kasparro.pipeline import backfill, events, faults, identity, leases, partitions, quality, recovery, runs
 from kasparro.pipeline import extract as extract_stage
 from kasparro.pipeline.load import load_pending, lost_stage
 from kasparro.pipeline.transform import transform_pending
@@ -96,9 +96,12 @@ def transform(source_run: SourceRun, stats: RequestStats, overlap: bool = False,
 def load(source_run: SourceRun, stats: RequestStats, overlap: bool = False) -> None:
     """Load every transformed batch in order, then close the source's part of the run if it is all loaded."""
     _under_lease(source_run, None if overlap else "load", lambda lease: _load(source_run, stats, lease, overlap))
-    if runs.close_if_loaded(db.session, source_run):
+    closed = runs.close_if_loaded(db.session, source_run)
+    if closed:
         quality.check_source_run(db.session, source_run, quality.Thresholds.from_config(current_app.config))
     db.session.commit()
+    if closed and (source_run.inserted or source_run.updated):
+        partitions.summarize_new_ranges(db.session)  # after the commit: the run is final without waiting for it
 
 
 def _load(source_run: SourceRun, stats: RequestStats, lease: leases.Terms, overlap: bool) -> None:

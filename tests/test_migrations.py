@@ -1,6 +1,7 @@
 """The migrations build exactly the schema the models describe, so no table is ever made by create_all."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from kasparro import create_app
 from kasparro.db import db
 from kasparro.migrate import drop_database, ensure_database
+from kasparro.pipeline import partitions
 from tests.conftest import DATABASE_URL
 from tests.conftest import test_config as config_for
 
@@ -36,7 +38,7 @@ def test_the_database_is_at_the_newest_revision(app: Flask) -> None:
     assert head is not None and current == head
 
 
-def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequence(
+def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequence_and_history_in_default(
         app: Flask, sources_file: Path) -> None:
     url = DATABASE_URL + "_0017"
     other = create_app({**config_for(sources_file), "SQLALCHEMY_DATABASE_URI": url})
@@ -44,6 +46,7 @@ def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequ
     try:
         with other.app_context():
             upgrade(revision="0016")
+            this_month = partitions.month_start(datetime.now(timezone.utc))
             _quotes_of_three_months_and_a_gap_in_ids()
             before = _rows()
             upgrade(revision="0017")
@@ -60,9 +63,10 @@ def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequ
         app.extensions["celery"].set_current()
         app.extensions["celery"].set_default()
 
-    assert len(before) == 5 and before == partitioned == after
-    assert sorted(homes) == ["market_quotes_2019_05", "market_quotes_2024_01", "market_quotes_2024_02"]
-    assert next_id == 7  # the sequence went on from where it was: ids 1-6 were taken
+    assert len(before) == 6 and before == partitioned == after
+    # Earlier months stay in DEFAULT (QUOTES_PARTITION_HISTORY moves them out); this month has its partition.
+    assert sorted(homes) == sorted(["market_quotes_default", partitions.partition_name(this_month)])
+    assert next_id == 8  # the sequence went on from where it was: ids 1-7 were taken
     assert kind == "r"
 
 
@@ -74,6 +78,8 @@ def _quotes_of_three_months_and_a_gap_in_ids() -> None:
     db.session.execute(text("DELETE FROM market_quotes WHERE id = 3"))
     db.session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
                             " raw_line, run_id, updated_at) VALUES (2, 'x', '2019-05-05', 2, 1, 1, 1, now())"))
+    db.session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
+                            " raw_line, run_id) VALUES (2, 'x', now(), 3, 1, 2, 1)"))
     db.session.commit()
 
 

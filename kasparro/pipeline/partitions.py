@@ -161,3 +161,29 @@ def _move_out_of_default(session: Session, month: datetime) -> int:
     moved = session.execute(text(f"INSERT INTO {PARENT} ({_COLUMNS}) SELECT {_COLUMNS} FROM partition_move")).rowcount
     session.execute(text("DROP TABLE partition_move"))
     return moved
+
+
+# The BRIN index on run_id is partitioned: brin_summarize_new_values takes each partition's own index, which
+# pg_inherits lists under the parent's. Autosummarize is no substitute: it asks autovacuum to summarize a
+# range only once inserts move on to the next one, and only when autovacuum gets to it, so a run's last
+# ranges would stay unsummarized and be read whole by every later lookup of a run.
+_SUMMARIZE = text("SELECT coalesce(sum(brin_summarize_new_values(inhrelid::regclass)), 0) FROM pg_inherits"
+                  " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")
+
+
+def summarize_new_ranges(session: Session) -> int:
+    """Summarize the block ranges of market_quotes written since the last time; return how many, and commit.
+
+    Called once a run's part is final (stages.load), outside its transaction: the next run's quality rules
+    then read only their own new ranges whole, and the run that wrote them is not kept waiting for it
+    (on 1M rows it took 0.36 s, which the next small run paid when its rules did it). A failure costs only
+    speed: unsummarized ranges are still searched, and the next call summarizes them.
+    """
+    try:
+        summarized = int(session.execute(_SUMMARIZE).scalar_one())
+        session.commit()
+        return summarized
+    except Exception:  # noqa: BLE001 - the run is final already; this only speeds up later lookups
+        session.rollback()
+        logger.warning("could not summarize the new ranges of market_quotes", exc_info=True)
+        return 0

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -107,6 +109,41 @@ def test_multiprocess_mode_merges_every_process_requests(app: Flask, sources_fil
                if name == "kasparro_http_request_duration_seconds_count" and ("url_rule", "/health/live") in labels)
     assert live == 4
     assert samples[("kasparro_database_up", ())] == 1
+
+
+def test_the_api_server_removes_its_own_metrics_directory_when_it_stops_and_a_dead_servers_at_start(
+        sources_file: Path, tmp_path: Path) -> None:
+    # TMPDIR: where tempfile puts the directory, so nothing outside tmp_path is looked at or removed.
+    dead, alive, other = (tmp_path / "kasparro-metrics-999999999", tmp_path / f"kasparro-metrics-{os.getpid()}",
+                          tmp_path / "kasparro-metrics-notes")
+    for left in (dead, alive, other):
+        left.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(TMPDIR=str(tmp_path), GUNICORN_BIND=f"127.0.0.1:{port}", ENV_FILE="", WEB_CONCURRENCY="1",
+               DATABASE_URL=config_for(sources_file)["SQLALCHEMY_DATABASE_URI"], PYTHONPATH=str(ROOT))
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own = tmp_path / f"kasparro-metrics-{server.pid}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                    scraped = answer.status
+                break
+            except OSError:
+                time.sleep(0.2)
+        running = sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert scraped == 200
+    assert running == sorted([own.name, alive.name, other.name])  # the dead server's went at start
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])  # its own at exit
 
 
 # A Redis database of its own, so the worker keys and heartbeat counted are only the ones written here.

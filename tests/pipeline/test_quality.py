@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,8 @@ from kasparro.pipeline import quality
 from kasparro.pipeline.quality import history
 from kasparro.pipeline.outage import database_unreachable
 from tests.api import factories as f
+from tests.pipeline.helpers import HEADER, csv_spec, declare
+from tests.pipeline.inprocess import run_in_process
 from tests.pipeline.test_races import wait_until_waiting_on
 
 LIMITS = quality.Thresholds()
@@ -267,20 +270,35 @@ def test_a_run_that_wrote_a_tenth_of_the_quotes_or_more_has_them_analyzed_before
     assert (analyzed, kept, session.execute(text(estimate)).scalar()) == (5, 5, 9)
 
 
-def test_the_rules_summarize_the_new_block_ranges_so_the_run_index_finds_this_runs_quotes(session: Session) -> None:
-    coin = f.asset("bitcoin")
-    this = f.run(sources=("csv",), inserted=6000).source_runs[0]
-    # Enough rows for whole block ranges (32 pages each; the last, partial one is left for later).
-    session.execute(text("INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id,"
-                         " raw_line, run_id) SELECT :asset, 'csv', :t0 + n * interval '1 day', 100, 1, n, :run"
-                         " FROM generate_series(1, 6000) AS n"), {"asset": coin.id, "t0": f.T0, "run": this.run_id})
-    # Each partition has its own BRIN index under the parent's (the parent's cannot be summarized itself).
-    summarize = text("SELECT sum(brin_summarize_new_values(inhrelid::regclass)) FROM pg_inherits"
-                     " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")
+def test_a_run_is_final_before_its_block_ranges_are_summarized_and_leaves_none_behind(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    # Enough rows for whole block ranges of the BRIN index on run_id (32 pages each).
+    path = tmp_path / "daily.csv"
+    path.write_text(HEADER + "".join(f"{coin},{date(2012, 1, 1) + n * DAY},{100 + n % 7},1,2\n"
+                                     for n in range(4000) for coin in ("bitcoin", "ethereum")))
+    declare(sources_file, {"daily": csv_spec(path, batch_size=20_000)})
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])  # what anyone else sees meanwhile
+    seen_at_summarize: list[str] = []
 
-    quality.evaluate(session, this, LIMITS)
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "brin_summarize_new_values" in statement:
+            with other.connect() as reader:
+                seen_at_summarize.append(reader.execute(text("SELECT status FROM run_sources")).scalar_one())
 
-    assert session.execute(summarize).scalar_one() == 0  # nothing left: evaluate summarized the new ranges
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        source_run = run_in_process(app, "daily", batch_size=20_000)
+    finally:
+        with app.app_context():
+            event.remove(db.engine, "before_cursor_execute", note)
+        other.dispose()
+
+    assert (source_run.status, source_run.inserted) == ("success", 8000)
+    assert seen_at_summarize == ["success"]  # summarized once, after the close was committed
+    with app.app_context():  # nothing left for the next run's rules to read whole
+        assert db.session.execute(text("SELECT sum(brin_summarize_new_values(inhrelid::regclass)) FROM pg_inherits"
+                                       " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")).scalar_one() == 0
 
 
 def test_the_price_rules_look_at_nothing_for_a_run_that_wrote_no_quotes(session: Session) -> None:
@@ -301,4 +319,4 @@ def test_the_price_rules_look_at_nothing_for_a_run_that_wrote_no_quotes(session:
         event.remove(session.get_bind(), "before_cursor_execute", note)
 
     assert found == []
-    assert not [s for s in statements if "market_quotes" in s]  # no price rule ran, no range summarized
+    assert not [s for s in statements if "market_quotes" in s]  # no price rule ran

@@ -78,8 +78,9 @@ def evaluate(session: Session, source_run: SourceRun, limits: Thresholds) -> lis
     # and compiling them (JIT) costs more than these statements on a bounded number of rows take.
     session.execute(text("SELECT set_config('statement_timeout', :v, true), set_config('jit', 'off', true)"),
                     {"v": f"{int(limits.timeout_seconds * 1000)}ms"})
-    if not _analyze_if_grown(session, source_run) and _written(source_run):
-        _summarize_new_ranges(session)  # after a large run the plans read its quotes by id instead
+    # The BRIN ranges of earlier runs were summarized once each committed (stages.load), so the rules read
+    # this run's own unsummarized ranges whole, and no others.
+    _analyze_if_grown(session, source_run)
     found: list[Finding] = []
     for rule in RULES:
         started = time.monotonic()
@@ -119,26 +120,9 @@ def _rule_failed(session: Session, source_run: SourceRun, name: str, exc: Except
         logger.warning("could not record the failure of quality rule %s", name, exc_info=True)
 
 
-# The BRIN index on run_id is partitioned: brin_summarize_new_values takes each partition's own index, which
-# pg_inherits lists under the parent's. Autosummarize is no substitute: it asks autovacuum to summarize a
-# range only once inserts move on to the next one, and only when autovacuum gets to it, so a run's last
-# ranges would stay unsummarized and be read whole by every lookup of the run.
-_SUMMARIZE = text("SELECT coalesce(sum(brin_summarize_new_values(inhrelid::regclass)), 0) FROM pg_inherits"
-                  " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")
 # A partitioned parent's reltuples stays -1 (it stores no rows); its partitions' estimates add up to the table's.
 _ESTIMATED_ROWS = text("SELECT sum(greatest(c.reltuples, 0)) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
                        " WHERE i.inhparent = 'market_quotes'::regclass")
-
-
-def _summarize_new_ranges(session: Session) -> None:
-    """Summarize the block ranges of market_quotes written since the last time, so the BRIN index on
-    run_id finds this run's quotes there (autovacuum does it too, but maybe later, or is off)."""
-    try:
-        with session.begin_nested():
-            session.execute(_SUMMARIZE)
-    except Exception as exc:  # noqa: BLE001 - unsummarized ranges are still searched, only more slowly
-        _unless_outage(exc)
-        logger.warning("could not summarize the new ranges of market_quotes", exc_info=True)
 
 
 # Autovacuum analyzes a table once a tenth of it changed, but maybe only after this run's rules ran.

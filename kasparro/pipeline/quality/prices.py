@@ -2,8 +2,9 @@
 (one time bucket, across sources).
 
 Both are one set-based statement each. Their cost is bounded: they start from the run's own quotes
-(the BRIN index on market_quotes (run_id), summarized first), at most `max_rows` of them, newest first, and reach other quotes only
-through the (source, asset_id, observed_at) and (asset_id, observed_at) indexes.
+(the BRIN index on market_quotes (run_id): earlier runs' ranges summarized, this run's read whole), at
+most `max_rows` of them, newest first, and reach other quotes only through the (source, asset_id,
+observed_at) and (asset_id, observed_at) indexes.
 """
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ CONTAINER_SPECIFIC = {"BROKER_URL", "RESULT_BACKEND", "REDIS_URL", "FAKE_UPSTREA
 NOT_FOR_EVERY_SERVICE = {"FAKE_UPSTREAM_ADMIN_TOKEN", "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD",
                          "GRAFANA_ADMIN_USER", "GRAFANA_PORT", "PROMETHEUS_PORT", "PUBLISH_ADDRESS", "API_KEY",
                          "COINGECKO_API_KEY", "COINPAPRIKA_API_KEY", "DATABASE_URL", "GUNICORN_BIND",
-                         "COMPOSE_PROJECT_NAME"}
+                         "COMPOSE_PROJECT_NAME", "POSTGRES_SHARED_BUFFERS"}
 # The services that read kasparro.config's settings: every app service but the fake upstream.
 SETTINGS_READERS = APP_SERVICES - {"upstream"}
 # The secrets (by the .env variable they come from) each service may hold; any other is a leak.

@@ -15,6 +15,7 @@ import redis
 
 from kasparro.embedded import local
 from kasparro.embedded import postgres as postgres_module
+from kasparro.embedded.postgres import SETTINGS_FILE, shared_buffers
 from kasparro.embedded import (
     EmbeddedError,
     PostgresServer,
@@ -356,3 +357,25 @@ def test_the_launcher_names_app_env_and_leaves_a_set_one_alone() -> None:
     # The bench's workers keep taking APP_ENV from the shell, as before it started servers of its own.
     assert local.app_env("bench", {}) == {}
     assert local.app_env("run", {"APP_ENV": "production"}) == {"APP_ENV": "production"}
+
+
+def test_the_server_of_make_run_and_the_bench_is_sized_for_loads_and_a_test_servers_is_left_fast(
+        tmp_path: Path) -> None:
+    written = {}
+    for fast in (False, True):
+        server = PostgresServer(tmp_path / f"pg-{fast}", fast=fast)
+        server.data_dir.mkdir()
+        server._write_settings()
+        lines = (server.data_dir / SETTINGS_FILE).read_text().splitlines()
+        written[fast] = dict(line.split(" = ", 1) for line in lines)
+
+    assert written[False]["shared_buffers"] == shared_buffers()
+    assert (written[False]["max_wal_size"], written[False]["checkpoint_timeout"]) == ("'4GB'", "'15min'")
+    assert "fsync" not in written[False]
+    assert "shared_buffers" not in written[True] and written[True]["fsync"] == "off"
+
+
+def test_shared_buffers_take_an_eighth_of_the_memory_from_postgresqls_default_up_to_a_gib() -> None:
+    gib = 2**30
+    assert [shared_buffers(n * gib) for n in (0, 1, 2, 4, 8, 24, 256)] == \
+        ["'128MB'", "'128MB'", "'256MB'", "'512MB'", "'1024MB'", "'1024MB'", "'1024MB'"]

@@ -20,8 +20,11 @@ passed. The lines outside the plain shapes it checks (doubtful lines: a wrong da
 are then read by the CSV source itself and validated in Python, one by one: those valid after all are
 typed in with the rest, the others are rejects, each worded and kept as a raw record of its line (so
 /rejects and replay see it like any other). A few bad lines thus cost their own reading, not their
-chunk's. Otherwise (COPY read another number of rows, a cast raised, no row passed) everything it did
-is rolled back to a savepoint and the whole chunk is read that careful way.
+chunk's. A line whose date PostgreSQL can tell is in another format than the file's is not read in
+Python at all: it is refused with the payload and the reason Python would give it (`chunk_sql`), and kept
+the same way in one statement (`chunk_sql`'s `keep_refused`). Otherwise (COPY read another number of rows, a cast
+raised, no row passed and none refused) everything it did is rolled back to a savepoint and the whole
+chunk is read that careful way.
 """
 from __future__ import annotations
 
@@ -152,6 +155,9 @@ class Typed:
     ranges: tuple[Any, ...]
     # Lines (not repeats) outside the plain shapes or bounds, in order; validated in Python (`_settle`).
     doubtful: list[int]
+    # Lines (not repeats) whose date certainly does not match the date format: rejects worded by PostgreSQL
+    # as Python words them (TEMP chunk_refused, chunk_sql), kept without Python reading them.
+    refused: int = 0
 
 
 def transform_chunk(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, kind: str,
@@ -204,6 +210,16 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
     if _seen_before(chunk, source_run):
         _forget_rejects(session, chunk.id, None)  # before _settle keeps the rejects of this reading
     rejected = _settle(session, batch, source_run, source, chunk, typed.doubtful) if typed.doubtful else 0
+    if typed.refused:
+        # As _keep_rejects keeps Python's rejects: a raw record per content with the chunk and line, hashed as
+        # extract.content_hash hashes its canonical JSON (which chunk_sql wrote), and its reason.
+        cursor = session.connection().connection.cursor()
+        try:
+            cursor.execute(plan.keep_refused, {"source": source_run.source, "run_id": source_run.run_id,
+                                               "batch_id": batch.id, "chunk": chunk.id, "file": source.path.name})
+        finally:
+            cursor.close()
+        rejected += typed.refused
     if not restage:
         # The snapshot speaks for every line at once: a drift touched a rejected line if there is one.
         drift_log.record(session, batch, source_run, shape, set(range(shape.uniform)) if rejected else set())
@@ -242,17 +258,27 @@ def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> 
                     raise _Doubtful  # e.g. a line `\.`, which ends COPY's input
                 cursor.execute(plan.create_typed, {"first_line": chunk.first_line,
                                                    "latest": datetime.now(UTC) + FUTURE_TOLERANCE})
-                if cursor.rowcount == 0:
-                    raise _Doubtful
+                typed = cursor.rowcount
                 doubtful: list[int] = []
-                if cursor.rowcount != chunk.records:
-                    cursor.execute(_DOUBTFUL, {"first_line": chunk.first_line})
+                refused = 0
+                if typed != chunk.records and plan.create_refused is not None:
+                    cursor.execute(plan.create_refused, {"first_line": chunk.first_line})
+                    if chunk.repeats:
+                        cursor.execute("DELETE FROM chunk_refused WHERE line = ANY(%(lines)s)",
+                                       {"lines": chunk.repeats})
+                    cursor.execute("SELECT count(*) FROM chunk_refused")
+                    refused = cursor.fetchone()[0]
+                if typed == 0 and refused == 0:
+                    raise _Doubtful
+                if typed != chunk.records:
+                    cursor.execute(_DOUBTFUL_NOT_REFUSED if plan.create_refused is not None and refused else _DOUBTFUL,
+                                   {"first_line": chunk.first_line})
                     repeats = set(chunk.repeats)  # a repeat is counted as one already, never read again
                     doubtful = [line for line, in cursor.fetchall() if line not in repeats]
                 if chunk.repeats:  # a repeated line is loaded once, as a repeated raw record is
                     cursor.execute("DELETE FROM chunk_typed WHERE line = ANY(%(lines)s)", {"lines": chunk.repeats})
                 cursor.execute(_RANGES)
-                return Typed(tuple(cursor.fetchone()), doubtful)
+                return Typed(tuple(cursor.fetchone()), doubtful, refused)
             finally:
                 cursor.close()
     except (_Doubtful, DBAPIError, psycopg2.Error):
@@ -262,6 +288,8 @@ def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> 
 _DOUBTFUL = """
     SELECT %(first_line)s - 1 + r.ord AS line FROM chunk_rows r
     WHERE NOT EXISTS (SELECT 1 FROM chunk_typed t WHERE t.line = %(first_line)s - 1 + r.ord) ORDER BY r.ord"""
+_DOUBTFUL_NOT_REFUSED = _DOUBTFUL.replace(
+    "ORDER BY", "AND NOT EXISTS (SELECT 1 FROM chunk_refused f WHERE f.line = %(first_line)s - 1 + r.ord) ORDER BY")
 
 
 def _settle(session: Session, batch: RawBatch, source_run: SourceRun, source: Any, chunk: RawChunk,

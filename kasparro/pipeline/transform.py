@@ -119,10 +119,18 @@ class _Pass:
                                           load_now=not (self.stage_all and self.stage_all()))
             if transformed:
                 reject_budget.check(session, source_run, self.budget)
-        except (SchemaDriftFrozen, RejectBudgetExceeded):
-            # Keep the drift events, or the batch's rejects (what /rejects shows and a replay takes): the
-            # source fails, the batches after this one are not transformed.
+        except RejectBudgetExceeded:
+            if batch.state == "loaded":
+                # A raw chunk loaded by its transform would count as loaded, and the run after the fix would
+                # not read it again: transform it again, staged only, so it is received by a failed run only.
+                session.rollback()
+                transform_batch(session, batch, source_run, self.source, self.kind, self.overrides, load_now=False)
+            # Keep the batch's rejects (what /rejects shows and a replay takes): the source fails, the
+            # batches after this one are not transformed.
             session.commit()
+            raise
+        except SchemaDriftFrozen:
+            session.commit()  # keep the drift events
             raise
         if transformed:
             self.records += batch.new_records

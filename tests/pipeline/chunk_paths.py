@@ -4,6 +4,7 @@ Shared by the tests that hold the two together (test_chunk_agreement.py, test_ch
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import text
 
 from kasparro.db import db
 from kasparro.pipeline import chunk_sql, chunks
+from kasparro.pipeline.extract import payload_json
 from kasparro.pipeline.transform import validate_batch
 from kasparro.sources import SourceContext
 from kasparro.sources.base import Chunk, RequestStats
@@ -43,9 +45,17 @@ def first_chunk(source: CsvSource, lines: list[list[str]]) -> Chunk | None:
     return first if isinstance(first, Chunk) else None
 
 
-def fast(source: CsvSource, chunk: Chunk) -> tuple[dict[int, tuple[Any, ...]], list[int]] | None:
-    """Run PostgreSQL's part of the fast path on the chunk; return the rows it typed by line and the lines it left
-    to Python, or None if it declined the chunk."""
+@dataclass(frozen=True)
+class Decided:
+    """What PostgreSQL made of a chunk it decided."""
+
+    typed: dict[int, tuple[Any, ...]]  # line -> the quote's values
+    doubtful: list[int]  # lines left to Python
+    refused: dict[int, tuple[str, dict[str, Any]]]  # line -> (its payload's JSON, its reason), worded by PostgreSQL
+
+
+def fast(source: CsvSource, chunk: Chunk) -> Decided | None:
+    """Run PostgreSQL's part of the fast path on the chunk, or return None if it declined the chunk."""
     plan = chunk_sql.plan(source.header_names(chunk.header), source.columns, source.date_format, source.delimiter)
     assert plan is not None
     try:
@@ -53,9 +63,23 @@ def fast(source: CsvSource, chunk: Chunk) -> tuple[dict[int, tuple[Any, ...]], l
         if typed is None:
             return None
         found = db.session.execute(text(f"SELECT line, {', '.join(TYPED)} FROM chunk_typed")).all()
-        return {row[0]: tuple(row[1:]) for row in found}, typed.doubtful
+        refused = []
+        if typed.refused:  # each with the reason the statement keeping it gives it
+            cursor = db.session.connection().connection.cursor()
+            cursor.execute(f"SELECT line, r.payload, {plan.refused_reason} FROM chunk_refused r,"
+                           " LATERAL (SELECT CAST(r.payload AS jsonb) AS payload) AS kept", {})
+            refused = cursor.fetchall()
+        assert len(refused) == typed.refused
+        return Decided({row[0]: tuple(row[1:]) for row in found}, typed.doubtful,
+                       {line: (payload, reason) for line, payload, reason in refused})
     finally:
         db.session.rollback()
+
+
+def received(source: CsvSource, chunk: Chunk) -> dict[int, str]:
+    """Each line's payload as the raw layer keeps it (its canonical JSON), read by the CSV source in Python."""
+    return {line: payload_json(item.payload)
+            for line, item in source.chunk_items(chunk.header, chunk.data, chunk.first_line, chunk.byte_start)}
 
 
 def careful(source: CsvSource, chunk: Chunk) -> tuple[dict[int, tuple[Any, ...]], dict[int, Any]]:

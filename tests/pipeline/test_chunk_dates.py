@@ -34,7 +34,7 @@ def test_a_day_with_stray_dashes_is_left_to_python_by_postgresql_and_rejected_by
     decision = fast(source, chunk)
 
     assert decision is not None
-    typed, doubtful = decision
+    typed, doubtful = decision.typed, decision.doubtful
     assert 3 not in typed, f"PostgreSQL read {day!r} as {typed[3][3]}"
     assert doubtful == [3]
     quotes, rejects = careful(source, chunk)

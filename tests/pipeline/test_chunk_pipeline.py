@@ -14,9 +14,13 @@ from sqlalchemy import func, select, text
 
 from kasparro.db import db
 from kasparro.models import Asset, Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord, SourceRun
+from kasparro.pipeline.extract import content_hash, payload_json
+from kasparro.pipeline.records import validate_batch
+from kasparro.sources.base import Chunk
 from kasparro.tasks import enqueue_reprocess
 from tests.conftest import wait_for_run
 from tests.pipeline.activity import busy_pool_processes
+from tests.pipeline.chunk_paths import csv_source
 from tests.pipeline.helpers import HEADER, csv_spec, declare, run_now
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -258,3 +262,50 @@ def test_the_lines_postgresql_leaves_to_python_load_with_the_chunk_or_are_reject
     assert len(rejected) == len(bad)
     assert {line: next(iter(reason)) for line, reason in rejected} == bad
     assert runs == 1
+
+
+def _misdated(rng: random.Random, count: int) -> list[str]:
+    """Lines of a file read under '%d/%m/%Y' whose dates are mostly ISO: most are refused for their date by
+    PostgreSQL; some carry cells it leaves to Python (quotes, a backslash, non-ASCII, a tab), some match."""
+    lines = []
+    for n in range(count):
+        day = date(2019, 1, 1) + timedelta(days=n)
+        cells = [f"coin{n % 40}", day.isoformat(), f"{rng.randint(1, 10**6) / 100}", str(n), str(n)]
+        roll = rng.random()
+        if roll < 0.1:
+            cells[rng.randrange(5)] += rng.choice(["'", "é", "\\", "\t", " ", "%", "ü'x"])
+        elif roll < 0.2:
+            cells[1] = day.strftime("%d/%m/%Y")  # loads
+        elif roll < 0.25:
+            cells[1] = f"o'{n}"  # refused: its repr takes double quotes
+        lines.append(",".join(cells))
+    return lines
+
+
+def test_rejects_postgresql_words_for_a_wrong_date_format_are_the_raw_records_and_reasons_python_keeps(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = _file(tmp_path, _misdated(random.Random(7), 1000))
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=CHUNK_LINES,
+                                             max_reject_ratio=1)})
+
+    run = run_now(app, timeout=120)
+
+    # What Python makes of every line: its raw record (position, payload, hash) and, if refused, the reason.
+    reader = csv_source(tmp_path, "%d/%m/%Y")
+    reader.path, reader.columns = path, {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close",
+                                         "volume_24h_usd": "volume", "market_cap_usd": "market_cap"}
+    items = [item for part in reader.chunks(None, CHUNK_LINES)  # a stretch with a tab or a quote is a page
+             for item in ([item for _, item in reader.chunk_items(part.header, part.data, part.first_line,
+                                                                   part.byte_start)]
+                          if isinstance(part, Chunk) else part.items)]
+    outcome = validate_batch(reader, list(enumerate(item.payload for item in items)))
+    expected = {items[n].position: (items[n].payload, content_hash(payload_json(items[n].payload)), reason)
+                for n, reason in outcome.rejects}
+    with app.app_context():
+        kept = db.session.execute(
+            select(RawRecord.position, RawRecord.payload, RawRecord.content_hash, RejectedRecord.reason)
+            .join(RejectedRecord, RejectedRecord.raw_record_id == RawRecord.id)).all()
+    (source_run,) = run.source_runs
+    assert (source_run.inserted, source_run.rejected) == (len(outcome.quotes), len(outcome.rejects)) != (0, 0)
+    assert {position: tuple(rest) for position, *rest in kept} == expected
+    assert sum("does not match '%d/%m/%Y'" in str(reason) for *_, reason in expected.values()) > 600

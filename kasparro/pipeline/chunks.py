@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,10 +44,13 @@ from sqlalchemy.orm import Session
 
 from kasparro.models import RawBatch, RawChunk, SourceRun
 from kasparro.pipeline import chunk_sql, drift, drift_log, durability, identity, load, runs
+from kasparro.pipeline.outage import database_unreachable
 from kasparro.pipeline.records import keep_rejects, validate_batch, validate_checked
 from kasparro.pipeline.targets import quotes
 from kasparro.pipeline.validation import FUTURE_TOLERANCE
 from kasparro.sources.base import UNREADABLE, Chunk
+
+logger = logging.getLogger(__name__)
 
 # The chunk's bytes arrive by a binary COPY into `chunk_in`, streamed from the one copy held: bound as a
 # parameter, psycopg2 would escape them as text of twice their size and build a statement around that, four
@@ -209,17 +213,14 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
         raise drift_log.frozen_error(shape)
     if _seen_before(chunk, source_run):
         _forget_rejects(session, chunk.id, None)  # before _settle keeps the rejects of this reading
-    rejected = _settle(session, batch, source_run, source, chunk, typed.doubtful) if typed.doubtful else 0
+    doubtful = typed.doubtful
+    rejected = 0
     if typed.refused:
-        # As _keep_rejects keeps Python's rejects: a raw record per content with the chunk and line, hashed as
-        # extract.content_hash hashes its canonical JSON (which chunk_sql wrote), and its reason.
-        cursor = session.connection().connection.cursor()
-        try:
-            cursor.execute(plan.keep_refused, {"source": source_run.source, "run_id": source_run.run_id,
-                                               "batch_id": batch.id, "chunk": chunk.id, "file": source.path.name})
-        finally:
-            cursor.close()
-        rejected += typed.refused
+        if _keep_refused(session, batch, source_run, chunk, plan, source.path.name):
+            rejected = typed.refused
+        else:  # read the refused lines in Python too: a statement that fails must not fail the source for good
+            doubtful = sorted([*doubtful, *session.execute(text("SELECT line FROM chunk_refused")).scalars()])
+    rejected += _settle(session, batch, source_run, source, chunk, doubtful) if doubtful else 0
     if not restage:
         # The snapshot speaks for every line at once: a drift touched a rejected line if there is one.
         drift_log.record(session, batch, source_run, shape, set(range(shape.uniform)) if rejected else set())
@@ -235,6 +236,28 @@ def _fast(session: Session, batch: RawBatch, source_run: SourceRun, source: Any,
     staged = session.execute(_STAGE, {"chunk": chunk.id, "batch": batch.id, "run": source_run.run_id,
                                       "source": source_run.source}).rowcount
     _check_count(chunk, staged, rows)
+
+
+def _keep_refused(session: Session, batch: RawBatch, source_run: SourceRun, chunk: RawChunk, plan: chunk_sql.Plan,
+                  file: str) -> bool:
+    """Keep the lines PostgreSQL refused as _keep_rejects keeps Python's rejects: a raw record per content with the
+    chunk and line, hashed as extract.content_hash hashes its canonical JSON (which chunk_sql wrote), and its
+    reason. False, with nothing kept, if the statement failed (logged)."""
+    try:
+        with session.begin_nested():
+            cursor = session.connection().connection.cursor()
+            try:
+                cursor.execute(plan.keep_refused, {"source": source_run.source, "run_id": source_run.run_id,
+                                                   "batch_id": batch.id, "chunk": chunk.id, "file": file})
+            finally:
+                cursor.close()
+        return True
+    except (DBAPIError, psycopg2.Error) as exc:
+        if database_unreachable(exc):
+            raise
+        logger.warning("chunk %s: keeping its refused lines failed, Python reads them instead", chunk.id,
+                       exc_info=True)
+        return False
 
 
 def _check_count(chunk: RawChunk, found: int, rows: int) -> None:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import random
 import subprocess
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -14,6 +16,7 @@ from sqlalchemy import func, select, text
 
 from kasparro.db import db
 from kasparro.models import Asset, Checkpoint, MarketQuote, RawChunk, RawRecord, RejectedRecord, SourceRun
+from kasparro.pipeline import chunk_sql
 from kasparro.pipeline.extract import content_hash, payload_json
 from kasparro.pipeline.records import validate_batch
 from kasparro.sources.base import Chunk
@@ -22,6 +25,7 @@ from tests.conftest import wait_for_run
 from tests.pipeline.activity import busy_pool_processes
 from tests.pipeline.chunk_paths import csv_source
 from tests.pipeline.helpers import HEADER, csv_spec, declare, run_now
+from tests.pipeline.inprocess import run_in_process
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -282,15 +286,9 @@ def _misdated(rng: random.Random, count: int) -> list[str]:
     return lines
 
 
-def test_rejects_postgresql_words_for_a_wrong_date_format_are_the_raw_records_and_reasons_python_keeps(
-        app: Flask, sources_file: Path, tmp_path: Path) -> None:
-    path = _file(tmp_path, _misdated(random.Random(7), 1000))
-    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=CHUNK_LINES,
-                                             max_reject_ratio=1)})
-
-    run = run_now(app, timeout=120)
-
-    # What Python makes of every line: its raw record (position, payload, hash) and, if refused, the reason.
+def _python_rejects(path: Path, tmp_path: Path) -> tuple[int, dict[str, tuple[Any, ...]]]:
+    """What Python makes of a misdated file read as `daily`: its valid lines, and by position each reject's raw
+    record (payload, hash) and reason."""
     reader = csv_source(tmp_path, "%d/%m/%Y")
     reader.path, reader.columns = path, {"source_asset_id": "currency", "observed_at": "date", "price_usd": "close",
                                          "volume_24h_usd": "volume", "market_cap_usd": "market_cap"}
@@ -299,13 +297,48 @@ def test_rejects_postgresql_words_for_a_wrong_date_format_are_the_raw_records_an
                                                                    part.byte_start)]
                           if isinstance(part, Chunk) else part.items)]
     outcome = validate_batch(reader, list(enumerate(item.payload for item in items)))
-    expected = {items[n].position: (items[n].payload, content_hash(payload_json(items[n].payload)), reason)
-                for n, reason in outcome.rejects}
+    return len(outcome.quotes), {items[n].position: (items[n].payload, content_hash(payload_json(items[n].payload)),
+                                                     reason) for n, reason in outcome.rejects}
+
+
+def _kept_rejects(app: Flask) -> dict[str, tuple[Any, ...]]:
     with app.app_context():
         kept = db.session.execute(
             select(RawRecord.position, RawRecord.payload, RawRecord.content_hash, RejectedRecord.reason)
             .join(RejectedRecord, RejectedRecord.raw_record_id == RawRecord.id)).all()
+    return {position: tuple(rest) for position, *rest in kept}
+
+
+def test_rejects_postgresql_words_for_a_wrong_date_format_are_the_raw_records_and_reasons_python_keeps(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = _file(tmp_path, _misdated(random.Random(7), 1000))
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=CHUNK_LINES,
+                                             max_reject_ratio=1)})
+
+    run = run_now(app, timeout=120)
+
+    valid, expected = _python_rejects(path, tmp_path)
     (source_run,) = run.source_runs
-    assert (source_run.inserted, source_run.rejected) == (len(outcome.quotes), len(outcome.rejects)) != (0, 0)
-    assert {position: tuple(rest) for position, *rest in kept} == expected
+    assert (source_run.inserted, source_run.rejected) == (valid, len(expected)) != (0, 0)
+    assert _kept_rejects(app) == expected
     assert sum("does not match '%d/%m/%Y'" in str(reason) for *_, reason in expected.values()) > 600
+
+
+def test_if_keeping_the_refused_lines_fails_python_reads_them_and_keeps_the_same_rejects(
+        app: Flask, sources_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _file(tmp_path, _misdated(random.Random(8), 300))
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=CHUNK_LINES,
+                                             max_reject_ratio=1)})
+    made = chunk_sql.plan
+
+    def failing(*args: Any) -> chunk_sql.Plan | None:
+        found = made(*args)
+        return found if found is None else replace(found, keep_refused="SELECT 1/0 WHERE %(chunk)s > 0")
+
+    monkeypatch.setattr(chunk_sql, "plan", failing)
+
+    source_run = run_in_process(app, "daily", batch_size=CHUNK_LINES)
+
+    valid, expected = _python_rejects(path, tmp_path)
+    assert (source_run.status, source_run.inserted, source_run.rejected) == ("partial", valid, len(expected))
+    assert _kept_rejects(app) == expected

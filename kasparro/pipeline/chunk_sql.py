@@ -169,7 +169,8 @@ def _refused(header: Sequence[str], date_column: int, date_format: str | None) -
         return None
     # The payload's canonical JSON (keys sorted, no spaces): an empty cell is NULL to COPY and "" to Python.
     number = {name: position for position, name in enumerate(header, 1)}
-    pairs = " || ',' || ".join(f"'\"{name}\":\"' || coalesce(c{number[name]}, '') || '\"'" for name in sorted(header))
+    pairs = " || ',' || ".join(f"{_literal(chr(34) + name + chr(34) + ':' + chr(34))} || coalesce(c{number[name]}, '')"
+                               " || '\"'" for name in sorted(header))
     whole = "concat_ws('', " + ", ".join(f"c{i}" for i in range(1, len(header) + 1)) + ")"
     cell = f"btrim(c{date_column}, E' \\t')"
     find = (f"CREATE TEMP TABLE chunk_refused ON COMMIT DROP AS"

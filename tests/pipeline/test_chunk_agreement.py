@@ -183,7 +183,7 @@ FORMATS = ["%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%Y/%m/%d %H:%M", "%d.%m.%Y", "%Y
            "%d/%m/%Y %%", "%d/%m/%Y'"]
 # The header's other names. Under a repeated name (a payload keeps the last cell of a name) or one with a
 # quote, PostgreSQL refuses nothing: the two thirds of examples under the others have lines to compare.
-HEADERS = [HEADER, [*HEADER[:-1], "50% note"], [*HEADER[:-1], "coin"], [*HEADER[:-1], 'say "hi"']]
+HEADERS = [HEADER, [*HEADER[:-1], "50% o'clock"], [*HEADER[:-1], "coin"], [*HEADER[:-1], 'say "hi"']]
 
 
 @pytest.mark.usefixtures("app_ctx")
@@ -249,3 +249,19 @@ def test_postgresql_refuses_a_day_only_when_no_day_of_the_format_holds_its_chara
         assert rejects[3] == {"_schema": [f"observed_at: {day!r} does not match {date_format!r}"]}
     else:  # left to Python: as doubtful, or the whole chunk when PostgreSQL decided no line of it
         assert decision is None or (3 not in decision.refused and 3 in decision.doubtful)
+
+
+@pytest.mark.usefixtures("app_ctx")
+@pytest.mark.parametrize("name", ["o'clock", "50%", "a:b", "x' || 'y"])
+def test_a_header_name_with_sql_or_parameter_characters_is_refused_as_python_rejects(
+        app: Flask, tmp_path: Path, name: str) -> None:
+    source = csv_source(tmp_path, "%d/%m/%Y")
+    source.path.write_text(",".join([*HEADER[:-1], name]) + "\n" + body([["eth", "eth", "2019-01-05", "1", "1", "1",
+                                                                           "1", "n"]]))
+    chunk = next(iter(source.chunks(None, 1000)))
+    assert isinstance(chunk, Chunk)
+
+    decision = fast(source, chunk)
+
+    _, rejects = careful(source, chunk)
+    assert decision is not None and decision.refused == {2: (received(source, chunk)[2], rejects[2])}

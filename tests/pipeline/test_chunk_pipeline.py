@@ -342,3 +342,25 @@ def test_if_keeping_the_refused_lines_fails_python_reads_them_and_keeps_the_same
     valid, expected = _python_rejects(path, tmp_path)
     assert (source_run.status, source_run.inserted, source_run.rejected) == ("partial", valid, len(expected))
     assert _kept_rejects(app) == expected
+
+
+def test_a_raw_chunk_is_kept_with_lz4_where_the_server_has_it_and_uncompressed_where_not_never_pglz(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    lines = [f"coin{n % 40},{date(2019, 1, 1) + timedelta(days=n)},{n + 1},{n},{n}" for n in range(400)]
+    declare(sources_file, {"daily": csv_spec(_file(tmp_path, lines), batch_size=CHUNK_LINES)})
+
+    run = run_now(app)
+
+    assert run.status == "success"
+    with app.app_context():
+        try:
+            with db.session.begin_nested():
+                db.session.execute(text("CREATE TEMP TABLE lz4_probe (data bytea COMPRESSION lz4)"))
+            lz4 = True
+        except Exception:  # noqa: BLE001 - "compression method lz4 not supported"
+            lz4 = False
+        methods = db.session.execute(text("SELECT DISTINCT pg_column_compression(data) FROM raw_chunks")).scalars()
+        stored = sorted(methods, key=str)
+        db.session.rollback()
+    # Chunks of 100 lines are over 2 kB, so PostgreSQL compresses them whenever the column lets it.
+    assert stored == (["lz4"] if lz4 else [None])

@@ -4,7 +4,7 @@ A wrong `date_format` rejects every row of a file; read to the end, a 2M-row fil
 nobody will read one by one. So a source may reject at most `max_reject_ratio` of the records it has
 transformed in a run (default 0.5), counted once at least `reject_sample` records (default 1,000) were
 seen. The batch that goes past it is kept, rejects and all (what /rejects shows, what a replay takes);
-then the source fails with the count, the field most rejects name, one of their reasons, and what
+then the source fails with the count, the field most rejects name, the first of their reasons, and what
 to check. The rest of the file is neither transformed nor rejected: a run after the fix reads it, as
 its chunks were received by a failed run only (see chunks). The anchors are BigQuery's
 `maxBadRecords` and Snowflake's `ON_ERROR = SKIP_FILE_<n>%`.
@@ -57,16 +57,19 @@ _SEEN = text(
     WHERE s.id = :id GROUP BY s.rejected
     """
 )
-# The field each reject names first, most named first, with one message for it. A record the source could not
-# map fails as a whole (`_schema`), its message led by the field ("observed_at: '31/12/2020' does not match
-# '%Y-%m-%d'"): that field is the one named.
+# The field each reject names first, most named first, with one message for it: the first record's (a file's
+# first rejected line), the one a person would look at first. A record the source could not map fails as a
+# whole (`_schema`), its message led by the field ("observed_at: '31/12/2020' does not match '%Y-%m-%d'"):
+# that field is the one named.
 _WHY = text(
     r"""
     SELECT CASE WHEN led THEN substring(message FROM '^([A-Za-z0-9_.]+): ') ELSE key END AS field, count(*),
-           min(CASE WHEN led THEN regexp_replace(message, '^[A-Za-z0-9_.]+: ', '') ELSE message END)
+           (array_agg(CASE WHEN led THEN regexp_replace(message, '^[A-Za-z0-9_.]+: ', '') ELSE message END
+                      ORDER BY rid))[1]
     FROM (
-        SELECT key, message, key = '_schema' AND message ~ '^[A-Za-z0-9_.]+: ' AS led FROM (
-            SELECT first.key, coalesce(r.reason -> first.key ->> 0, r.reason ->> first.key) AS message
+        SELECT key, message, rid, key = '_schema' AND message ~ '^[A-Za-z0-9_.]+: ' AS led FROM (
+            SELECT first.key, coalesce(r.reason -> first.key ->> 0, r.reason ->> first.key) AS message,
+                   r.raw_record_id AS rid
             FROM rejected_records r,
                  LATERAL (SELECT k AS key FROM jsonb_object_keys(r.reason) AS k ORDER BY k LIMIT 1) AS first
             WHERE r.run_id = :run AND r.source = :source

@@ -81,6 +81,19 @@ def test_a_wrong_date_format_fails_the_source_after_one_batch_with_a_reason_to_a
     assert (quote_count(app), rejects(app)) == (12_000, 0)  # the failed run's rejects loaded: none is stale
 
 
+def test_the_reason_a_failed_source_quotes_is_its_first_rejected_lines(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = daily_file(tmp_path / "daily.csv", 3_000)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[100] = "coin-1,a'b,1.5,1000,100000\n"  # its reason would sort first: observed_at: "a'b" does not match
+    path.write_text("".join(lines))
+    declare(sources_file, {"daily": csv_spec(path, date_format="%d/%m/%Y", batch_size=1_500)})
+
+    broken = run_now(app)
+
+    assert "100 % for observed_at: '2020-01-01' does not match '%d/%m/%Y'; " in broken.source_runs[0].error
+
+
 def test_a_replay_after_the_fix_loads_the_kept_rejects_and_the_next_run_the_rest_once(
         app: Flask, sources_file: Path, tmp_path: Path) -> None:
     path = daily_file(tmp_path / "daily.csv", 6_000)

@@ -30,16 +30,18 @@ ENDPOINTS = {
 
 
 
-def _document_app() -> Flask:
-    # Declares what `csv_sources` declares, so the document's source names are the ones the server accepts.
-    sources = Path(tempfile.mkdtemp(prefix="kasparro-contract-")) / "sources.toml"
-    declare(sources, {"tiny": csv_spec(sources.parent / "tiny.csv")})
-    return create_app(config_for(sources))
+def _document() -> Any:
+    """The OpenAPI document of an app declaring what `csv_sources` declares, so the document's source names
+    are the ones the server accepts; its sources file is gone once the document is read."""
+    with tempfile.TemporaryDirectory(prefix="kasparro-contract-") as folder:
+        sources = Path(folder) / "sources.toml"
+        declare(sources, {"tiny": csv_spec(sources.parent / "tiny.csv")})
+        return schemathesis.openapi.from_wsgi("/openapi.json", create_app(config_for(sources)))
 
 
 # The document is read at collection time from an app built with the test settings (building
 # the document needs no database); each case is then sent to the session's app on the test database.
-schema = schemathesis.openapi.from_wsgi("/openapi.json", _document_app())
+schema = _document()
 
 
 @pytest.fixture

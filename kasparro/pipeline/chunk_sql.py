@@ -40,11 +40,11 @@ _DAY_SHAPE = "translate(observed_at, '0123456789', '0000000000') = '0000-00-00'"
 # printable ASCII (the only ones refused here): digits, and a space before a single digit (%d, %I). A format
 # with any other directive (a month's name, %c, a locale's) refuses nothing here.
 _DIRECTIVE_CHARS = {**dict.fromkeys("dmyYHIMSfjUWwuVG", "0123456789 "), "z": "0123456789+-:.Zz", "%": "%"}
-# A line is refused here only if every cell is printable ASCII other than `"` and `\`: then its payload's
-# JSON is its text between quotes, as Python writes it, and a value's repr is the value between quotes.
 # Stand-ins for the parameters while a statement is built (see _params).
 _FIRST_LINE, _SOURCE, _RUN, _BATCH, _FILE, _CHUNK = (f"<{name}>" for name in (
     "first line", "source", "run", "batch", "file", "chunk"))
+# A line is refused here only if every cell is printable ASCII other than `"` and `\`: then its payload's
+# JSON is its text between quotes, as Python writes it, and a value's repr is the value between quotes.
 _NOT_PLAIN = "whole ~ '[^ -~]' OR strpos(whole, '\"') > 0 OR strpos(whole, E'\\\\') > 0"
 # (unified field, low, high) of the numbers, as validation.py bounds them.
 _NUMBERS = (("price_usd", 0, MAX_PRICE), ("market_cap_usd", 0, MAX_TOTAL), ("volume_24h_usd", 0, MAX_TOTAL),

@@ -296,7 +296,7 @@ def _parse_and_type(session: Session, chunk: RawChunk, plan: chunk_sql.Plan) -> 
                 if typed == 0 and refused == 0:
                     raise _Doubtful
                 if typed != chunk.records:
-                    cursor.execute(_DOUBTFUL_NOT_REFUSED if plan.create_refused is not None and refused else _DOUBTFUL,
+                    cursor.execute(_DOUBTFUL_NOT_REFUSED if refused else _DOUBTFUL,
                                    {"first_line": chunk.first_line})
                     repeats = set(chunk.repeats)  # a repeat is counted as one already, never read again
                     doubtful = [line for line, in cursor.fetchall() if line not in repeats]

@@ -93,18 +93,24 @@ TABLES: dict[str, tuple[str, str, tuple[Variant, ...]]] = {
     )),
     "market_quotes": (QUOTE_COLUMNS, "src_quotes", (
         Variant("primary key (id)", ("ADD PRIMARY KEY (id)",)),
+        Variant("primary key (observed_at, id)", ("ADD PRIMARY KEY (observed_at, id)",)),
         Variant("unique (source, asset_id, observed_at)", ("ADD UNIQUE (source, asset_id, observed_at)",)),
+        Variant("unique (asset_id, observed_at, source)", ("ADD UNIQUE (asset_id, observed_at, source)",)),
         Variant("index (asset_id, observed_at, id)", ("CREATE INDEX ON {t} (asset_id, observed_at, id)",)),
         Variant("index (observed_at, id)", ("CREATE INDEX ON {t} (observed_at, id)",)),
         Variant("index (run_id, id)", ("CREATE INDEX ON {t} (run_id, id)",)),
         Variant("check price_usd >= 0", ("ADD CHECK (price_usd >= 0)",)),
         Variant("FK asset_id -> assets", ("ADD FOREIGN KEY (asset_id) REFERENCES assets(id)",)),
         Variant("FK raw_record_id -> raw_records", ("ADD FOREIGN KEY (raw_record_id) REFERENCES raw_records(id)",)),
-        Variant("all, as migrated", (
+        Variant("index brin (run_id)", ("CREATE INDEX ON {t} USING brin (run_id) WITH (pages_per_range = 32)",)),
+        Variant("all, as migrated (0019)", (
+            "ADD PRIMARY KEY (observed_at, id)", "ADD UNIQUE (asset_id, observed_at, source)",
+            "CREATE INDEX ON {t} USING brin (run_id) WITH (pages_per_range = 32)", "ADD CHECK (price_usd >= 0)",
+            "ADD FOREIGN KEY (raw_record_id) REFERENCES raw_records(id)")),
+        Variant("all, as before 0019", (
             "ADD PRIMARY KEY (id)", "ADD UNIQUE (source, asset_id, observed_at)",
             "CREATE INDEX ON {t} (asset_id, observed_at, id)", "CREATE INDEX ON {t} (observed_at, id)",
-            "CREATE INDEX ON {t} (run_id, id)", "ADD CHECK (price_usd >= 0)",
-            "ADD FOREIGN KEY (asset_id) REFERENCES assets(id)",
+            "CREATE INDEX ON {t} USING brin (run_id) WITH (pages_per_range = 32)", "ADD CHECK (price_usd >= 0)",
             "ADD FOREIGN KEY (raw_record_id) REFERENCES raw_records(id)")),
     )),
 }

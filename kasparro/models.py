@@ -15,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -264,11 +265,12 @@ class MarketQuote(db.Model):
 
     __tablename__ = "market_quotes"
     __table_args__ = (
-        UniqueConstraint("source", "asset_id", "observed_at"),
+        # The keys are the walks' indexes too (migration 0019): keyset pagination walks the primary key in
+        # (observed_at, id) order, and one asset's quotes in observed_at order along the natural key. A
+        # partitioned table's keys must hold its partition key, observed_at.
+        PrimaryKeyConstraint("observed_at", "id"),
+        UniqueConstraint("asset_id", "observed_at", "source"),
         CheckConstraint("price_usd >= 0", name="price_not_negative"),
-        # Keyset pagination walks these in both directions.
-        Index("ix_market_quotes_observed_id", "observed_at", "id"),
-        Index("ix_market_quotes_asset_observed_id", "asset_id", "observed_at", "id"),
         # The quality rules look at the quotes one run wrote: its rows are appended together, so block
         # ranges find them (migration 0014).
         Index("ix_market_quotes_run_id_brin", "run_id", postgresql_using="brin",
@@ -278,8 +280,7 @@ class MarketQuote(db.Model):
         {"postgresql_partition_by": "RANGE (observed_at)"},
     )
 
-    # A partitioned table's keys must hold its partition key: the primary key is (id, observed_at), and id
-    # is named the one its sequence fills (SQLAlchemy assumes none in a key of two columns).
+    # id is named the one its sequence fills (SQLAlchemy assumes none in a key of two columns).
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # No foreign key: the trigger `assets_keep` refuses to delete an asset with quotes (migration 0012).
     asset_id: Mapped[int] = mapped_column(Integer)

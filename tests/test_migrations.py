@@ -87,3 +87,40 @@ def _rows() -> list[tuple]:
     rows = db.session.execute(text("SELECT * FROM market_quotes ORDER BY id")).all()
     db.session.commit()
     return [tuple(row) for row in rows]
+
+
+def _btrees() -> dict[str, str]:
+    """market_quotes' own indexes (the parent's, which its partitions copy): name -> what it indexes."""
+    rows = db.session.execute(text(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = 'market_quotes'::regclass")).all()
+    db.session.commit()
+    return {name: definition.split(" USING ", 1)[1] for name, definition in rows}
+
+
+def test_the_quotes_keys_are_the_walks_indexes_and_their_change_and_back_keeps_every_row(
+        app: Flask, sources_file: Path) -> None:
+    url = DATABASE_URL + "_0019"
+    other = create_app({**config_for(sources_file), "SQLALCHEMY_DATABASE_URI": url})
+    ensure_database(url)
+    try:
+        with other.app_context():
+            upgrade(revision="0018")
+            _quotes_of_three_months_and_a_gap_in_ids()
+            before, old = _rows(), _btrees()
+            upgrade(revision="0019")
+            keyed, new = _rows(), _btrees()
+            downgrade(revision="0018")
+            after, back = _rows(), _btrees()
+            db.engine.dispose()
+    finally:
+        drop_database(url)
+        app.extensions["celery"].set_current()
+        app.extensions["celery"].set_default()
+
+    assert len(before) == 6 and before == keyed == after
+    # Every B-tree a load writes is a key; the walks read the keys.
+    assert new == {"pk_market_quotes": "btree (observed_at, id)",
+                   "uq_market_quotes_asset_id_observed_at_source": "btree (asset_id, observed_at, source)",
+                   "ix_market_quotes_run_id_brin": "brin (run_id) WITH (pages_per_range='32', autosummarize='on')"}
+    assert back == old and len(old) == 5

@@ -44,7 +44,7 @@ def build_quotes_query(filters: Mapping[str, Any], limit: int, after: tuple[date
     by_slug = aliased(Asset)
     query = select(*_quote_columns()).join(Asset, Asset.id == MarketQuote.asset_id)
     if filters.get("asset"):
-        # A scalar subquery keeps the (asset_id, observed_at, id) index usable for the walk.
+        # A scalar subquery keeps the natural key (asset_id, observed_at, source) usable for the walk.
         query = query.where(MarketQuote.asset_id == select(by_slug.id).where(by_slug.slug == filters["asset"])
                             .scalar_subquery())
     if filters.get("symbol"):

@@ -161,6 +161,9 @@ class RawBatch(db.Model):
     record_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     # Quotes staged at transform; load compares it with quote_stage, which a PostgreSQL crash empties (UNLOGGED).
     staged: Mapped[int | None] = mapped_column(Integer)
+    # Quotes the batch inserted or updated, once loaded (NULL before migration 0020): the quality rules take
+    # a run's last batches that hold the newest quotes they look at.
+    written: Mapped[int | None] = mapped_column(Integer)
     # A file's batch is one raw chunk (its bytes as read) instead of raw records; see pipeline/chunks.py.
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("raw_chunks.id"), index=True)
     created_at: Mapped[datetime] = _now()

@@ -70,7 +70,7 @@ def mark_loaded(session: Session, batch: RawBatch, source_run: SourceRun, insert
     so batches may load out of order and at once; the checkpoint moves to the end of the gap-free prefix
     of loaded batches, and only in the transaction that extends that prefix (see `_advance_checkpoint`).
     """
-    batch.state = "loaded"
+    batch.state, batch.written = "loaded", inserted + updated
     result = LoadResult(inserted, updated, staged - inserted - updated)
     # The counts' UPDATE also locks the source run's row until commit: the transactions loading this
     # run's batches pass the checkpoint step one at a time, each seeing what the others committed.

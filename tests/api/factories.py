@@ -77,11 +77,12 @@ def raw(batch_row: RawBatch, payload: dict[str, Any], position: str = "line 2") 
 
 def quote(asset_row: Asset, batch_row: RawBatch, observed_at: datetime, price: float = 100.0,
           **values: Any) -> MarketQuote:
-    """Create a quote with its raw record."""
+    """Create a quote with its raw record, written by `batch_row` as a load writes it."""
     record = raw(batch_row, {"asset": asset_row.slug, "at": observed_at.isoformat(), "price": price})
     source_run = db.session.get(SourceRun, batch_row.run_source_id)
     row = MarketQuote(asset_id=asset_row.id, source=batch_row.source, observed_at=observed_at,
-                      price_usd=Decimal(str(price)), raw_record_id=record.id, run_id=source_run.run_id, **values)
+                      price_usd=Decimal(str(price)), raw_record_id=record.id, run_id=source_run.run_id,
+                      **{"batch_id": batch_row.id, **values})
     db.session.add(row)
     db.session.flush()
     return row

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from kasparro.db import db
 from kasparro.models import Anomaly, AssetAlias, RunEvent, SourceRun
 from kasparro.pipeline import quality
-from kasparro.pipeline.quality import history
+from kasparro.pipeline.quality import history, prices
 from kasparro.pipeline.outage import database_unreachable
 from tests.api import factories as f
 from tests.pipeline.helpers import HEADER, csv_spec, declare
@@ -103,6 +103,67 @@ def test_price_jump_flags_only_this_runs_quotes_that_moved_past_the_threshold(se
     assert [x.rule for x in found] == ["price_jump"]
     assert (jump.asset_id, float(jump.observed), float(jump.expected)) == (coin.id, 100, 320)
     assert "bitcoin moved 69%" in jump.detail
+
+
+def test_the_price_rules_look_at_the_quotes_the_runs_last_batches_wrote_an_updated_old_row_among_them(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prices, "MAX_ROWS", 1)
+    coin = f.asset("bitcoin")
+    earlier = f.batch(f.run(sources=("csv",)).source_runs[0])
+    f.quote(coin, earlier, f.T0 + 3 * DAY, 100)
+    updated = f.quote(coin, earlier, f.T0 + 4 * DAY, 100)
+    this = f.run(sources=("csv",), inserted=3, updated=1).source_runs[0]
+    first, last = f.batch(this), f.batch(this, seq=1)
+    first.written, last.written = 3, 1
+    for day in (5, 6, 7):
+        f.quote(coin, first, f.T0 + day * DAY, 500)
+    # The last batch rewrites an earlier run's quote: +400% on the day before. Its id is the oldest of the run's.
+    updated.run_id, updated.batch_id, updated.price_usd = this.run_id, last.id, 500
+    session.flush()
+
+    found = quality.evaluate(session, this, LIMITS)
+
+    assert [(x.rule, float(x.observed), float(x.expected)) for x in found] == [("price_jump", 500, 100)]
+
+
+def test_the_price_rules_sort_only_the_quotes_of_the_runs_last_batches(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prices, "MAX_ROWS", 150)
+    coin = f.asset("bitcoin")
+    this = f.run(sources=("csv",), inserted=1000).source_runs[0]
+    for seq in range(10):
+        batch = f.batch(this, seq=seq)
+        batch.written = 100
+        session.execute(text(
+            "INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, raw_chunk_id, raw_line, run_id,"
+            " batch_id) SELECT :asset, 'csv', :t0 + n * interval '1 hour', 100, 1, n, :run, :batch"
+            " FROM generate_series(:seq * 100, :seq * 100 + 99) AS n"),
+            {"asset": coin.id, "t0": f.T0, "run": this.run_id, "batch": batch.id, "seq": seq})
+    statements: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(session.get_bind(), "before_cursor_execute", note)
+    try:
+        quality.evaluate(session, this, LIMITS)
+    finally:
+        event.remove(session.get_bind(), "before_cursor_execute", note)
+    rules = [(s, p) for s, p in statements if "ORDER BY batch_id DESC" in s]
+
+    assert len(rules) == 2
+    for statement, parameters in rules:
+        plan = session.connection().exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement,
+                                                    parameters).scalar_one()[0]["Plan"]
+        # Two batches hold the newest 150: 200 quotes sorted, never the run's 1,000.
+        assert [rows for rows in _sorted_rows(plan)] == [200], statement
+
+
+def _sorted_rows(plan: dict[str, Any]) -> list[int]:
+    """The rows each Sort step of the plan on batch_id took in."""
+    here = [sum(child["Actual Rows"] * child["Actual Loops"] for child in plan.get("Plans", []))] \
+        if plan["Node Type"] == "Sort" and "batch_id" in " ".join(plan.get("Sort Key", [])) else []
+    return here + [rows for child in plan.get("Plans", []) for rows in _sorted_rows(child)]
 
 
 def test_source_disagreement_flags_a_price_far_from_the_cross_source_median(session: Session) -> None:
@@ -299,6 +360,21 @@ def test_a_run_is_final_before_its_block_ranges_are_summarized_and_leaves_none_b
     with app.app_context():  # nothing left for the next run's rules to read whole
         assert db.session.execute(text("SELECT sum(brin_summarize_new_values(inhrelid::regclass)) FROM pg_inherits"
                                        " WHERE inhparent = 'ix_market_quotes_run_id_brin'::regclass")).scalar_one() == 0
+
+
+def test_each_loaded_batch_records_the_quotes_it_wrote(app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "daily.csv"
+    path.write_text(HEADER + "".join(f"{coin},{date(2012, 1, 1) + n * DAY},100,1,2\n"
+                                     for n in range(150) for coin in ("bitcoin", "ethereum")))
+    declare(sources_file, {"daily": csv_spec(path, batch_size=100)})
+
+    source_run = run_in_process(app, "daily", batch_size=100)
+
+    with app.app_context():
+        written = db.session.execute(text("SELECT written FROM raw_batches WHERE run_source_id = :id ORDER BY id"),
+                                     {"id": source_run.id}).scalars().all()
+    assert (source_run.status, source_run.inserted) == ("success", 300)
+    assert written == [100, 100, 100]
 
 
 def test_the_price_rules_look_at_nothing_for_a_run_that_wrote_no_quotes(session: Session) -> None:

@@ -1,14 +1,16 @@
 """Rules over the quotes one source run wrote: price_jump (one source, over time) and source_disagreement
 (one time bucket, across sources).
 
-Both are one set-based statement each. Their cost is bounded: they start from the run's own quotes
-(the BRIN index on market_quotes (run_id): earlier runs' ranges summarized, this run's read whole), at
-most `max_rows` of them, newest first, and reach other quotes only through the (source, asset_id,
-observed_at) and (asset_id, observed_at) indexes.
+Both are one set-based statement each. Their cost is bounded: they start from the run's own quotes (the
+BRIN index on market_quotes (run_id): earlier runs' ranges summarized, this run's read whole), at most
+`max_rows` of them, newest first: those its last batches wrote (`_FROM_BATCH`), so only those are sorted.
+They reach other quotes only through the natural key (asset_id, observed_at, source).
 """
 from __future__ import annotations
 
-from sqlalchemy import text
+from typing import Any
+
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from kasparro.models import SourceRun
@@ -19,12 +21,12 @@ MAX_ROWS = 50_000
 
 # For each asset the run touched, the series starts at the observation just before the run's earliest
 # one, so LAG gives every touched quote its predecessor, whichever run wrote it.
-_PRICE_JUMP = text(
-    """
+_PRICE_JUMP = """
     WITH touched AS (
         SELECT asset_id, min(observed_at) AS first_at
         FROM (SELECT asset_id, observed_at FROM market_quotes
-              WHERE run_id = :run_id AND source = :source ORDER BY id DESC LIMIT :max_rows) AS newest
+              WHERE run_id = :run_id AND source = :source{from_batch}
+              ORDER BY batch_id DESC, id DESC LIMIT :max_rows) AS newest
         GROUP BY asset_id
     ), series AS (
         SELECT q.asset_id, q.observed_at, q.price_usd, q.run_id,
@@ -48,7 +50,6 @@ _PRICE_JUMP = text(
       AND abs(s.price_usd - s.previous_price) / s.previous_price > :limit
     ORDER BY move DESC, s.asset_id, s.observed_at LIMIT :max_findings
     """
-)
 
 # One price per source and bucket (its last there), the median of those across sources, and whether this
 # source's price stands further than the limit from it. Needs at least two sources in the bucket.
@@ -56,12 +57,12 @@ _PRICE_JUMP = text(
 # of the (asset_id, observed_at) index per bucket, whatever the statistics say. A join of the buckets with
 # their medians instead was planned from a one-row estimate right after a first load (no statistics yet) as
 # a nested loop that aggregated every bucket again for each bucket: 5,000 quotes hit the 30 s timeout.
-_DISAGREEMENT = text(
-    """
+_DISAGREEMENT = """
     WITH touched AS (
         SELECT DISTINCT asset_id, date_trunc(:bucket, observed_at) AS bucket
         FROM (SELECT asset_id, observed_at FROM market_quotes
-              WHERE run_id = :run_id AND source = :source ORDER BY id DESC LIMIT :max_rows) AS newest
+              WHERE run_id = :run_id AND source = :source{from_batch}
+              ORDER BY batch_id DESC, id DESC LIMIT :max_rows) AS newest
     ), outliers AS (
         SELECT t.asset_id, t.bucket, m.price_usd, m.median, m.sources,
                abs(m.price_usd - m.median) / m.median AS distance
@@ -80,14 +81,34 @@ _DISAGREEMENT = text(
     FROM outliers o JOIN assets a ON a.id = o.asset_id
     ORDER BY o.distance DESC, o.asset_id, o.bucket
     """
+
+# The first of the source run's last batches that wrote `max_rows` quotes between them (its first batch if they
+# all wrote fewer; None without batches). A batch that wrote nothing, or is not loaded, counts as none.
+_FROM_BATCH = text(
+    """
+    SELECT min(id) FROM (
+        SELECT id, sum(written) OVER (ORDER BY id DESC) - written AS newer
+        FROM (SELECT id, coalesce(written, 0) AS written FROM raw_batches WHERE run_source_id = :run_source_id) AS b
+    ) AS counted WHERE newer < :max_rows
+    """
 )
+
+
+def _newest_first(session: Session, source_run: SourceRun, statement: str) -> tuple[TextClause, dict[str, Any]]:
+    """`statement` reading the run's quotes from its last batches that hold `MAX_ROWS`, and its parameters.
+
+    Quotes without a batch (a run with no batches, as in a test) are read whole, newest id first."""
+    from_batch = session.execute(_FROM_BATCH, {"run_source_id": source_run.id, "max_rows": MAX_ROWS}).scalar()
+    where = "" if from_batch is None else " AND batch_id >= :from_batch"
+    return text(statement.format(from_batch=where)), {
+        "run_id": source_run.run_id, "source": source_run.source, "max_rows": MAX_ROWS, "from_batch": from_batch}
 
 
 def price_jump(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
     """Flag quotes of this run whose price moved more than `price_jump` from the asset's previous observation."""
-    rows = session.execute(_PRICE_JUMP, {"run_id": source_run.run_id, "source": source_run.source,
-                                         "limit": limits.price_jump, "max_rows": MAX_ROWS,
-                                         "max_findings": limits.max_findings}).all()
+    statement, parameters = _newest_first(session, source_run, _PRICE_JUMP)
+    rows = session.execute(statement, {**parameters, "limit": limits.price_jump,
+                                       "max_findings": limits.max_findings}).all()
     return [Finding("price_jump", source_run.source, "warning",
                     f"{row.slug} moved {float(row.move):.0%} from {float(row.previous_price):g} at "
                     f"{row.previous_at.isoformat()} to {float(row.price_usd):g} at {row.observed_at.isoformat()}",
@@ -96,9 +117,9 @@ def price_jump(session: Session, source_run: SourceRun, limits: Thresholds) -> l
 
 def source_disagreement(session: Session, source_run: SourceRun, limits: Thresholds) -> list[Finding]:
     """Flag this run's prices that stand more than `disagreement` from the cross-source median of their bucket."""
-    rows = session.execute(_DISAGREEMENT, {"run_id": source_run.run_id, "source": source_run.source,
-                                           "bucket": limits.disagreement_bucket, "limit": limits.disagreement,
-                                           "max_rows": MAX_ROWS, "max_findings": limits.max_findings}).all()
+    statement, parameters = _newest_first(session, source_run, _DISAGREEMENT)
+    rows = session.execute(statement, {**parameters, "bucket": limits.disagreement_bucket,
+                                       "limit": limits.disagreement, "max_findings": limits.max_findings}).all()
     return [Finding("source_disagreement", source_run.source, "warning",
                     f"{row.slug} at {float(row.price_usd):g} is {float(row.distance):.0%} from the median "
                     f"{float(row.median):g} of {row.sources} sources in the {limits.disagreement_bucket} from "

@@ -149,3 +149,17 @@ def test_a_key_another_process_inserted_meanwhile_makes_the_plain_insert_give_wa
                           "eth 21": Decimal("4.5")}  # the later batch's btc row stands
         assert stages.batches()[1].state == "loaded"
         assert stages.source_run().inserted == 3  # eth on the 21st; btc's was the peer's
+
+
+def test_a_later_chunk_with_a_keys_same_values_still_outranks_a_chunk_between_them_loaded_last(
+        app: Flask, sources_file: Path, tmp_path: Path) -> None:
+    # The first and last chunks give eth on the 22nd the same price; the middle one another. The last chunk's
+    # write changes no value, but the row must name it: else the middle chunk, loaded last, takes the row.
+    lines = ["eth,2019-04-22,2.5,1000,2000", "btc,2019-04-20,1.5,1000,2000",
+             "eth,2019-04-22,5.5,1000,2000", "btc,2019-04-21,1.5,1000,2000",
+             "eth,2019-04-22,2.5,1000,2000", "btc,2019-04-22,1.5,1000,2000"]
+    with app.app_context():
+        in_order, _ = _load_in(None, sources_file, tmp_path, lines, 2)
+        last_in_between, _ = _load_in([0, 2, 1], sources_file, tmp_path, lines, 2)
+
+    assert in_order[("eth", "22")] == last_in_between[("eth", "22")] == Decimal("2.5")

@@ -23,12 +23,17 @@ CHUNK_STAGE_COLUMNS = ("raw_chunk_id", "raw_line", *QUOTE_COLUMNS)
 # a row once per statement; the last line or record of a key wins). The batches of one run
 # may load in any order and at once (see load.mark_loaded): a row written by a later batch of the
 # same run is kept (batch ids grow with a run's batches, as extract adds them one after another),
-# so the outcome is that of loading them in order. The WHERE also keeps identical re-loads from
-# rewriting rows. Rows come out of DISTINCT ON in key order, so two loads that share keys lock them
-# in the same order. `{staged}` is what the batch's quotes are read from.
-# Inserted or updated: a partitioned table cannot return `xmax`, so the row's own updated_at tells. An INSERT
-# never sets it and the DO UPDATE always does, so it is NULL exactly in the rows this statement inserted,
-# whoever inserted the key before (a concurrent load's committed row is an update here, as xmax said).
+# so the outcome is that of loading them in order. A later batch of the run that brings the same values
+# still takes the row, though only its batch_id: else a batch between the two, loading last, would take
+# the row with its older values. Values, lineage and updated_at change only with the values, and
+# another run's identical values touch nothing. Rows come out of DISTINCT ON in key order, so two loads
+# that share keys lock them in the same order. `{staged}` is what the batch's quotes are read from.
+# Counted by what the statement left in each row it returned (a partitioned table cannot return `xmax`):
+# inserted, if never updated and ingested by this transaction (now() is its start); updated, if
+# updated_at is now(); else the values were the same (a batch_id taken over), counted as unchanged.
+_SAME = """(q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h)
+           IS NOT DISTINCT FROM (EXCLUDED.price_usd, EXCLUDED.market_cap_usd,
+                                 EXCLUDED.volume_24h_usd, EXCLUDED.percent_change_24h)"""
 _UPSERT_TEMPLATE = """
     WITH staged AS (
         SELECT DISTINCT ON (asset_id, observed_at) * FROM ({staged}) AS batch
@@ -43,28 +48,30 @@ _UPSERT_TEMPLATE = """
         ON CONFLICT (source, asset_id, observed_at) DO UPDATE SET
             price_usd = EXCLUDED.price_usd, market_cap_usd = EXCLUDED.market_cap_usd,
             volume_24h_usd = EXCLUDED.volume_24h_usd, percent_change_24h = EXCLUDED.percent_change_24h,
-            raw_record_id = EXCLUDED.raw_record_id, raw_chunk_id = EXCLUDED.raw_chunk_id,
-            raw_line = EXCLUDED.raw_line, run_id = EXCLUDED.run_id, batch_id = EXCLUDED.batch_id,
-            updated_at = now()
-        WHERE (q.run_id <> EXCLUDED.run_id OR coalesce(q.batch_id, 0) < EXCLUDED.batch_id)
-          AND (q.price_usd, q.market_cap_usd, q.volume_24h_usd, q.percent_change_24h)
-              IS DISTINCT FROM (EXCLUDED.price_usd, EXCLUDED.market_cap_usd,
-                                EXCLUDED.volume_24h_usd, EXCLUDED.percent_change_24h)
-        RETURNING (q.updated_at IS NULL) AS inserted
+            raw_record_id = CASE WHEN {same} THEN q.raw_record_id ELSE EXCLUDED.raw_record_id END,
+            raw_chunk_id = CASE WHEN {same} THEN q.raw_chunk_id ELSE EXCLUDED.raw_chunk_id END,
+            raw_line = CASE WHEN {same} THEN q.raw_line ELSE EXCLUDED.raw_line END,
+            run_id = EXCLUDED.run_id, batch_id = EXCLUDED.batch_id,
+            updated_at = CASE WHEN {same} THEN q.updated_at ELSE now() END
+        WHERE CASE WHEN q.run_id = EXCLUDED.run_id THEN coalesce(q.batch_id, 0) < EXCLUDED.batch_id
+                   ELSE NOT {same} END
+        RETURNING (q.updated_at IS NULL AND q.ingested_at = now()) AS inserted,
+                  coalesce(q.updated_at = now(), false) AS changed
     )
     SELECT count(*) FILTER (WHERE inserted) AS inserted,
-           count(*) FILTER (WHERE NOT inserted) AS updated,
+           count(*) FILTER (WHERE changed) AS updated,
            (SELECT count(*) FROM ({staged}) AS batch) AS staged
     FROM written
 """
-_UPSERT = text(_UPSERT_TEMPLATE.format(staged="SELECT * FROM quote_stage WHERE batch_id = :batch_id"))
+_UPSERT = text(_UPSERT_TEMPLATE.format(staged="SELECT * FROM quote_stage WHERE batch_id = :batch_id",
+                                      same=_SAME))
 # A raw chunk's typed rows loaded straight from its TEMP table (pipeline/chunks.py), with their assets.
 _CHUNK_ROWS = """
     SELECT a.asset_id, :source AS source, t.observed_at, t.price_usd, t.market_cap_usd, t.volume_24h_usd,
            t.percent_change_24h, NULL::bigint AS raw_record_id, CAST(:chunk AS bigint) AS raw_chunk_id,
            t.line AS raw_line, CAST(:run AS bigint) AS run_id, CAST(:batch AS bigint) AS batch_id
     FROM chunk_typed t JOIN asset_aliases a ON a.source = :source AND a.source_asset_id = t.sid"""
-_UPSERT_CHUNK = text(_UPSERT_TEMPLATE.format(staged=_CHUNK_ROWS))
+_UPSERT_CHUNK = text(_UPSERT_TEMPLATE.format(staged=_CHUNK_ROWS, same=_SAME))
 _INSERT_CHUNK = text(f"""
     INSERT INTO market_quotes (asset_id, source, observed_at, price_usd, market_cap_usd, volume_24h_usd,
                                percent_change_24h, raw_record_id, raw_chunk_id, raw_line, run_id, batch_id)

@@ -184,6 +184,8 @@ FORMATS = ["%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%Y/%m/%d %H:%M", "%d.%m.%Y", "%Y
 # The header's other names. Under a repeated name (a payload keeps the last cell of a name) or one with a
 # quote, PostgreSQL refuses nothing: the two thirds of examples under the others have lines to compare.
 HEADERS = [HEADER, [*HEADER[:-1], "50% o'clock"], [*HEADER[:-1], "coin"], [*HEADER[:-1], 'say "hi"']]
+# Lines the derandomized examples below must refuse at least: 78 when written.
+REFUSED_AT_LEAST = 60
 
 
 @pytest.mark.usefixtures("app_ctx")
@@ -191,7 +193,7 @@ def test_a_line_postgresql_refuses_for_its_date_is_the_reject_python_makes_with_
         app: Flask, tmp_path: Path) -> None:
     refused_lines: list[int] = []
 
-    @settings(max_examples=150, deadline=None, database=None)
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
     @given(date_format=st.sampled_from(FORMATS), header=st.sampled_from([*HEADERS[:2] * 2, *HEADERS[2:]]),
            lines=st.lists(st.tuples(plain_rows, formatted_days, st.one_of(st.just("n"), awkward)),
                           min_size=2, max_size=10))
@@ -217,9 +219,10 @@ def test_a_line_postgresql_refuses_for_its_date_is_the_reject_python_makes_with_
         refused_lines.extend(decision.refused)
 
     agree()
-    # Many examples hold a day no date of its format can be (a dash or a letter where it has none): 43 to 97
-    # lines refused in 150 examples in ten runs when written; a refusal that never happened compares nothing.
-    assert len(refused_lines) >= 25, f"only {len(refused_lines)} lines refused in 150 examples"
+    # Many examples hold a day no date of its format can be (a dash or a letter where it has none); a refusal
+    # that never happened compares nothing. The examples are the same in every run (derandomize): drawn at
+    # random, 19 to 97 lines were refused in 150 of them, and a floor under that range failed now and then.
+    assert len(refused_lines) >= REFUSED_AT_LEAST, f"only {len(refused_lines)} lines refused in 150 examples"
 
 
 @pytest.mark.usefixtures("app_ctx")

@@ -51,6 +51,10 @@ def number_in(value: Any) -> float | None:
     commas; never a boolean. Decimal, not float(), so the oracle parses text by other code than `drift`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
+    # Text around a number may be whitespace, as float() takes it: Decimal (str.strip) also takes the four
+    # information separators U+001C-U+001F for whitespace, float() does not ("0\x1f" is no number).
+    if isinstance(value, str) and any("\x1c" <= char <= "\x1f" for char in value):
+        return None
     try:
         return float(Decimal(value.replace(",", "")) if isinstance(value, str) else value)
     except InvalidOperation:

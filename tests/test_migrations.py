@@ -1,6 +1,8 @@
 """The migrations build exactly the schema the models describe, so no table is ever made by create_all."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,30 +40,37 @@ def test_the_database_is_at_the_newest_revision(app: Flask) -> None:
     assert head is not None and current == head
 
 
-def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequence_and_history_in_default(
-        app: Flask, sources_file: Path) -> None:
-    url = DATABASE_URL + "_0017"
+@contextmanager
+def _database_of_its_own(app: Flask, sources_file: Path, name: str) -> Iterator[None]:
+    """An app context on an empty database of its own (migrated by the test), dropped afterwards."""
+    url = DATABASE_URL + name
     other = create_app({**config_for(sources_file), "SQLALCHEMY_DATABASE_URI": url})
     ensure_database(url)
     try:
         with other.app_context():
-            upgrade(revision="0016")
-            this_month = partitions.month_start(datetime.now(timezone.utc))
-            _quotes_of_three_months_and_a_gap_in_ids()
-            before = _rows()
-            upgrade(revision="0017")
-            partitioned = _rows()
-            homes = db.session.execute(text("SELECT DISTINCT tableoid::regclass::text FROM market_quotes")).scalars()
-            next_id = db.session.execute(text("SELECT nextval('market_quotes_id_seq')")).scalar()
-            db.session.rollback()
-            downgrade(revision="0016")
-            after = _rows()
-            kind = db.session.execute(text("SELECT relkind FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()
+            yield
             db.engine.dispose()
     finally:
         drop_database(url)
         app.extensions["celery"].set_current()
         app.extensions["celery"].set_default()
+
+
+def test_partitioning_the_quotes_and_back_keeps_every_row_its_id_and_the_id_sequence_and_history_in_default(
+        app: Flask, sources_file: Path) -> None:
+    with _database_of_its_own(app, sources_file, "_0017"):
+        upgrade(revision="0016")
+        this_month = partitions.month_start(datetime.now(timezone.utc))
+        _quotes_of_three_months_and_a_gap_in_ids()
+        before = _rows()
+        upgrade(revision="0017")
+        partitioned = _rows()
+        homes = db.session.execute(text("SELECT DISTINCT tableoid::regclass::text FROM market_quotes")).scalars()
+        next_id = db.session.execute(text("SELECT nextval('market_quotes_id_seq')")).scalar()
+        db.session.rollback()
+        downgrade(revision="0016")
+        after = _rows()
+        kind = db.session.execute(text("SELECT relkind FROM pg_class WHERE oid = 'market_quotes'::regclass")).scalar()
 
     assert len(before) == 6 and before == partitioned == after
     # Earlier months stay in DEFAULT (QUOTES_PARTITION_HISTORY moves them out); this month has its partition.
@@ -100,23 +109,14 @@ def _btrees() -> dict[str, str]:
 
 def test_the_quotes_keys_are_the_walks_indexes_and_their_change_and_back_keeps_every_row(
         app: Flask, sources_file: Path) -> None:
-    url = DATABASE_URL + "_0019"
-    other = create_app({**config_for(sources_file), "SQLALCHEMY_DATABASE_URI": url})
-    ensure_database(url)
-    try:
-        with other.app_context():
-            upgrade(revision="0018")
-            _quotes_of_three_months_and_a_gap_in_ids()
-            before, old = _rows(), _btrees()
-            upgrade(revision="0019")
-            keyed, new = _rows(), _btrees()
-            downgrade(revision="0018")
-            after, back = _rows(), _btrees()
-            db.engine.dispose()
-    finally:
-        drop_database(url)
-        app.extensions["celery"].set_current()
-        app.extensions["celery"].set_default()
+    with _database_of_its_own(app, sources_file, "_0019"):
+        upgrade(revision="0018")
+        _quotes_of_three_months_and_a_gap_in_ids()
+        before, old = _rows(), _btrees()
+        upgrade(revision="0019")
+        keyed, new = _rows(), _btrees()
+        downgrade(revision="0018")
+        after, back = _rows(), _btrees()
 
     assert len(before) == 6 and before == keyed == after
     # Every B-tree a load writes is a key; the walks read the keys.
